@@ -1,0 +1,20 @@
+"""The model zoo: classic CNN builders and keras.applications wrappers behind one registry."""
+
+from zoo import layers  # noqa: F401  (registers the serialisable layers)
+from zoo.errors import InputShapeError, UnknownModelError, WeightsError, ZooError
+from zoo.registry import ModelSpec, create_model, get_spec, list_models, register_model
+
+# Importing a family module registers its builders.
+from zoo import lenet  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "InputShapeError",
+    "ModelSpec",
+    "UnknownModelError",
+    "WeightsError",
+    "ZooError",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "register_model",
+]
