@@ -19,6 +19,7 @@ from zoo.registry import register_model
     preprocessing="tf",
     blocks=("c1", "c3", "c5"),
     default_unfreeze="c5",
+    default_classes=10,
 )
 def lenet5(
     *,

@@ -44,6 +44,7 @@ class ModelSpec:
         default_unfreeze: block from which fine-tuning unfreezes by default.
         source: ``"classic"`` for the zoo's own builders, ``"keras"`` for keras.applications.
         task: ``"classification"`` or ``"segmentation"``.
+        default_classes: classes of the reference configuration (1000 for ImageNet models).
     """
 
     name: str
@@ -60,6 +61,7 @@ class ModelSpec:
     default_unfreeze: str | None = None
     source: str = "classic"
     task: str = "classification"
+    default_classes: int = 1000
 
     def __post_init__(self) -> None:
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -142,7 +144,7 @@ def list_models(pattern: str | None = None, *, source: str | None = None,
 def create_model(
     name: str,
     *,
-    classes: int = 1000,
+    classes: int | None = None,
     input_shape: tuple[int, int, int] | None = None,
     weights: str | None = None,
     include_top: bool = True,
@@ -153,7 +155,8 @@ def create_model(
 
     Args:
         name: registry key (see :func:`list_models`).
-        classes: number of output classes (output channels for segmentation models).
+        classes: number of output classes (output channels for segmentation models); defaults
+            to the spec's ``default_classes``.
         input_shape: ``(height, width, channels)``; defaults to the spec's.
         weights: ``None`` for random initialisation, a weight-set name such as ``"imagenet"``,
             or a path to a ``.weights.h5``, ``.h5`` or ``.keras`` file.
@@ -166,6 +169,7 @@ def create_model(
         ZooError: the arguments do not fit the model (the message says why).
     """
     spec = get_spec(name)
+    classes = spec.default_classes if classes is None else classes
     if pooling not in (None, "avg", "max"):
         raise ZooError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if classes < 1:

@@ -1,0 +1,87 @@
+"""The CLI through Click's CliRunner, error paths included."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+def test_help_lists_commands(runner):
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("list", "info", "train", "predict"):
+        assert command in result.output
+
+
+def test_list_and_info(runner):
+    result = runner.invoke(main, ["list", "lenet*"])
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if l.startswith("lenet5"))
+    assert "61.7K" in line and "32x32x1" in line
+    result = runner.invoke(main, ["list", "lenet*", "--json"])
+    (row,) = json.loads(result.output)
+    assert row["params_total"] == 61_706 and row["macs"] == 416_520
+    result = runner.invoke(main, ["info", "lenet5", "--json"])
+    assert json.loads(result.output)["paper"].startswith("LeCun")
+
+
+def test_unknown_model_is_one_clean_line(runner):
+    result = runner.invoke(main, ["info", "lenet"])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: unknown model 'lenet'. Did you mean lenet5")
+    assert line.endswith("Run 'zoo list' to see the registered models.")
+    result = runner.invoke(main, ["list", "nothing*"])
+    assert result.exit_code == 1 and "no model matches" in result.output
+
+
+def test_train_then_predict(runner, image_folder, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", str(image_folder), "--model", "lenet5", "--mode", "full-retrain",
+            "--weights", "none", "--epochs", "2", "--batch-size", "8", "--output", str(out)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "validation accuracy" in result.output
+    assert (out / "saved_model" / "saved_model.pb").is_file()
+
+    again = runner.invoke(main, args)
+    assert again.exit_code == 1
+    assert "already exists" in again.output and "--overwrite" in again.output
+    assert "Traceback" not in again.output
+
+    image = next(image_folder.glob("red/*.png"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("<html>not an image</html>")
+    result = runner.invoke(main, ["predict", str(out), str(image), str(broken), "--json",
+                                  "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert rows[0]["path"] == str(image) and len(rows[0]["predictions"]) == 2
+    assert {p["label"] for p in rows[0]["predictions"]} <= {"red", "green", "blue"}
+    assert rows[1]["path"] == str(broken) and "error" in rows[1]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "/no/such/dir", "--output", "x"], "does not exist"),
+    (["train", ".", "--output", "x", "--mode", "sideways"], "Invalid value for '--mode'"),
+    (["train", ".", "--output", "x", "--epochs", "-1"], "Invalid value for '--epochs'"),
+    (["predict", "/no/such/run", "a.png"], "does not exist"),
+])
+def test_usage_errors_exit_2_without_traceback(runner, args, message):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_train_bad_model_name_exits_1(runner, image_folder, tmp_path):
+    result = runner.invoke(main, ["train", str(image_folder), "--model", "resnet5O",
+                                  "--weights", "none", "--output", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert "unknown model 'resnet5O'" in result.output

@@ -1,0 +1,15 @@
+"""Exceptions of the transfer package; all are ZooError, which the CLI turns into one line."""
+
+from zoo.errors import ZooError
+
+
+class ConfigError(ZooError, ValueError):
+    """A training configuration value that is out of range or unknown."""
+
+
+class DataError(ZooError):
+    """A data folder, file or split that cannot be used; the message names it."""
+
+
+class RunDirError(ZooError):
+    """A run directory that is missing, incomplete, or would be overwritten."""

@@ -1,0 +1,228 @@
+"""Backbone + head classifiers, and the one function that decides what is trainable.
+
+The classifier takes raw 0-255 RGB pixels at a fixed size. Inside it: optional augmentation
+(active only in training), the backbone's own preprocessing (a mode from the registry, so the user
+never has to know it), the backbone without its top, global pooling, dropout and a dense
+classifier. Layer names are fixed (``"backbone"``, ``"head_dropout"``, ``"classifier"``) so the
+other modules can find the parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+
+import keras
+
+import zoo
+from transfer.config import TransferMode
+from transfer.errors import ConfigError
+from zoo.errors import ZooError
+from zoo.layers import Preprocess
+
+log = logging.getLogger(__name__)
+
+BACKBONE = "backbone"
+HEAD_LAYERS = ("head_dropout", "classifier")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneInfo:
+    """What the transfer package needs to know about a backbone, from the registry or a file."""
+
+    name: str
+    preprocessing: str
+    channels: int
+    default_size: int
+    min_size: int
+    blocks: tuple[str, ...]
+    default_unfreeze: str | None
+
+
+def backbone_info(model: str) -> BackboneInfo:
+    """Metadata of a registry model, or of a ``.keras`` classifier trained by this toolkit."""
+    if _is_model_file(model):
+        previous = _load_model_file(model)
+        backbone = previous.get_layer(BACKBONE)
+        pre = previous.get_layer("preprocess")
+        size = previous.input_shape[1]
+        return BackboneInfo(name=backbone.name, preprocessing=pre.mode, channels=pre.channels,
+                            default_size=size, min_size=size, blocks=(),
+                            default_unfreeze=None)
+    spec = zoo.get_spec(model)
+    if spec.task != "classification":
+        raise ConfigError(f"model {model!r} is a {spec.task} model and cannot be a classifier "
+                          f"backbone")
+    return BackboneInfo(name=spec.name, preprocessing=spec.preprocessing, channels=spec.channels,
+                        default_size=spec.default_input_shape[0], min_size=spec.min_input_size,
+                        blocks=spec.blocks, default_unfreeze=spec.default_unfreeze)
+
+
+def _is_model_file(model: str) -> bool:
+    return str(model).endswith(".keras") or os.sep in str(model)
+
+
+def _load_model_file(path: str, safe_mode: bool = True) -> keras.Model:
+    if not Path(path).is_file():
+        raise ConfigError(f"model file {path!r} does not exist")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+            raise ConfigError(
+                f"model file {path!r} holds arbitrary code (a Lambda layer); it is refused in "
+                f"safe mode. Load it only if you trust its source.") from exc
+        raise ConfigError(f"model file {path!r} cannot be loaded: {exc}") from exc
+
+
+def build_backbone(model: str, *, image_size: int, weights: str | None) -> keras.Model:
+    """The backbone without its top, ending in global average pooling."""
+    if _is_model_file(model):
+        previous = _load_model_file(model)
+        backbone = previous.get_layer(BACKBONE)
+        if weights not in (None, "imagenet"):
+            log.info("weights=%r ignored: the backbone of %s keeps its trained weights",
+                     weights, model)
+        return backbone
+    spec = zoo.get_spec(model)
+    return zoo.create_model(model, include_top=False, pooling="avg", weights=weights,
+                            input_shape=(image_size, image_size, spec.channels))
+
+
+def augmentation(seed: int) -> keras.Sequential:
+    """Flips, crops (zoom + translation), small rotations and colour changes; training only."""
+    layers = keras.layers
+    return keras.Sequential([
+        layers.RandomFlip("horizontal", seed=seed),
+        layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
+        layers.RandomZoom((-0.15, 0.0), fill_mode="reflect", seed=seed + 2),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
+        layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 4),
+        layers.RandomContrast(0.15, value_range=(0, 255), seed=seed + 5),
+    ], name="augmentation")
+
+
+def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
+                     image_size: int | None = None, weights: str | None = None,
+                     dropout: float = 0.2, weight_decay: float = 0.0, augment: bool = False,
+                     seed: int = 42) -> keras.Model:
+    """Backbone + new head taking raw 0-255 RGB images of ``image_size``.
+
+    In feature-extractor and fine-tune modes the backbone is called with ``training=False``, so
+    its BatchNormalization layers stay in inference mode whatever ``trainable`` says; in
+    full-retrain mode they train normally.
+    """
+    info = backbone_info(model)
+    size = image_size or info.default_size
+    if size < info.min_size:
+        raise ConfigError(f"image size {size} is below the minimum {info.min_size} of "
+                          f"backbone {info.name!r}")
+    keras.utils.set_random_seed(seed)
+    backbone = build_backbone(model, image_size=size, weights=weights)
+    backbone.name = BACKBONE  # a public contract for freezing and feature extraction
+
+    inputs = keras.Input((size, size, 3), name="image")
+    x = augmentation(seed)(inputs) if augment else inputs
+    x = Preprocess(info.preprocessing, channels=info.channels, name="preprocess")(x)
+    if mode is TransferMode.FULL_RETRAIN:
+        x = backbone(x)
+    else:
+        x = backbone(x, training=False)
+    if len(x.shape) != 2:
+        raise ZooError(f"backbone {info.name!r} does not end in pooled features: {x.shape}")
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier",
+                                 kernel_regularizer=regularizer)(x)
+    return keras.Model(inputs, outputs, name=f"{info.name}_classifier")
+
+
+def head_model(classifier: keras.Model) -> keras.Model:
+    """The head alone, on pooled features, sharing its layers (and weights) with ``classifier``."""
+    feature_dim = classifier.get_layer(BACKBONE).output.shape[-1]
+    features = keras.Input((feature_dim,), name="features")
+    x = features
+    for name in HEAD_LAYERS:
+        x = classifier.get_layer(name)(x)
+    return keras.Model(features, x, name="head")
+
+
+def feature_model(classifier: keras.Model) -> keras.Model:
+    """Raw images to pooled backbone features (preprocessing included, augmentation skipped)."""
+    image = keras.Input(classifier.input_shape[1:], name="image")
+    x = classifier.get_layer("preprocess")(image)
+    x = classifier.get_layer(BACKBONE)(x, training=False)
+    return keras.Model(image, x, name="features")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainableSummary:
+    """What trains in one phase."""
+
+    phase: str
+    trainable_weights: int
+    trainable_params: int
+    frozen_params: int
+    unfreeze_from: str | None = None
+
+    def __str__(self) -> str:
+        where = f" from block {self.unfreeze_from!r}" if self.unfreeze_from else ""
+        return (f"phase {self.phase}{where}: {self.trainable_weights} trainable weight tensors, "
+                f"{self.trainable_params:,} trainable / {self.frozen_params:,} frozen parameters")
+
+
+def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...] = (),
+                  unfreeze_from: str | None = None) -> TrainableSummary:
+    """The one function that decides what trains. Recompile the model after calling it.
+
+    Phases:
+        ``"head"``: backbone frozen, head trainable (feature-extractor, first phase of fine-tune).
+        ``"fine-tune"``: backbone layers from block ``unfreeze_from`` on are trainable, except
+            BatchNormalization layers, which stay frozen (and in inference mode); earlier layers
+            stay frozen. Without ``unfreeze_from`` the whole backbone is unfrozen (BN excepted).
+        ``"full"``: everything trains, BatchNormalization included.
+    """
+    backbone = classifier.get_layer(BACKBONE)
+    classifier.trainable = True
+    if phase == "full":
+        backbone.trainable = True
+        for layer in _walk(backbone):
+            layer.trainable = True
+    elif phase == "head":
+        backbone.trainable = False
+    elif phase == "fine-tune":
+        backbone.trainable = True
+        layers = list(_walk(backbone))
+        start = 0
+        if unfreeze_from is not None:
+            if blocks and unfreeze_from not in blocks:
+                raise ConfigError(
+                    f"unknown block {unfreeze_from!r} for --unfreeze-from; this backbone's "
+                    f"blocks are: {', '.join(blocks)}")
+            matches = [i for i, layer in enumerate(layers) if layer.name.startswith(unfreeze_from)]
+            if not matches:
+                raise ConfigError(f"no backbone layer is named after block {unfreeze_from!r}")
+            start = matches[0]
+        for i, layer in enumerate(layers):
+            is_bn = isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = i >= start and not is_bn
+    else:
+        raise ConfigError(f"unknown phase {phase!r}; expected 'head', 'fine-tune' or 'full'")
+    for name in HEAD_LAYERS:
+        classifier.get_layer(name).trainable = True
+    trainable = sum(math.prod(w.shape) for w in classifier.trainable_weights)
+    frozen = sum(math.prod(w.shape) for w in classifier.non_trainable_weights)
+    return TrainableSummary(phase, len(classifier.trainable_weights), trainable, frozen,
+                            unfreeze_from if phase == "fine-tune" else None)
+
+
+def _walk(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            layer.trainable = True
+            yield from _walk(layer)
+        else:
+            yield layer
