@@ -27,6 +27,9 @@ class TransferMode(str, enum.Enum):
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 CLASS_WEIGHTS = ("auto", "on", "off")
+SCHEDULES = ("plateau", "cosine", "onecycle", "constant")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,21 @@ class TrainConfig:
         imbalance_threshold: the ratio above which ``"auto"`` turns class weights on.
         cache_features: in feature-extractor mode without augmentation, run the backbone once
             and train the head on the cached features.
+        schedule: ``"plateau"`` halves the learning rate when validation loss stops improving
+            for ``lr_patience`` epochs; ``"cosine"`` decays it along a cosine after
+            ``warmup_epochs`` of linear warm-up; ``"onecycle"`` ramps it up to the peak for the
+            first 30% of steps then anneals it (Smith 2018); ``"constant"`` keeps it.
+        warmup_epochs: linear warm-up length of the cosine schedule.
+        mixup: alpha of mixup's Beta distribution (Zhang et al. 2018); 0 disables it.
+        cutmix: alpha of CutMix (Yun et al. 2019); 0 disables it.
+        deterministic: make TensorFlow ops deterministic (slower), for bit-exact reruns.
+        precision: ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
+        jit: compile the training step with XLA.
+        strategy: ``"default"`` (one device), ``"mirrored"`` (all local GPUs or logical devices),
+            ``"multiworker"`` (machines listed in ``TF_CONFIG``) or ``"tpu"``. Batch size is per
+            replica; the learning rate scales linearly with the number of replicas.
+        memory_cache_mb: decoded training images are kept in memory when they fit in this many
+            megabytes; otherwise they are decoded again each epoch.
     """
 
     model: str = "keras_mobilenetv2"
@@ -86,6 +104,15 @@ class TrainConfig:
     class_weights: str = "auto"
     imbalance_threshold: float = 1.5
     cache_features: bool = True
+    schedule: str = "plateau"
+    warmup_epochs: int = 0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    deterministic: bool = False
+    precision: str = "float32"
+    jit: bool = False
+    strategy: str = "default"
+    memory_cache_mb: int = 2048
 
     def __post_init__(self) -> None:
         try:
@@ -99,6 +126,11 @@ class TrainConfig:
         checks = [
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
             (self.class_weights in CLASS_WEIGHTS, f"class_weights must be one of {CLASS_WEIGHTS}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}"),
+            (self.mixup >= 0 and self.cutmix >= 0, "mixup must not be negative"),
+            (self.warmup_epochs >= 0, "warmup_epochs must not be negative"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.epochs >= 0 and self.fine_tune_epochs >= 0, "epochs must not be negative"),
             (self.learning_rate > 0, "learning_rate must be positive"),

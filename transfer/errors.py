@@ -13,3 +13,7 @@ class DataError(ZooError):
 
 class RunDirError(ZooError):
     """A run directory that is missing, incomplete, or would be overwritten."""
+
+
+class TrainingInterrupted(ZooError):
+    """Training stopped by Ctrl-C; the last finished epoch is checkpointed."""

@@ -135,8 +135,9 @@ def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
         raise ZooError(f"backbone {info.name!r} does not end in pooled features: {x.shape}")
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    # float32 output even under a mixed-precision policy, for a numerically stable softmax.
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier",
-                                 kernel_regularizer=regularizer)(x)
+                                 kernel_regularizer=regularizer, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"{info.name}_classifier")
 
 

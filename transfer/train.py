@@ -1,4 +1,4 @@
-"""Training in the three transfer modes, writing a complete run directory.
+"""Training in the three transfer modes, writing a complete, resumable run directory.
 
 A run directory holds::
 
@@ -9,25 +9,36 @@ A run directory holds::
     saved_model/       the SavedModel export (see transfer.export)
     history.json/.csv  every metric of every epoch, with the phase it belongs to
     metrics.json       the final evaluation on the validation (and test) split
+    checkpoint/        the state after the last finished epoch, for ``--resume``
     logs/              TensorBoard logs
+
+Each mode is a plan of phases (see :func:`phase_plan`); one epoch counter and one history run
+across the phases. After every epoch the run is checkpointed, and the data order depends only on
+``(seed, epoch)``, so :func:`resume` after a crash, a kill or Ctrl-C reaches the same result as an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
 
+from transfer import checkpoint as ckpt
 from transfer import data as data_lib
 from transfer.config import TrainConfig, TransferMode
-from transfer.errors import RunDirError
+from transfer.errors import RunDirError, TrainingInterrupted
 from transfer.evaluate import evaluate_model
 from transfer.export import export_saved_model
 from transfer.model import (
@@ -38,6 +49,7 @@ from transfer.model import (
     head_model,
     set_trainable,
 )
+from transfer.schedules import StepSchedule
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +75,31 @@ class TrainResult:
         return self.run_dir / "model.keras"
 
 
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One step of a mode's plan: what trains, for how many epochs, at which learning rate."""
+
+    name: str
+    epochs: int
+    learning_rate: float
+
+
+def phase_plan(config: TrainConfig, replicas: int = 1) -> list[Phase]:
+    """The mode as a short named procedure (the fastai/Keras-guide fine-tune policy).
+
+    feature-extractor: the head, backbone frozen. fine-tune: the head until it has converged,
+    then the backbone from block ``unfreeze_from`` on at ``learning_rate * fine_tune_lr_factor``.
+    full-retrain: everything. Learning rates scale linearly with the number of replicas.
+    """
+    lr = config.learning_rate * replicas
+    if config.mode is TransferMode.FULL_RETRAIN:
+        return [Phase("full", config.epochs, lr)]
+    plan = [Phase("head", config.epochs, lr)]
+    if config.mode is TransferMode.FINE_TUNE and config.fine_tune_epochs:
+        plan.append(Phase("fine-tune", config.fine_tune_epochs, lr * config.fine_tune_lr_factor))
+    return plan
+
+
 def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
           config: TrainConfig | None = None, overwrite: bool = False,
           callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int | str = "auto",
@@ -80,61 +117,82 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
 
     Returns:
         A :class:`TrainResult` with the model, the history, the final metrics and the paths.
-    """
-    config = (config or TrainConfig()).replace(**overrides) if overrides else (
-        config or TrainConfig())
-    run_dir = _prepare_run_dir(Path(output), overwrite)
-    keras.utils.set_random_seed(config.seed)
 
-    folder = data_lib.load_image_folder(data_dir, val_split=config.val_split, seed=config.seed)
+    Raises:
+        TrainingInterrupted: on Ctrl-C; the last finished epoch is checkpointed.
+    """
+    config = (config or TrainConfig()).replace(**overrides)
     info = backbone_info(config.model)
-    size = config.image_size or info.default_size
-    config = config.replace(image_size=size)
+    config = config.replace(image_size=config.image_size or info.default_size)
+    folder = data_lib.load_image_folder(data_dir, val_split=config.val_split, seed=config.seed)
+    strategy = _make_strategy(config.strategy)
+    run_dir = Path(output)
+    if _is_chief(strategy):
+        _prepare_run_dir(run_dir, overwrite)
+    else:  # other workers of a multi-worker run write their copies out of the way
+        run_dir = Path(tempfile.mkdtemp(prefix="zoo-worker-"))
     config.save(run_dir / "config.json")
     folder.save(run_dir / "split.json")
     (run_dir / "class_names.json").write_text(
         json.dumps(list(folder.class_names), ensure_ascii=False) + "\n")
-
-    counts = folder.train.class_counts(folder.num_classes)
-    weights = _class_weights(config, counts)
-    log.info("data: %d classes, %d training and %d validation images; class counts %s",
-             folder.num_classes, len(folder.train), len(folder.val),
-             dict(zip(folder.class_names, counts)))
-
-    classifier = build_classifier(
-        config.model, num_classes=folder.num_classes, mode=config.mode, image_size=size,
-        weights=config.weights, dropout=config.dropout, weight_decay=config.weight_decay,
-        augment=config.augment, seed=config.seed)
-
-    trainer = _Trainer(config, folder, classifier, run_dir, weights, list(callbacks), verbose)
-    trainer.run()
-
-    classifier.save(run_dir / "model.keras")
-    metrics = {"val": trainer.evaluate(folder.val)}
-    if folder.test is not None and len(folder.test):
-        metrics["test"] = trainer.evaluate(folder.test)
-    metrics["phases"] = [dataclasses.asdict(p) for p in trainer.phases]
-    metrics["class_weights"] = weights
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    export_saved_model(classifier, run_dir / "saved_model", folder.class_names)
-    log.info("validation: top-1 accuracy %.4f, top-%d accuracy %.4f, loss %.4f",
-             metrics["val"]["top1_accuracy"], metrics["val"]["top_k"],
-             metrics["val"]["top5_accuracy"], metrics["val"]["loss"] or float("nan"))
-    return TrainResult(classifier, trainer.history, metrics, run_dir, folder.class_names, config,
-                       trainer.phases)
+    return _Trainer(config, folder, run_dir, strategy, list(callbacks), verbose).run(None)
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool) -> Path:
+def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Callback] = (),
+           verbose: int | str = "auto") -> TrainResult:
+    """Continue an interrupted run from its last finished epoch: same data order, optimizer
+    state, schedule and callback state, hence the same result as an uninterrupted run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file() or not (run_dir / "split.json").is_file():
+        raise RunDirError(f"{str(run_dir)!r} is not a run directory (no config.json/split.json)")
+    state = ckpt.load_state(run_dir)
+    if state is None:
+        raise RunDirError(f"{str(run_dir)!r} has no checkpoint to resume from; train it again "
+                          f"with --overwrite")
+    if state.get("finished"):
+        raise RunDirError(f"the run in {str(run_dir)!r} already finished")
+    config = TrainConfig.load(run_dir / "config.json")
+    folder = data_lib.ImageFolderData.load(run_dir / "split.json")
+    strategy = _make_strategy(config.strategy)
+    log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+    return _Trainer(config, folder, run_dir, strategy, list(callbacks), verbose).run(state)
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"output {str(run_dir)!r} exists and is not a folder")
     if run_dir.is_dir() and any(run_dir.iterdir()):
         if not overwrite:
+            hint = (" or --resume it" if (run_dir / ckpt.CHECKPOINT_DIR).is_dir() else "")
             raise RunDirError(
                 f"run directory {str(run_dir)!r} already exists and is not empty; choose another "
-                f"--output or pass --overwrite to replace it")
+                f"--output, pass --overwrite to replace it{hint}")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+
+
+def _make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    return tf.distribute.get_strategy()
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def _class_weights(config: TrainConfig, counts: list[int]) -> dict[int, float] | None:
@@ -159,95 +217,259 @@ def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.9,
     return keras.optimizers.Adam(learning_rate)
 
 
-class _Trainer:
-    """Runs the phases of one mode, keeping one epoch count and one history across them."""
+def epoch_dataset(num_items: int, fetch: Callable, *, seed: int, start_epoch: int,
+                  end_epoch: int, batch_size: int, shuffle: bool,
+                  batch_fn: Callable | None = None):
+    """Batches for epochs ``[start_epoch, end_epoch)``; each epoch's order is a stateless
+    permutation of ``(seed, epoch)``, so it is the same whether or not the run was resumed.
 
-    def __init__(self, config: TrainConfig, folder: data_lib.ImageFolderData,
-                 classifier: keras.Model, run_dir: Path, class_weight: dict | None,
-                 extra_callbacks: list, verbose):
+    ``fetch`` maps an item index to ``(x, y)``; ``batch_fn(batch, seed_pair)`` may transform each
+    batch (mixup/CutMix) with a seed that also depends only on the epoch and batch number.
+    """
+    import tensorflow as tf
+
+    seed_t = tf.constant(seed, tf.int64)
+
+    def one_epoch(epoch):
+        index = tf.range(num_items, dtype=tf.int64)
+        if shuffle:
+            index = tf.random.experimental.stateless_shuffle(index, seed=tf.stack([seed_t, epoch]))
+        ds = (tf.data.Dataset.from_tensor_slices(index)
+              .map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+              .batch(batch_size))
+        if batch_fn is not None:
+            ds = ds.enumerate().map(
+                lambda i, b: batch_fn(b, tf.stack([seed_t, epoch * 1_000_003 + i])),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds
+
+    batches = (end_epoch - start_epoch) * math.ceil(num_items / batch_size)
+    return (tf.data.Dataset.range(start_epoch, end_epoch).flat_map(one_epoch)
+            .apply(tf.data.experimental.assert_cardinality(batches))
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def mix_batch(mixup: float, cutmix: float) -> Callable | None:
+    """Mixup and/or CutMix on one-hot batches; with both, each batch picks one at random."""
+    if not mixup and not cutmix:
+        return None
+    import tensorflow as tf
+
+    def beta(alpha, seed):
+        a = tf.random.stateless_gamma([], seed=seed, alpha=alpha)
+        b = tf.random.stateless_gamma([], seed=seed + 1, alpha=alpha)
+        return a / (a + b)
+
+    def apply(batch, seed):
+        x, y = batch
+        n = tf.shape(x)[0]
+        perm = tf.random.experimental.stateless_shuffle(tf.range(n), seed=seed + 2)
+        x2, y2 = tf.gather(x, perm), tf.gather(y, perm)
+        use_cutmix = cutmix > 0 and (
+            not mixup or tf.random.stateless_uniform([], seed=seed + 3) < 0.5)
+        if use_cutmix:
+            lam = beta(cutmix, seed + 4)
+            h, w = tf.shape(x)[1], tf.shape(x)[2]
+            cut = tf.sqrt(1.0 - lam)
+            ch = tf.cast(tf.cast(h, tf.float32) * cut, tf.int32)
+            cw = tf.cast(tf.cast(w, tf.float32) * cut, tf.int32)
+            cy = tf.random.stateless_uniform([], seed=seed + 5, maxval=h, dtype=tf.int32)
+            cx = tf.random.stateless_uniform([], seed=seed + 6, maxval=w, dtype=tf.int32)
+            y0, y1 = tf.maximum(cy - ch // 2, 0), tf.minimum(cy + ch // 2, h)
+            x0, x1 = tf.maximum(cx - cw // 2, 0), tf.minimum(cx + cw // 2, w)
+            rows = tf.logical_and(tf.range(h) >= y0, tf.range(h) < y1)
+            cols = tf.logical_and(tf.range(w) >= x0, tf.range(w) < x1)
+            mask = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), x.dtype)[None, :, :, None]
+            area = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(h * w, tf.float32)
+            return x * (1 - mask) + x2 * mask, y * (1 - area) + y2 * area
+        lam = beta(mixup, seed + 7)
+        return x * lam + x2 * (1 - lam), y * lam + y2 * (1 - lam)
+
+    return apply
+
+
+class _RunLogger(keras.callbacks.Callback):
+    """Last callback of every phase: records the epoch and checkpoints the run."""
+
+    def __init__(self, trainer: _Trainer, phase_index: int, optimizer_model: keras.Model):
+        super().__init__()
+        self.trainer, self.phase_index, self.optimizer_model = trainer, phase_index, optimizer_model
+
+    def on_epoch_end(self, epoch, logs=None):
+        trainer = self.trainer
+        row = {"epoch": epoch + 1, "phase": trainer.plan[self.phase_index].name}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        trainer.history.append(row)
+        trainer.epoch = epoch + 1
+        trainer.write_history()
+        trainer.save_checkpoint(self.phase_index, self.optimizer_model.optimizer)
+
+
+class _Trainer:
+    """Runs a mode's phase plan, keeping one epoch count, one history and the checkpoints."""
+
+    def __init__(self, config: TrainConfig, folder: data_lib.ImageFolderData, run_dir: Path,
+                 strategy, extra_callbacks: list, verbose):
         self.config = config
         self.folder = folder
-        self.classifier = classifier
         self.run_dir = run_dir
-        self.class_weight = class_weight
+        self.strategy = strategy
         self.extra_callbacks = extra_callbacks
         self.verbose = verbose
+        self.replicas = strategy.num_replicas_in_sync
+        self.global_batch = config.batch_size * self.replicas
+        self.plan = phase_plan(config, self.replicas)
+        self.info = backbone_info(config.model)
+        self.num_classes = folder.num_classes
         self.history: list[dict[str, Any]] = []
         self.phases: list[TrainableSummary] = []
         self.epoch = 0
-        self.info = backbone_info(config.model)
-        self.num_classes = folder.num_classes
+        self.phase_start = 0
+        self.plateau: ckpt.ResumableReduceLROnPlateau | None = None
+        self.early: ckpt.ResumableEarlyStopping | None = None
+        self._train_images = None
+        self._features: dict[str, np.ndarray] = {}
+        counts = folder.train.class_counts(self.num_classes)
+        self.class_weight = _class_weights(config, counts)
+        log.info("data: %d classes, %d training and %d validation images; class counts %s",
+                 self.num_classes, len(folder.train), len(folder.val),
+                 dict(zip(folder.class_names, counts)))
+        if self.replicas > 1:
+            log.info("%d replicas: global batch %d, learning rates scaled by %d",
+                     self.replicas, self.global_batch, self.replicas)
 
-    # ---- data -----------------------------------------------------------------------------
-    def dataset(self, split: data_lib.Split, *, shuffle: bool, one_hot: bool = True):
-        ds = data_lib.make_dataset(split, image_size=self.config.image_size,
-                                   batch_size=self.config.batch_size, shuffle=shuffle,
-                                   seed=self.config.seed)
-        if one_hot:
-            depth = self.num_classes
-            import tensorflow as tf
+    # ---- the run ---------------------------------------------------------------------------
+    def run(self, state: dict[str, Any] | None) -> TrainResult:
+        import tensorflow as tf
 
-            ds = ds.map(lambda x, y: (x, tf.one_hot(y, depth)))
-        return ds
-
-    def one_hot(self, labels: Sequence[int]) -> np.ndarray:
-        return np.eye(self.num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
-
-    # ---- phases ---------------------------------------------------------------------------
-    def run(self) -> None:
-        mode = self.config.mode
-        if mode is TransferMode.FULL_RETRAIN:
-            self.fit_images("full", self.config.epochs, self.config.learning_rate)
-            return
-        self.fit_head()
-        if mode is TransferMode.FINE_TUNE and self.config.fine_tune_epochs > 0:
-            self.fit_images("fine-tune", self.config.fine_tune_epochs,
-                            self.config.learning_rate * self.config.fine_tune_lr_factor)
-
-    def fit_head(self) -> None:
         config = self.config
-        if config.augment or not config.cache_features:
-            if config.augment:
-                log.info("augmentation is on: the head trains with full forward passes through "
-                         "the frozen backbone (features cannot be cached)")
-            self.fit_images("head", config.epochs, config.learning_rate)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        with _precision(config.precision), self.strategy.scope():
+            self.classifier = build_classifier(
+                config.model, num_classes=self.num_classes, mode=config.mode,
+                image_size=config.image_size,
+                weights=None if state else config.weights, dropout=config.dropout,
+                weight_decay=config.weight_decay, augment=config.augment, seed=config.seed)
+        start_phase = 0
+        if state:
+            start_phase = state["phase_index"]
+            self.epoch, self.phase_start = state["epoch"], state["phase_start"]
+            self.history = state["history"]
+        try:
+            for index in range(start_phase, len(self.plan)):
+                resuming = state if (state and index == start_phase) else None
+                if not resuming:
+                    self.phase_start = self.epoch
+                self.run_phase(index, resuming)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                f"interrupted; epoch {self.epoch} is checkpointed. Continue with: "
+                f"zoo train --resume {self.run_dir}") from None
+        return self.finish()
+
+    def run_phase(self, index: int, state: dict[str, Any] | None) -> None:
+        phase, config = self.plan[index], self.config
+        cached = phase.name == "head" and config.cache_features and not config.augment
+        if phase.name == "head" and not cached and config.augment:
+            log.info("augmentation is on: the head trains with full forward passes through "
+                     "the frozen backbone (features cannot be cached)")
+        summary = set_trainable(
+            self.classifier, phase.name, blocks=self.info.blocks,
+            unfreeze_from=(config.unfreeze_from or self.info.default_unfreeze)
+            if phase.name == "fine-tune" else None)
+        self.phases.append(summary)
+        log.info("%s", summary)
+
+        if cached:
+            features = self.cached_features()
+            with self.strategy.scope():
+                model = head_model(self.classifier)
+            fetch_train = _fetch_arrays(features["train"], self.folder.train.labels,
+                                        self.num_classes)
+            val = epoch_dataset(len(self.folder.val),
+                                _fetch_arrays(features["val"], self.folder.val.labels,
+                                              self.num_classes),
+                                seed=config.seed, start_epoch=0, end_epoch=1,
+                                batch_size=self.global_batch, shuffle=False)
+        else:
+            model = self.classifier
+            fetch_train = self.image_fetch()
+            val = self.image_dataset(self.folder.val)
+        with self.strategy.scope():
+            self.compile(model, phase.learning_rate)
+        callbacks = self.callbacks(index, phase, model)
+        if state:
+            with self.strategy.scope():
+                model.optimizer.build(model.trainable_variables)
+            best = ckpt.restore(self.run_dir, model=self.classifier,
+                                optimizer=model.optimizer if state.get("optimizer") else None,
+                                state=state)
+            if self.plateau and state.get("plateau"):
+                self.plateau.pending = state["plateau"]
+            if self.early and state.get("early"):
+                self.early.pending, self.early.pending_weights = state["early"], best
+        end = self.phase_start + phase.epochs
+        if self.epoch >= end:
             return
-        summary = set_trainable(self.classifier, "head")
-        self._log_phase(summary)
-        extractor = feature_model(self.classifier)
-        log.info("extracting backbone features once for %d images",
-                 len(self.folder.train) + len(self.folder.val))
-        x_train = extractor.predict(self.dataset(self.folder.train, shuffle=False, one_hot=False)
-                                    .map(lambda x, y: x), verbose=0)
-        x_val = extractor.predict(self.dataset(self.folder.val, shuffle=False, one_hot=False)
-                                  .map(lambda x, y: x), verbose=0)
-        head = head_model(self.classifier)
-        self.compile(head, config.learning_rate)
-        fit = head.fit(
-            x_train, self.one_hot(self.folder.train.labels),
-            validation_data=(x_val, self.one_hot(self.folder.val.labels)),
-            batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
-            class_weight=self.class_weight, callbacks=self.callbacks("head"),
-            verbose=self.verbose)
-        self._record(fit, "head")
+        steps = math.ceil(len(self.folder.train) / self.global_batch)
+        train = epoch_dataset(len(self.folder.train), fetch_train, seed=config.seed,
+                              start_epoch=self.epoch, end_epoch=end,
+                              batch_size=self.global_batch, shuffle=True,
+                              batch_fn=mix_batch(config.mixup, config.cutmix))
+        model.fit(train, steps_per_epoch=steps, validation_data=val, initial_epoch=self.epoch,
+                  epochs=end, shuffle=False, class_weight=self.class_weight,
+                  callbacks=callbacks, verbose=self.verbose)
+        # The phase is over (maybe stopped early, best weights restored): the next one starts
+        # from here, with a fresh optimizer.
+        self.save_checkpoint(index + 1, None)
 
-    def fit_images(self, phase: str, epochs: int, learning_rate: float) -> None:
-        summary = set_trainable(self.classifier, phase, blocks=self.info.blocks,
-                                unfreeze_from=self._unfreeze_from() if phase == "fine-tune"
-                                else None)
-        self._log_phase(summary)
-        self.compile(self.classifier, learning_rate)
-        fit = self.classifier.fit(
-            self.dataset(self.folder.train, shuffle=True),
-            validation_data=self.dataset(self.folder.val, shuffle=False),
-            initial_epoch=self.epoch, epochs=self.epoch + epochs, shuffle=False,
-            class_weight=self.class_weight, callbacks=self.callbacks(phase),
-            verbose=self.verbose)
-        self._record(fit, phase)
+    # ---- data ------------------------------------------------------------------------------
+    def image_fetch(self) -> Callable:
+        """Index -> (image, one-hot label): from memory when the decoded set fits, else decoded
+        from its file every epoch."""
+        import tensorflow as tf
 
-    def _unfreeze_from(self) -> str | None:
-        return self.config.unfreeze_from or self.info.default_unfreeze
+        split, size = self.folder.train, self.config.image_size
+        labels = tf.one_hot(tf.constant(split.labels, tf.int32), self.num_classes)
+        budget = self.config.memory_cache_mb * 2**20
+        if len(split) * size * size * 3 * 4 <= budget:
+            if self._train_images is None:
+                self._train_images = tf.constant(self.decode_all(split))
+            images = self._train_images
+            return lambda i: (tf.gather(images, i), tf.gather(labels, i))
+        paths = tf.constant(split.paths)
+        return lambda i: (data_lib.decode_and_resize(tf.io.read_file(tf.gather(paths, i)), size),
+                          tf.gather(labels, i))
 
+    def decode_all(self, split: data_lib.Split) -> np.ndarray:
+        ds = data_lib.make_dataset(split, image_size=self.config.image_size,
+                                   batch_size=64, shuffle=False, cache=False)
+        return np.concatenate([np.asarray(x) for x, _ in ds])
+
+    def image_dataset(self, split: data_lib.Split):
+        import tensorflow as tf
+
+        depth = self.num_classes
+        ds = data_lib.make_dataset(split, image_size=self.config.image_size,
+                                   batch_size=self.global_batch, shuffle=False)
+        return ds.map(lambda x, y: (x, tf.one_hot(y, depth)))
+
+    def cached_features(self) -> dict[str, np.ndarray]:
+        """Pooled backbone features of every train and validation image, computed once."""
+        if not self._features:
+            extractor = feature_model(self.classifier)
+            log.info("extracting backbone features once for %d images",
+                     len(self.folder.train) + len(self.folder.val))
+            for name, split in (("train", self.folder.train), ("val", self.folder.val)):
+                ds = data_lib.make_dataset(split, image_size=self.config.image_size,
+                                           batch_size=self.global_batch, shuffle=False,
+                                           cache=False)
+                self._features[name] = extractor.predict(ds.map(lambda x, y: x), verbose=0)
+        return self._features
+
+    # ---- compile and callbacks ---------------------------------------------------------------
     def compile(self, model: keras.Model, learning_rate: float) -> None:
         config = self.config
         model.compile(
@@ -256,38 +478,92 @@ class _Trainer:
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                      keras.metrics.TopKCategoricalAccuracy(k=min(5, self.num_classes),
-                                                           name="top5_accuracy")])
+                                                           name="top5_accuracy")],
+            jit_compile=config.jit)
 
-    def callbacks(self, phase: str) -> list[keras.callbacks.Callback]:
+    def callbacks(self, index: int, phase: Phase, model: keras.Model) -> list:
         config = self.config
-        cbs: list[keras.callbacks.Callback] = [
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                              patience=config.lr_patience, min_lr=1e-7,
-                                              verbose=0),
-            keras.callbacks.CSVLogger(str(self.run_dir / "history.csv"), append=True),
-            keras.callbacks.TensorBoard(log_dir=str(self.run_dir / "logs" / phase),
-                                        write_graph=False),
-        ]
+        self.plateau = self.early = None
+        cbs: list[keras.callbacks.Callback] = []
+        if config.schedule == "plateau":
+            self.plateau = ckpt.ResumableReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=config.lr_patience, min_lr=1e-7)
+            cbs.append(self.plateau)
+        elif config.schedule in ("cosine", "onecycle"):
+            steps = math.ceil(len(self.folder.train) / self.global_batch)
+            cbs.append(StepSchedule(config.schedule, peak=phase.learning_rate,
+                                    total_steps=steps * phase.epochs,
+                                    warmup_steps=steps * config.warmup_epochs))
         if config.early_stopping_patience > 0:
-            cbs.append(keras.callbacks.EarlyStopping(
+            self.early = ckpt.ResumableEarlyStopping(
                 monitor="val_loss", patience=config.early_stopping_patience,
-                restore_best_weights=True, verbose=0))
-        return cbs + self.extra_callbacks
+                restore_best_weights=True)
+            cbs.append(self.early)
+        cbs.append(keras.callbacks.TensorBoard(log_dir=str(self.run_dir / "logs" / phase.name),
+                                               write_graph=False))
+        return cbs + self.extra_callbacks + [_RunLogger(self, index, model)]
 
-    # ---- bookkeeping ----------------------------------------------------------------------
-    def _log_phase(self, summary: TrainableSummary) -> None:
-        self.phases.append(summary)
-        log.info("%s", summary)
+    # ---- bookkeeping -----------------------------------------------------------------------
+    def save_checkpoint(self, phase_index: int, optimizer) -> None:
+        state = {
+            "phase_index": phase_index,
+            "phase_start": self.phase_start if optimizer is not None else self.epoch,
+            "epoch": self.epoch,
+            "history": self.history,
+            "optimizer": optimizer is not None,
+            "plateau": self.plateau.state() if (self.plateau and optimizer) else None,
+            "early": self.early.state() if (self.early and optimizer) else None,
+        }
+        best = self.early.best_weights if (self.early and optimizer) else None
+        ckpt.save(self.run_dir, state=state, model=self.classifier, optimizer=optimizer,
+                  best_weights=best)
 
-    def _record(self, fit: keras.callbacks.History, phase: str) -> None:
-        epochs = len(fit.epoch)
-        for i in range(epochs):
-            row = {"epoch": self.epoch + i + 1, "phase": phase}
-            row.update({k: float(v[i]) for k, v in fit.history.items()})
-            self.history.append(row)
-        self.epoch += epochs
+    def write_history(self) -> None:
         (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        keys = list(dict.fromkeys(k for row in self.history for k in row))
+        with open(self.run_dir / "history.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def finish(self) -> TrainResult:
+        classifier, folder, run_dir = self.classifier, self.folder, self.run_dir
+        classifier.save(run_dir / "model.keras")
+        metrics: dict[str, Any] = {"val": self.evaluate(folder.val)}
+        if folder.test is not None and len(folder.test):
+            metrics["test"] = self.evaluate(folder.test)
+        metrics["phases"] = [dataclasses.asdict(p) for p in self.phases]
+        metrics["class_weights"] = self.class_weight
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        export_saved_model(classifier, run_dir / "saved_model", folder.class_names, force=True)
+        ckpt.mark_finished(run_dir)
+        val = metrics["val"]
+        log.info("validation: top-1 accuracy %.4f, top-%d accuracy %.4f, loss %.4f",
+                 val["top1_accuracy"], val["top_k"], val["top5_accuracy"],
+                 val["loss"] or float("nan"))
+        return TrainResult(classifier, self.history, metrics, run_dir, folder.class_names,
+                           self.config, self.phases)
 
     def evaluate(self, split: data_lib.Split) -> dict:
-        return evaluate_model(self.classifier, self.dataset(split, shuffle=False, one_hot=False),
-                              self.folder.class_names)
+        ds = data_lib.make_dataset(split, image_size=self.config.image_size,
+                                   batch_size=self.global_batch, shuffle=False, cache=False)
+        return evaluate_model(self.classifier, ds, self.folder.class_names)
+
+
+def _fetch_arrays(x: np.ndarray, labels: Sequence[int], num_classes: int) -> Callable:
+    import tensorflow as tf
+
+    xs = tf.constant(x)
+    ys = tf.one_hot(tf.constant(labels, tf.int32), num_classes)
+    return lambda i: (tf.gather(xs, i), tf.gather(ys, i))
+
+
+@contextlib.contextmanager
+def _precision(policy: str):
+    """Build under a mixed-precision policy without leaking it into later models."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

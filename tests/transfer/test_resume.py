@@ -1,0 +1,79 @@
+"""`--resume` after a SIGKILL mid-epoch reaches the same result as an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import transfer
+from transfer.errors import RunDirError
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import keras
+    import transfer
+
+    data_dir, out, kill_epoch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+    class KillMidEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch + 1 == kill_epoch and batch == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    transfer.train(data_dir, output=out, model="lenet5", mode="fine-tune", weights=None,
+                   epochs=3, fine_tune_epochs=3, batch_size=8, learning_rate=3e-3,
+                   dropout=0.3, lr_patience=1, early_stopping_patience=2, seed=7,
+                   deterministic=True, verbose=0,
+                   callbacks=[KillMidEpoch()] if kill_epoch else [])
+""")
+
+
+def _run(data_dir, out, kill_epoch):
+    return subprocess.run([sys.executable, "-c", SCRIPT, str(data_dir), str(out),
+                           str(kill_epoch)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "full"
+    proc = _run(image_folder, out, 0)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("kill_epoch", [2, 5])  # in the cached-head phase; in fine-tuning
+def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, image_folder, tmp_path,
+                                                        kill_epoch):
+    out = tmp_path / "killed"
+    proc = _run(image_folder, out, kill_epoch)
+    assert proc.returncode == -signal.SIGKILL
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == kill_epoch - 1  # the last finished epoch
+    assert not (out / "model.keras").exists()
+
+    result = transfer.resume(out, verbose=0)
+
+    expected = json.loads((uninterrupted / "history.json").read_text())
+    assert [r["epoch"] for r in result.history] == [r["epoch"] for r in expected]
+    assert [r["phase"] for r in result.history] == [r["phase"] for r in expected]
+    for got, want in zip(result.history, expected):
+        for key in ("loss", "val_loss", "accuracy", "learning_rate"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (got, want)
+    want_metrics = json.loads((uninterrupted / "metrics.json").read_text())["val"]
+    assert result.metrics["val"]["loss"] == pytest.approx(want_metrics["loss"], rel=1e-5)
+    assert result.metrics["val"]["confusion_matrix"] == want_metrics["confusion_matrix"]
+
+    with pytest.raises(RunDirError, match="already finished"):
+        transfer.resume(out)
+
+
+def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(RunDirError, match="not a run directory"):
+        transfer.resume(tmp_path)

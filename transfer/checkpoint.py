@@ -1,0 +1,118 @@
+"""Per-epoch checkpoints that make ``--resume`` reproduce an uninterrupted run exactly.
+
+A checkpoint holds everything that decides the rest of a run: every model variable (weights,
+BatchNorm statistics and the dropout/augmentation RNG states), every optimizer variable (moments,
+iteration count, learning rate), the state of the callbacks that carry state across epochs
+(learning-rate halving and early stopping, best weights included), the history, and where the
+run is in its phase plan. Data order depends only on ``(seed, epoch)``, so it needs no state.
+
+Files are written to a temporary name and renamed, so a kill mid-write leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """Halves the learning rate on a plateau; its counters survive a resume."""
+
+    pending: dict[str, Any] | None = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.pending:
+            self.wait, self.best = self.pending["wait"], self.pending["best"]
+            self.cooldown_counter = self.pending["cooldown_counter"]
+            self.pending = None
+
+    def state(self) -> dict[str, Any]:
+        return {"wait": int(self.wait),
+                "best": None if self.best is None else float(self.best),
+                "cooldown_counter": int(self.cooldown_counter)}
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping whose best value, patience counter and best weights survive a resume."""
+
+    pending: dict[str, Any] | None = None
+    pending_weights: list[np.ndarray] | None = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.pending:
+            self.wait, self.best = self.pending["wait"], self.pending["best"]
+            self.best_epoch = self.pending["best_epoch"]
+            self.best_weights = self.pending_weights
+            self.pending = self.pending_weights = None
+
+    def state(self) -> dict[str, Any]:
+        return {"wait": int(self.wait),
+                "best": None if self.best is None else float(self.best),
+                "best_epoch": int(self.best_epoch)}
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save(run_dir: Path, *, state: dict[str, Any], model: keras.Model,
+         optimizer: keras.optimizers.Optimizer | None,
+         best_weights: list[np.ndarray] | None) -> None:
+    """Write the checkpoint of a finished epoch; ``state`` must be JSON-serialisable."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder.mkdir(exist_ok=True)
+    arrays = {f"model_{i}": np.asarray(v) for i, v in enumerate(model.variables)}
+    if optimizer is not None:
+        arrays.update({f"opt_{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+    for i, w in enumerate(best_weights or []):
+        arrays[f"best_{i}"] = np.asarray(w)
+    state = {**state, "num_best_weights": len(best_weights or [])}
+    _atomic_write_bytes(folder / "variables.npz", lambda f: np.savez(f, **arrays))
+    # state.json is written last: it names the epoch whose variables are on disk.
+    _atomic_write_bytes(folder / "state.json",
+                        lambda f: f.write(json.dumps(state, indent=1).encode()))
+
+
+def load_state(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / CHECKPOINT_DIR / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def restore(run_dir: Path, *, model: keras.Model,
+            optimizer: keras.optimizers.Optimizer | None,
+            state: dict[str, Any]) -> list[np.ndarray] | None:
+    """Assign the saved variables; returns the early-stopping best weights, if any.
+
+    ``optimizer`` must already be built for the model being fitted; ``None`` restores the model
+    alone (a checkpoint taken between phases holds no optimizer state).
+    """
+    with np.load(Path(run_dir) / CHECKPOINT_DIR / "variables.npz") as arrays:
+        for i, variable in enumerate(model.variables):
+            variable.assign(arrays[f"model_{i}"])
+        for i, variable in enumerate(optimizer.variables if optimizer is not None else []):
+            variable.assign(arrays[f"opt_{i}"])
+        count = state.get("num_best_weights", 0)
+        return [arrays[f"best_{i}"] for i in range(count)] if count else None
+
+
+def mark_finished(run_dir: Path) -> None:
+    """Drop the variables of a finished run (the model is saved) and record that it finished."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    (folder / "variables.npz").unlink(missing_ok=True)
+    folder.mkdir(exist_ok=True)
+    (folder / "state.json").write_text(json.dumps({"finished": True}) + "\n")
