@@ -16,7 +16,6 @@ import click
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-MODES = ("feature-extractor", "fine-tune", "full-retrain")
 
 
 class ZooGroup(click.Group):
@@ -143,83 +142,76 @@ def info_command(name: str, as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
-def _weights_option(value: str | None) -> str | None:
-    return None if value in (None, "none", "None") else value
-
-
-@main.command("train")
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "-m", "model_name", default="keras_mobilenetv2", show_default=True,
-              help="Registry name (see 'zoo list') or a .keras model trained earlier.")
-@click.option("--mode", type=click.Choice(MODES), default="fine-tune", show_default=True)
-@click.option("--weights", default="imagenet", show_default=True,
-              help="'imagenet', 'none' (random init) or a weights file.")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
-              help="Run directory to create.")
-@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Epochs of the head (or of everything in full-retrain).")
-@click.option("--fine-tune-epochs", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=8), help="Default: the model's own.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
-              show_default=True)
-@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              show_default=True)
-@click.option("--unfreeze-from", help="Fine-tune from this block on (see 'zoo info').")
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.2, show_default=True)
-@click.option("--augment/--no-augment", default=False, show_default=True,
-              help="Random flips, crops and colour changes while training.")
-@click.option("--class-weights", type=click.Choice(["auto", "on", "off"]), default="auto",
-              show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
-def train_command(data_dir: str, model_name: str, mode: str, weights: str, output: str,
-                  epochs: int, fine_tune_epochs: int, image_size: int | None, batch_size: int,
-                  optimizer: str, learning_rate: float, unfreeze_from: str | None,
-                  val_split: float, augment: bool, class_weights: str, seed: int,
-                  overwrite: bool) -> None:
-    """Train a classifier on DATA_DIR (one sub-folder per class) and export it."""
-    import transfer
-
-    config = transfer.TrainConfig(
-        model=model_name, mode=mode, weights=_weights_option(weights), epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs, image_size=image_size, batch_size=batch_size,
-        optimizer=optimizer, learning_rate=learning_rate, unfreeze_from=unfreeze_from,
-        val_split=val_split, augment=augment, class_weights=class_weights, seed=seed)
-    result = transfer.train(data_dir, output=output, config=config, overwrite=overwrite,
-                            verbose=1 if sys.stdout.isatty() else 2)
-    val = result.metrics["val"]
-    click.echo(f"validation accuracy {val['top1_accuracy']:.4f} "
-               f"(top-{val['top_k']} {val['top5_accuracy']:.4f}) on {val['samples']} images; "
-               f"run directory {result.run_dir}")
-
-
 @main.command("predict")
 @click.argument("source", type=click.Path(exists=True))
 @click.argument("images", nargs=-1, required=True)
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="CSV with a header: path, label_1, score_1, ..., error.")
 def predict_command(source: str, images: tuple[str, ...], top_k: int, batch_size: int,
-                    as_json: bool) -> None:
-    """Top-k classes for IMAGES (files, folders or globs) from a run directory or model."""
-    from transfer.predict import Predictor, expand_inputs
+                    as_json: bool, as_csv: bool) -> None:
+    """Top-k classes for IMAGES (files, folders or globs) from a run directory or model.
 
+    With more than 20 files and the output going to a file or pipe, a progress bar is drawn on
+    stderr.
+    """
+    import contextlib
+    import csv
+
+    from transfer.predict import Predictor, csv_header, expand_inputs
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are exclusive; choose one")
     paths = expand_inputs(images)
     predictor = Predictor(source, top_k=top_k)
+    writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n") if as_csv else None
+    if writer:
+        writer.writerow(csv_header(predictor.top_k))
+    # A bar is worth drawing for many files, and only when the results do not scroll it away.
+    show_progress = len(paths) > 20 and not sys.stdout.isatty()
+    bar = (click.progressbar(length=len(paths), label=f"predicting {len(paths)} files",
+                             file=sys.stderr) if show_progress else contextlib.nullcontext())
     failed = 0
-    for p in predictor.predict_files(paths, batch_size=batch_size):
-        failed += bool(p.error)
-        if as_json:
-            click.echo(json.dumps(p.to_dict(), ensure_ascii=False))
-        elif p.error:
-            click.echo(f"{p.path}\tERROR: {p.error}")
-        else:
-            top = "  ".join(f"{label} {score:.3f}" for label, score in zip(p.labels, p.scores))
-            click.echo(f"{p.path}\t{top}")
+    with bar:
+        progress = bar.update if show_progress else None
+        for p in predictor.predict_files(paths, batch_size=batch_size, progress=progress):
+            failed += bool(p.error)
+            if writer:
+                writer.writerow(p.csv_row(predictor.top_k))
+            elif as_json:
+                click.echo(json.dumps(p.to_dict(), ensure_ascii=False))
+            elif p.error:
+                click.echo(f"{p.path}\tERROR: {p.error}")
+            else:
+                top = "  ".join(f"{label} {score:.3f}" for label, score in zip(p.labels, p.scores))
+                click.echo(f"{p.path}\t{top}")
     if failed:
         click.echo(f"{failed} of {len(paths)} file(s) could not be read", err=True)
+
+
+# Commands of other areas live in their own modules and are added here, one line each.
+from cli.train import lr_find_command, train_command  # noqa: E402
+
+main.add_command(train_command)
+main.add_command(lr_find_command)
+from cli.evaluate import evaluate_command, export_command  # noqa: E402
+
+main.add_command(evaluate_command)
+main.add_command(export_command)
+from cli.viz import (  # noqa: E402
+    adversarial_command, embed_command, report_command, similar_command, viz)
+
+main.add_command(viz)
+main.add_command(adversarial_command)
+main.add_command(embed_command)
+main.add_command(similar_command)
+main.add_command(report_command)
+
+from cli.data import data_group  # noqa: E402
+
+main.add_command(data_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+import tempfile  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Image checks are cached per user; tests use a cache of their own, never ~/.cache.
+os.environ["CNN_ZOO_CACHE_DIR"] = tempfile.mkdtemp(prefix="zoo-test-cache-")
 
 from pathlib import Path  # noqa: E402
 

@@ -41,7 +41,8 @@ class TrainConfig:
         mode: the transfer mode.
         weights: ``"imagenet"``, ``None`` (random init) or a weight-file path for the backbone.
         image_size: side of the square training images; ``None`` uses the backbone's default.
-        batch_size: mini-batch size.
+        batch_size: mini-batch size per replica, or ``"auto"`` for the largest that fits in
+            memory (probed before training; the size found is saved in ``config.json``).
         epochs: epochs of the first phase (the head, or everything for full-retrain).
         fine_tune_epochs: epochs of the second phase of fine-tune.
         optimizer: ``"sgd"`` (with momentum), ``"adam"`` or ``"adamw"``.
@@ -54,6 +55,9 @@ class TrainConfig:
         unfreeze_from: block of the backbone from which fine-tune unfreezes (a name from the
             model's ``blocks``); ``None`` uses the model's default.
         val_split: fraction of each class held out for validation.
+        test_split: fraction of each class held out for a final test evaluation.
+        min_per_class: classes with fewer usable images stop the run with an error...
+        drop_small_classes: ...unless this is set, which drops them with a warning.
         seed: fixes the split, the initialisation and the augmentation.
         augment: random flips, crops and colour changes during training.
         lr_patience: epochs without validation-loss improvement before the LR is halved.
@@ -85,7 +89,7 @@ class TrainConfig:
     mode: TransferMode = TransferMode.FINE_TUNE
     weights: str | None = "imagenet"
     image_size: int | None = None
-    batch_size: int = 32
+    batch_size: int | str = 32
     epochs: int = 10
     fine_tune_epochs: int = 10
     optimizer: str = "adam"
@@ -97,6 +101,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     unfreeze_from: str | None = None
     val_split: float = 0.2
+    test_split: float = 0.0
+    min_per_class: int = 2
+    drop_small_classes: bool = False
     seed: int = 42
     augment: bool = False
     lr_patience: int = 2
@@ -131,13 +138,18 @@ class TrainConfig:
             (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup must not be negative"),
             (self.warmup_epochs >= 0, "warmup_epochs must not be negative"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.batch_size == "auto" or (isinstance(self.batch_size, int)
+                                           and self.batch_size >= 1),
+             "batch_size must be a positive integer or 'auto'"),
             (self.epochs >= 0 and self.fine_tune_epochs >= 0, "epochs must not be negative"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (0 < self.fine_tune_lr_factor <= 1, "fine_tune_lr_factor must be in (0, 1]"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 < self.val_split < 1, "val_split must be in (0, 1)"),
+            (0 <= self.test_split and self.val_split + self.test_split < 1,
+             "test_split must be >= 0 with val_split + test_split < 1"),
+            (self.min_per_class >= 1, "min_per_class must be at least 1"),
             (self.weight_decay >= 0, "weight_decay must not be negative"),
             (self.image_size is None or self.image_size >= 8, "image_size must be at least 8"),
         ]

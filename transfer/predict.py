@@ -8,12 +8,19 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from transfer.data import IMAGE_SUFFIXES
 from transfer.errors import DataError, RunDirError
 
+if TYPE_CHECKING:
+    import keras
+
 log = logging.getLogger(__name__)
+
+# What ``tf.io.decode_image`` reads (WebP since TF 2.18); folders are searched for these. Files
+# named explicitly are always tried, whatever their suffix.
+DECODABLE_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".jpe", ".jfif")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +38,73 @@ class Prediction:
         return {"path": self.path,
                 "predictions": [{"label": l, "score": s} for l, s in zip(self.labels, self.scores)]}
 
+    def csv_row(self, top_k: int) -> list[str]:
+        """``path, label_1, score_1, ..., label_k, score_k, error``; see :func:`csv_header`."""
+        cells = [self.path]
+        for rank in range(top_k):
+            if rank < len(self.labels):
+                cells += [self.labels[rank], f"{self.scores[rank]:.6f}"]
+            else:
+                cells += ["", ""]
+        return cells + [self.error or ""]
+
+
+def csv_header(top_k: int) -> list[str]:
+    """Column names of :meth:`Prediction.csv_row`."""
+    columns = ["path"]
+    for rank in range(1, top_k + 1):
+        columns += [f"label_{rank}", f"score_{rank}"]
+    return columns + ["error"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedClassifier:
+    """A Keras classifier with its class names and, when it came from one, its run directory."""
+
+    model: keras.Model
+    class_names: tuple[str, ...]
+    run_dir: Path | None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.input_shape[1])
+
+
+def load_classifier(source: str | os.PathLike) -> LoadedClassifier:
+    """Load a run directory's ``model.keras`` or a ``.keras`` file in Keras safe mode.
+
+    Class names come from ``class_names.json`` in the run directory (or beside the ``.keras``
+    file); without one they are the label numbers.
+
+    Raises:
+        RunDirError: ``source`` is neither, or its class names do not fit the model.
+    """
+    from transfer.model import _load_model_file
+
+    path = Path(source)
+    if (path / "model.keras").is_file():
+        run_dir, model_path, names_path = path, path / "model.keras", path / "class_names.json"
+    elif path.is_file() and path.suffix == ".keras":
+        run_dir, model_path, names_path = None, path, path.parent / "class_names.json"
+    elif (path / "saved_model.pb").is_file():
+        raise RunDirError(f"{str(path)!r} is a SavedModel folder; this needs the run directory "
+                          f"that holds model.keras, or a .keras file")
+    else:
+        raise RunDirError(f"{str(path)!r} is not a run directory (no model.keras) or a .keras "
+                          f"file; pass the --output folder of 'zoo train'")
+    import zoo  # noqa: F401  (registers the layers the model uses)
+
+    model = _load_model_file(str(model_path))
+    num_classes = int(model.output_shape[-1])
+    if names_path.is_file():
+        class_names = tuple(json.loads(names_path.read_text()))
+        if len(class_names) != num_classes:
+            raise RunDirError(f"{str(names_path)!r} lists {len(class_names)} classes but the model "
+                              f"{str(model_path)!r} has {num_classes} outputs")
+    else:
+        class_names = tuple(str(i) for i in range(num_classes))
+    return LoadedClassifier(model, class_names, run_dir)
+
 
 class Predictor:
     """Loads a trained classifier once and predicts on encoded image files.
@@ -45,31 +119,16 @@ class Predictor:
 
         path = Path(source)
         self._tf = tf
-        if (path / "model.keras").is_file():
-            self._load_keras(path / "model.keras", path / "class_names.json", top_k)
-        elif path.is_file() and path.suffix == ".keras":
-            self._load_keras(path, path.parent / "class_names.json", top_k)
-        elif (path / "saved_model.pb").is_file():
+        if (path / "saved_model.pb").is_file():
             loaded = tf.saved_model.load(str(path))
             self.class_names = [n.decode() for n in loaded.class_names().numpy()]
             self._serve_bytes = lambda b: loaded.serve_bytes(b)
             self.top_k = min(top_k, len(self.class_names))
-        else:
-            raise RunDirError(
-                f"{str(path)!r} is not a run directory, a .keras file or a SavedModel folder")
-
-    def _load_keras(self, model_path: Path, names_path: Path, top_k: int) -> None:
-        import keras
-
-        import zoo  # noqa: F401  (registers the layers the model uses)
+            return
         from transfer.export import ServingFunctions
 
-        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-        if names_path.is_file():
-            class_names = json.loads(names_path.read_text())
-        else:
-            class_names = [str(i) for i in range(model.output_shape[-1])]
-        fns = ServingFunctions(model, class_names, top_k)
+        classifier = load_classifier(path)
+        fns = ServingFunctions(classifier.model, classifier.class_names, top_k)
         self.class_names = fns.class_names
         self.top_k = fns.top_k
         self._serve_bytes = fns.serve_bytes
@@ -120,7 +179,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
             paths.extend(m for m in matches if Path(m).is_file())
         elif Path(item).is_dir():
             paths.extend(sorted(str(p) for p in Path(item).rglob("*")
-                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                                if p.is_file() and p.suffix.lower() in DECODABLE_SUFFIXES
                                 and not p.name.startswith(".")))
         elif Path(item).is_file():
             paths.append(item)
@@ -130,8 +189,13 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
 
 
 def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
-            batch_size: int = 32) -> list[Prediction]:
-    """Top-k predictions for image files, folders or globs (see :class:`Predictor`)."""
+            batch_size: int = 32,
+            progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """Top-k predictions for image files, folders or globs (see :class:`Predictor`).
+
+    ``progress`` is called with the number of files done after each batch.
+    """
     predictor = Predictor(source, top_k=top_k)
-    return list(predictor.predict_files(expand_inputs(images), batch_size=batch_size))
+    return list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
+                                        progress=progress))
 

@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -103,17 +104,21 @@ def phase_plan(config: TrainConfig, replicas: int = 1) -> list[Phase]:
 def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
           config: TrainConfig | None = None, overwrite: bool = False,
           callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int | str = "auto",
-          **overrides: Any) -> TrainResult:
+          cache_dir: str | os.PathLike | None = None,
+          tfds_data_dir: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
     """Train a classifier on an image folder and write a run directory.
 
     Args:
-        data_dir: one sub-folder per class (or ``train/`` and ``val/`` folders laid out so).
+        data_dir: one sub-folder per class (or ``train/`` and ``val/`` folders laid out so), a
+            CSV file of ``path,label`` rows, or ``tfds:NAME``.
         output: the run directory to create.
         config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields, so
             ``train(d, output=o, model="resnet50", mode="fine-tune")`` works without one.
         overwrite: replace an existing non-empty run directory.
         callbacks: extra Keras callbacks, added to every phase.
         verbose: Keras ``fit`` verbosity.
+        cache_dir: where image checks and normalised images are cached.
+        tfds_data_dir: a local TensorFlow Datasets store, for ``tfds:NAME``.
 
     Returns:
         A :class:`TrainResult` with the model, the history, the final metrics and the paths.
@@ -124,7 +129,11 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     config = (config or TrainConfig()).replace(**overrides)
     info = backbone_info(config.model)
     config = config.replace(image_size=config.image_size or info.default_size)
-    folder = data_lib.load_image_folder(data_dir, val_split=config.val_split, seed=config.seed)
+    folder = data_lib.load_source(
+        data_dir, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
+        min_per_class=config.min_per_class, drop_small_classes=config.drop_small_classes,
+        cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
+    log.info("data: %s", folder.report.summary())
     strategy = _make_strategy(config.strategy)
     run_dir = Path(output)
     if _is_chief(strategy):
@@ -133,6 +142,7 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
         run_dir = Path(tempfile.mkdtemp(prefix="zoo-worker-"))
     config.save(run_dir / "config.json")
     folder.save(run_dir / "split.json")
+    folder.report.save(run_dir / "data_report.json")
     (run_dir / "class_names.json").write_text(
         json.dumps(list(folder.class_names), ensure_ascii=False) + "\n")
     return _Trainer(config, folder, run_dir, strategy, list(callbacks), verbose).run(None)
@@ -175,6 +185,10 @@ def _make_strategy(name: str):
     import tensorflow as tf
 
     if name == "mirrored":
+        if not tf.config.list_logical_devices("GPU"):
+            # No GPU: mirror over the logical CPU devices (one unless the CPU was split).
+            return tf.distribute.MirroredStrategy(
+                [d.name for d in tf.config.list_logical_devices("CPU")])
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -317,7 +331,6 @@ class _Trainer:
         self.extra_callbacks = extra_callbacks
         self.verbose = verbose
         self.replicas = strategy.num_replicas_in_sync
-        self.global_batch = config.batch_size * self.replicas
         self.plan = phase_plan(config, self.replicas)
         self.info = backbone_info(config.model)
         self.num_classes = folder.num_classes
@@ -338,6 +351,10 @@ class _Trainer:
             log.info("%d replicas: global batch %d, learning rates scaled by %d",
                      self.replicas, self.global_batch, self.replicas)
 
+    @property
+    def global_batch(self) -> int:
+        return int(self.config.batch_size) * self.replicas
+
     # ---- the run ---------------------------------------------------------------------------
     def run(self, state: dict[str, Any] | None) -> TrainResult:
         import tensorflow as tf
@@ -352,6 +369,9 @@ class _Trainer:
                 image_size=config.image_size,
                 weights=None if state else config.weights, dropout=config.dropout,
                 weight_decay=config.weight_decay, augment=config.augment, seed=config.seed)
+        self.started = time.perf_counter()
+        if config.batch_size == "auto":
+            self.probe_batch_size()
         start_phase = 0
         if state:
             start_phase = state["phase_index"]
@@ -425,6 +445,25 @@ class _Trainer:
         # from here, with a fresh optimizer.
         self.save_checkpoint(index + 1, None)
 
+    def probe_batch_size(self) -> None:
+        """Resolve ``batch_size="auto"`` on the plan's most demanding phase, then undo the
+        probe's training steps (weights and RNG states) so the run starts as if unprobed."""
+        from transfer.batch_size import probe_batch_size
+
+        last = self.plan[-1]
+        saved = [np.array(v) for v in self.classifier.variables]
+        set_trainable(self.classifier, last.name, blocks=self.info.blocks,
+                      unfreeze_from=(self.config.unfreeze_from or self.info.default_unfreeze)
+                      if last.name == "fine-tune" else None)
+        with self.strategy.scope():
+            self.compile(self.classifier, last.learning_rate)
+        found = probe_batch_size(self.classifier, self.num_classes,
+                                 maximum=max(8, len(self.folder.train)))
+        for variable, value in zip(self.classifier.variables, saved):
+            variable.assign(value)
+        self.config = self.config.replace(batch_size=found.batch_size)
+        self.config.save(self.run_dir / "config.json")
+
     # ---- data ------------------------------------------------------------------------------
     def image_fetch(self) -> Callable:
         """Index -> (image, one-hot label): from memory when the decoded set fits, else decoded
@@ -439,9 +478,8 @@ class _Trainer:
                 self._train_images = tf.constant(self.decode_all(split))
             images = self._train_images
             return lambda i: (tf.gather(images, i), tf.gather(labels, i))
-        paths = tf.constant(split.paths)
-        return lambda i: (data_lib.decode_and_resize(tf.io.read_file(tf.gather(paths, i)), size),
-                          tf.gather(labels, i))
+        load = data_lib.split_loader(split, image_size=size)
+        return lambda i: (load(i), tf.gather(labels, i))
 
     def decode_all(self, split: data_lib.Split) -> np.ndarray:
         ds = data_lib.make_dataset(split, image_size=self.config.image_size,
@@ -528,14 +566,18 @@ class _Trainer:
 
     def finish(self) -> TrainResult:
         classifier, folder, run_dir = self.classifier, self.folder, self.run_dir
+        trained = time.perf_counter()
         classifier.save(run_dir / "model.keras")
-        metrics: dict[str, Any] = {"val": self.evaluate(folder.val)}
+        metrics: dict[str, Any] = {"val": self.evaluate_val()}
         if folder.test is not None and len(folder.test):
             metrics["test"] = self.evaluate(folder.test)
         metrics["phases"] = [dataclasses.asdict(p) for p in self.phases]
         metrics["class_weights"] = self.class_weight
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         export_saved_model(classifier, run_dir / "saved_model", folder.class_names, force=True)
+        self.write_artifacts(metrics)
+        metrics["seconds"] = {"training": round(trained - self.started, 3),
+                              "evaluation_and_export": round(time.perf_counter() - trained, 3)}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         ckpt.mark_finished(run_dir)
         val = metrics["val"]
         log.info("validation: top-1 accuracy %.4f, top-%d accuracy %.4f, loss %.4f",
@@ -543,6 +585,30 @@ class _Trainer:
                  val["loss"] or float("nan"))
         return TrainResult(classifier, self.history, metrics, run_dir, folder.class_names,
                            self.config, self.phases)
+
+    def write_artifacts(self, metrics: dict[str, Any]) -> None:
+        """Confusion matrix and worst-mistakes PNGs, the model card and the HTML report."""
+        from transfer.evaluate import predict_split, write_evaluation_artifacts
+        from transfer.export import write_model_card
+        from transfer.viz.report import write_report
+
+        predicted = predict_split(self.classifier, self.folder.val, batch_size=self.global_batch)
+        write_evaluation_artifacts(metrics["val"], predicted.probabilities, predicted.labels,
+                                   predicted.paths, self.folder.class_names, self.run_dir)
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_model_card(self.run_dir)
+        write_report(self.run_dir)
+
+    def evaluate_val(self) -> dict:
+        """Validation metrics; from the cached features when the backbone never changed (the
+        head on cached features computes exactly what the full model computes on the images)."""
+        if self._features and self.config.mode is TransferMode.FEATURE_EXTRACTOR:
+            from transfer.evaluate import classification_metrics
+
+            probabilities = head_model(self.classifier).predict(self._features["val"], verbose=0)
+            return classification_metrics(probabilities, np.asarray(self.folder.val.labels),
+                                          self.folder.class_names)
+        return self.evaluate(self.folder.val)
 
     def evaluate(self, split: data_lib.Split) -> dict:
         ds = data_lib.make_dataset(split, image_size=self.config.image_size,

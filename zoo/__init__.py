@@ -6,6 +6,7 @@ from zoo.registry import ModelSpec, create_model, get_spec, list_models, registe
 
 # Importing a family module registers its builders.
 from zoo import lenet  # noqa: E402,F401  isort: skip
+from zoo import applications  # noqa: E402,F401  isort: skip
 from zoo import alexnet, densenet, googlenet, nin, resnet, unet, vgg  # noqa: E402,F401  isort: skip
 
 __all__ = [

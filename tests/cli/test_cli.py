@@ -69,7 +69,6 @@ def test_train_then_predict(runner, image_folder, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "/no/such/dir", "--output", "x"], "does not exist"),
     (["train", ".", "--output", "x", "--mode", "sideways"], "Invalid value for '--mode'"),
     (["train", ".", "--output", "x", "--epochs", "-1"], "Invalid value for '--epochs'"),
     (["predict", "/no/such/run", "a.png"], "does not exist"),
@@ -80,8 +79,32 @@ def test_usage_errors_exit_2_without_traceback(runner, args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_train_missing_data_exits_1_naming_it(runner, tmp_path):
+    result = runner.invoke(main, ["train", "/no/such/dir", "--model", "lenet5", "--weights",
+                                  "none", "--output", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert "/no/such/dir" in result.output and "Traceback" not in result.output
+
+
 def test_train_bad_model_name_exits_1(runner, image_folder, tmp_path):
     result = runner.invoke(main, ["train", str(image_folder), "--model", "resnet5O",
                                   "--weights", "none", "--output", str(tmp_path / "r")])
     assert result.exit_code == 1
     assert "unknown model 'resnet5O'" in result.output
+
+
+def test_train_resume_via_cli(runner, image_folder, tmp_path):
+    """A run whose checkpoint says epoch 1 of 2 continues with --resume and finishes."""
+    import transfer
+    from transfer.checkpoint import load_state
+
+    out = tmp_path / "run"
+    transfer.train(image_folder, output=out, model="lenet5", mode="full-retrain", weights=None,
+                   epochs=2, batch_size=8, verbose=0, early_stopping_patience=0)
+    assert load_state(out) == {"finished": True}
+    result = runner.invoke(main, ["train", "--resume", str(out)])
+    assert result.exit_code == 1 and "already finished" in result.output
+    result = runner.invoke(main, ["train", str(image_folder), "--resume", str(out)])
+    assert result.exit_code == 2 and "--resume takes the run directory alone" in result.output
+    result = runner.invoke(main, ["train", str(image_folder)])
+    assert result.exit_code == 2 and "--output" in result.output

@@ -1,0 +1,90 @@
+"""Feature-extractor mode: cached features vs the Keras-guide loop.
+
+The Keras transfer-learning guide trains the head with the frozen backbone inside the model, so
+every epoch runs the backbone over every image again. The toolkit runs it once, caches the pooled
+features and trains the same head on them. Same data, same head, same epochs; prints the wall-time
+ratio of the training parts and both validation accuracies.
+
+    python benchmarks/bench_feature_cache.py [--images 2000] [--epochs 10] [--size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from _common import make_jpeg_folder
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import transfer  # noqa: E402
+import zoo  # noqa: E402
+from transfer.data import ImageFolderData, make_dataset  # noqa: E402
+from zoo.layers import Preprocess  # noqa: E402
+
+
+def keras_guide(folder: ImageFolderData, *, model: str, size: int, epochs: int, batch: int,
+                weights):
+    """The guide's loop: frozen base inside the model, ``training=False``, fit on images."""
+    spec = zoo.get_spec(model)
+    base = zoo.create_model(model, include_top=False, pooling="avg", weights=weights,
+                            input_shape=(size, size, 3))
+    base.trainable = False
+    inputs = keras.Input((size, size, 3))
+    x = Preprocess(spec.preprocessing)(inputs)
+    x = base(x, training=False)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(folder.num_classes, activation="softmax")(x)
+    guide = keras.Model(inputs, outputs)
+    guide.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    train = make_dataset(folder.train, image_size=size, batch_size=batch, shuffle=True)
+    val = make_dataset(folder.val, image_size=size, batch_size=batch)
+    start = time.perf_counter()
+    history = guide.fit(train, validation_data=val, epochs=epochs, verbose=0)
+    return time.perf_counter() - start, history.history["val_accuracy"][-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--model", default="keras_mobilenetv2")
+    parser.add_argument("--weights", default=None, help="imagenet where it can be downloaded")
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "zoo-bench")
+    args = parser.parse_args()
+    data = make_jpeg_folder(args.data / f"jpeg{args.images}", images=args.images, size=args.size)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        ours = transfer.train(data, output=Path(tmp) / "run", model=args.model,
+                              mode="feature-extractor", weights=args.weights,
+                              epochs=args.epochs, batch_size=args.batch, image_size=args.size,
+                              schedule="constant", early_stopping_patience=0, weight_decay=0,
+                              verbose=0)
+        ours_total = time.perf_counter() - start
+        folder = ImageFolderData.load(Path(tmp) / "run" / "split.json")
+    ours_train = ours.metrics["seconds"]["training"]
+    keras.backend.clear_session()
+    guide_train, guide_acc = keras_guide(folder, model=args.model, size=args.size,
+                                         epochs=args.epochs, batch=args.batch,
+                                         weights=args.weights)
+    print(f"feature-extractor, {args.model} at {args.size}px, {args.images} images, "
+          f"{args.epochs} epochs, {tf.config.threading.get_inter_op_parallelism_threads() or 'all'}"
+          f" threads")
+    print(f"  training time ratio (Keras-guide loop / cached features): "
+          f"{guide_train / ours_train:.2f}x")
+    print(f"  end-to-end ratio incl. our evaluation and SavedModel export: "
+          f"{guide_train / ours_total:.2f}x")
+    print(f"  validation accuracy: cached {ours.metrics['val']['top1_accuracy']:.4f}, "
+          f"guide {guide_acc:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Training-step benchmarks, each a ratio measured in one run:
+
+1. fine-tune overhead: the toolkit's fine-tune phase vs a bare ``model.fit`` of the same model,
+   same trainable set and optimizer, on in-memory tensors (target: overhead <= 5%);
+2. input pipeline vs model: images/s of the toolkit's training pipeline alone (decoding from
+   files every epoch, and from the in-memory cache) vs the model's training images/s
+   (target: pipeline >= 3x the model);
+3. precision and XLA: training images/s of mixed_bfloat16 and of XLA vs float32, and whether
+   accuracy holds on a small task.
+
+    python benchmarks/bench_training.py [--images 512] [--size 224] [--skip-precision]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _common import make_jpeg_folder
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import transfer  # noqa: E402
+from transfer.data import ImageFolderData, decode_and_resize, load_image_folder, make_dataset  # noqa: E402,E501
+from transfer.model import backbone_info, build_classifier, set_trainable  # noqa: E402
+from transfer.train import epoch_dataset, make_optimizer  # noqa: E402
+
+
+class EpochTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def steady(times: list[float]) -> float:
+    """Median epoch time, leaving out the first epoch (tracing and warm-up)."""
+    return statistics.median(times[1:]) if len(times) > 1 else times[0]
+
+
+def fine_tune_overhead(data: Path, model: str, size: int, batch: int, epochs: int) -> None:
+    ours_times = EpochTimes()
+    with tempfile.TemporaryDirectory() as tmp:
+        transfer.train(data, output=Path(tmp) / "run", model=model, mode="fine-tune",
+                       weights=None, epochs=0, fine_tune_epochs=epochs, batch_size=batch,
+                       image_size=size, early_stopping_patience=0, verbose=0,
+                       callbacks=[ours_times])
+        folder = ImageFolderData.load(Path(tmp) / "run" / "split.json")
+    keras.backend.clear_session()
+    info = backbone_info(model)
+    bare = build_classifier(model, num_classes=folder.num_classes,
+                            mode=transfer.TransferMode.FINE_TUNE, image_size=size)
+    set_trainable(bare, "fine-tune", blocks=info.blocks, unfreeze_from=info.default_unfreeze)
+    bare.compile(make_optimizer("adam", 1e-4), keras.losses.CategoricalCrossentropy(),
+                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                          keras.metrics.TopKCategoricalAccuracy(k=5, name="top5_accuracy")],
+                 jit_compile=False)
+
+    def tensors(split):
+        x = np.concatenate([np.asarray(b) for b, _ in make_dataset(
+            split, image_size=size, batch_size=64, cache=False)])
+        return x, np.eye(folder.num_classes, dtype="float32")[np.asarray(split.labels)]
+
+    x, y = tensors(folder.train)
+    xv, yv = tensors(folder.val)
+    bare_times = EpochTimes()
+    bare.fit(x, y, validation_data=(xv, yv), batch_size=batch, epochs=epochs, verbose=0,
+             callbacks=[bare_times])
+    ratio = steady(ours_times.times) / steady(bare_times.times)
+    print(f"1. fine-tune step, {model} at {size}px, {len(folder.train)} images: "
+          f"toolkit / bare model.fit epoch time = {ratio:.3f} (overhead {100 * (ratio - 1):+.1f}%)")
+
+
+def pipeline_vs_model(data: Path, model: str, size: int, batch: int) -> None:
+    folder = load_image_folder(data, val_split=0.2, seed=0)
+    split, n = folder.train, len(folder.train)
+    labels = tf.one_hot(tf.constant(split.labels), folder.num_classes)
+    paths = tf.constant(split.paths)
+
+    def from_files(i):
+        return decode_and_resize(tf.io.read_file(tf.gather(paths, i)), size), tf.gather(labels, i)
+
+    def rate(ds) -> float:
+        start = time.perf_counter()
+        count = sum(int(x.shape[0]) for x, _ in ds)
+        return count / (time.perf_counter() - start)
+
+    files_rate = rate(epoch_dataset(n, from_files, seed=0, start_epoch=0, end_epoch=1,
+                                    batch_size=batch, shuffle=True))
+    images = tf.constant(np.concatenate([np.asarray(b) for b, _ in make_dataset(
+        split, image_size=size, batch_size=64, cache=False)]))
+    memory_rate = rate(epoch_dataset(
+        n, lambda i: (tf.gather(images, i), tf.gather(labels, i)), seed=0, start_epoch=0,
+        end_epoch=1, batch_size=batch, shuffle=True))
+    classifier = build_classifier(model, num_classes=folder.num_classes,
+                                  mode=transfer.TransferMode.FINE_TUNE, image_size=size)
+    info = backbone_info(model)
+    set_trainable(classifier, "fine-tune", blocks=info.blocks,
+                  unfreeze_from=info.default_unfreeze)
+    classifier.compile(make_optimizer("adam", 1e-4), "categorical_crossentropy")
+    xb = images[:batch]
+    yb = labels[:batch]
+    classifier.train_on_batch(xb, yb)  # trace
+    steps = max(3, 96 // batch)
+    start = time.perf_counter()
+    for _ in range(steps):
+        classifier.train_on_batch(xb, yb)
+    model_rate = steps * batch / (time.perf_counter() - start)
+    print(f"2. input pipeline vs {model} fine-tune training at {size}px: decoding JPEGs every "
+          f"epoch {files_rate / model_rate:.1f}x, from the in-memory cache "
+          f"{memory_rate / model_rate:.1f}x the model's images/s")
+
+
+def precision_and_xla(data: Path, size: int, batch: int, epochs: int) -> None:
+    rows = {}
+    for name, overrides in (("float32", {}), ("mixed_bfloat16", {"precision": "mixed_bfloat16"}),
+                            ("XLA", {"jit": True})):
+        times = EpochTimes()
+        with tempfile.TemporaryDirectory() as tmp:
+            result = transfer.train(data, output=Path(tmp) / "run", model="resnet18",
+                                    mode="full-retrain", weights=None, epochs=epochs,
+                                    batch_size=batch, image_size=size, seed=1,
+                                    early_stopping_patience=0, verbose=0, callbacks=[times],
+                                    **overrides)
+        rows[name] = (steady(times.times), result.metrics["val"]["top1_accuracy"])
+        keras.backend.clear_session()
+    base_time, base_acc = rows["float32"]
+    for name, (seconds, acc) in rows.items():
+        print(f"3. resnet18 full-retrain at {size}px, {name:>14}: speed {base_time / seconds:.2f}x "
+              f"float32, validation accuracy {acc:.3f} (float32 {base_acc:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--model", default="keras_mobilenetv2")
+    parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "zoo-bench")
+    args = parser.parse_args()
+    data = make_jpeg_folder(args.data / f"jpeg{args.images}", images=args.images, size=args.size)
+    fine_tune_overhead(data, args.model, args.size, args.batch, args.epochs)
+    keras.backend.clear_session()
+    pipeline_vs_model(data, args.model, args.size, args.batch)
+    if not args.skip_precision:
+        keras.backend.clear_session()
+        small = make_jpeg_folder(args.data / "jpeg600-64", images=600, size=64)
+        precision_and_xla(small, 64, args.batch, max(args.epochs, 4))
+
+
+if __name__ == "__main__":
+    main()

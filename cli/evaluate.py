@@ -1,0 +1,80 @@
+"""``zoo evaluate`` and ``zoo export``: parse options, call ``transfer``, print.
+
+Added to the ``zoo`` group in :mod:`cli.main`. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+FORMATS = ("savedmodel", "keras", "tflite")
+QUANTIZATIONS = ("none", "float16", "int8")
+
+
+@click.command("evaluate")
+@click.argument("source", metavar="RUN_DIR_OR_MODEL", type=click.Path(exists=True))
+@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val",
+              show_default=True,
+              help="Saved split to evaluate without DATA_DIR (or sub-folder of a split DATA_DIR).")
+@click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
+              help="Folder for metrics.json and the plots (default: RUN_DIR/evaluation/...).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate_command(source: str, data_dir: str | None, split: str, output_dir: str | None,
+                     batch_size: int, as_json: bool) -> None:
+    """Evaluate a run directory or .keras model on DATA_DIR, or on its saved split.
+
+    DATA_DIR holds one sub-folder per class, named as the model's classes. Writes metrics.json,
+    confusion_matrix.png and mistakes.png.
+    """
+    from transfer.evaluate import evaluate
+
+    result = evaluate(source, data_dir, output_dir=output_dir, split=split,
+                      batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    loss = f"{result['loss']:.4f}" if result["loss"] is not None else "n/a"
+    click.echo(f"top-1 accuracy {result['top1_accuracy']:.4f}, top-{result['top_k']} accuracy "
+               f"{result['top5_accuracy']:.4f}, loss {loss} on {result['samples']} images "
+               f"({result['data']})")
+    click.echo(f"{'class':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
+    rows = [*result["per_class"].items(), ("macro avg", result["macro"]),
+            ("weighted avg", result["weighted"])]
+    for name, row in rows:
+        support = row.get("support", result["samples"])
+        click.echo(f"{name:<20} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+                   f"{row['f1']:>7.3f} {support:>8}")
+    if result["unreadable"]:
+        click.echo(f"{len(result['unreadable'])} file(s) could not be read and were left out",
+                   err=True)
+    artifacts = result["artifacts"]
+    click.echo(f"wrote {artifacts['metrics']}, {artifacts['confusion_matrix']}, "
+               f"{artifacts['mistakes']}")
+
+
+@click.command("export")
+@click.argument("source", metavar="RUN_DIR", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="savedmodel",
+              show_default=True)
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+              help="TFLite only: float16 weights, or full-integer int8.")
+@click.option("--output", "-o", required=True, type=click.Path(),
+              help="Folder (savedmodel) or file (.keras, .tflite) to write.")
+@click.option("--calibration-data", type=click.Path(exists=True),
+              help="int8: folder of images to calibrate on (default: the run's training images).")
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+def export_command(source: str, fmt: str, quantize: str, output: str,
+                   calibration_data: str | None, force: bool) -> None:
+    """Export RUN_DIR as a SavedModel, a .keras file or a TFLite model (see MODEL_CARD.md)."""
+    from transfer.export import export
+
+    path = export(source, format=fmt, quantize=quantize, output=output, force=force,
+                  calibration_data=calibration_data)
+    size = path.stat().st_size if path.is_file() else sum(
+        p.stat().st_size for p in path.rglob("*") if p.is_file())
+    variant = f" ({'float32' if quantize == 'none' else quantize})" if fmt == "tflite" else ""
+    click.echo(f"exported {fmt}{variant} to {path} ({size:,} bytes)")

@@ -1,0 +1,65 @@
+"""``zoo data check`` through Click's CliRunner."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import main
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """Two classes of three PNGs, a broken download, and a stray system file."""
+    rng = np.random.default_rng(0)
+    for name in ("cat", "sea lion"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = (rng.random((10, 12, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    (tmp_path / "data" / "cat" / "download.jpg").write_text("<html>404</html>")
+    (tmp_path / "data" / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return tmp_path / "data"
+
+
+def test_check_reports_a_usable_folder(folder, tmp_path):
+    runner = CliRunner()
+    args = ["data", "check", str(folder), "--cache-dir", str(tmp_path / "cache")]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "6 usable image(s) in 2 class(es)" in result.output
+    assert "classes: cat 3, sea lion 3" in result.output
+    assert "cat/download.jpg: not an image" in result.output
+    assert "usable: train 4, val 2" in result.output
+    result = runner.invoke(main, args + ["--json"])
+    report = json.loads(result.output)
+    assert report["ok"] is True and report["usable"] == 6 and report["from_cache"] == 7
+    assert {s["path"].split("data/")[1]: s["reason"] for s in report["skipped"]} == {
+        "cat/download.jpg": "not an image", "cat/.DS_Store": "system or hidden file"}
+    assert not (tmp_path / "cache" / "images").exists()  # a dry run writes no images
+
+
+def test_check_fails_with_one_line_when_unusable(folder, tmp_path):
+    for path in (folder / "sea lion").iterdir():
+        path.write_bytes(b"")
+    runner = CliRunner()
+    args = ["data", "check", str(folder), "--cache-dir", str(tmp_path / "cache")]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    (line,) = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert "'sea lion' has 0" in line and "--drop-small-classes" in line
+    result = runner.invoke(main, args + ["--drop-small-classes"])
+    assert result.exit_code == 1 and "at least 2 classes with usable images" in result.output
+    result = runner.invoke(main, args + ["--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output[:result.output.rindex("}") + 1])
+    assert report["ok"] is False and report["class_counts"] == {"cat": 3, "sea lion": 0}
+
+
+def test_check_tfds_offline_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(main, ["data", "check", "tfds:mnist", "--tfds-data-dir",
+                                       str(tmp_path), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: TFDS dataset 'mnist' is not prepared")

@@ -1,0 +1,57 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import transfer
+from transfer.batch_size import probe_batch_size
+
+
+def _tiny_model():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model.compile("sgd", "categorical_crossentropy")
+    return model
+
+
+def test_probe_doubles_up_to_the_maximum_when_memory_allows():
+    probe = probe_batch_size(_tiny_model(), 3, start=8, maximum=64)
+    assert probe.tried == (8, 16, 32, 64) and probe.batch_size == 64
+    assert "maximum" in probe.reason
+
+
+def test_probe_backs_off_on_out_of_memory(monkeypatch):
+    import tensorflow as tf
+
+    model = _tiny_model()
+    real = model.train_on_batch
+
+    def fake_oom_above_32(x, y):  # an accelerator raising ResourceExhaustedError past 32
+        if len(x) > 32:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return real(x, y)
+
+    monkeypatch.setattr(model, "train_on_batch", fake_oom_above_32)
+    probe = probe_batch_size(model, 3, start=8, maximum=1024, on_accelerator=True)
+    assert probe.batch_size == 32 and probe.tried == (8, 16, 32, 64)
+    assert probe.reason == "out of memory at 64"
+
+
+def test_probe_on_cpu_stops_before_the_memory_budget(monkeypatch):
+    from transfer import batch_size as module
+
+    monkeypatch.setattr(module, "_available_bytes", lambda: 1)  # nothing left to grow into
+    probe = probe_batch_size(_tiny_model(), 3, start=8, maximum=1024, on_accelerator=False)
+    assert probe.batch_size == 8 and "budget" in probe.reason
+
+
+def test_train_with_auto_batch_size_saves_the_size_found(image_folder, tmp_path):
+    result = transfer.train(image_folder, output=tmp_path / "auto", model="lenet5",
+                            mode="full-retrain", weights=None, epochs=1, batch_size="auto",
+                            verbose=0)
+    found = json.loads((tmp_path / "auto" / "config.json").read_text())["batch_size"]
+    assert isinstance(found, int) and 8 <= found <= 32  # capped by the 30 training images
+    assert result.config.batch_size == found

@@ -1,0 +1,254 @@
+"""Evaluation numbers, plots, and the SavedModel / .keras / TFLite exports run outside the toolkit."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+from PIL import Image
+
+from transfer import evaluate as evaluate_lib
+from transfer.data import ImageFolderData, decode_and_resize
+from transfer.errors import ConfigError, DataError, RunDirError
+from transfer.evaluate import classification_metrics, evaluate
+from transfer.export import export, write_model_card
+
+
+@pytest.fixture(scope="module")
+def run_copy(trained_run, tmp_path_factory) -> Path:
+    """A copy of the session's run directory: exports write MODEL_CARD.md into it."""
+    return Path(shutil.copytree(trained_run.run_dir, tmp_path_factory.mktemp("exp") / "run"))
+
+
+def test_classification_metrics_on_hand_made_probabilities():
+    names = list("abcdefg")  # 7 classes, so top-5 differs from top-1 and from 100%
+    probabilities = np.array([
+        [0.70, 0.10, 0.05, 0.05, 0.04, 0.03, 0.03],  # a, predicted a
+        [0.50, 0.30, 0.10, 0.04, 0.03, 0.02, 0.01],  # b, predicted a, b ranked 2nd
+        [0.10, 0.10, 0.60, 0.05, 0.05, 0.05, 0.05],  # c, predicted c
+        [0.10, 0.10, 0.40, 0.15, 0.12, 0.12, 0.01],  # g, predicted c, g ranked last
+    ])
+    labels = np.array([0, 1, 2, 6])
+    m = classification_metrics(probabilities, labels, names)
+    assert m["samples"] == 4 and m["top_k"] == 5
+    assert m["top1_accuracy"] == 0.5 and m["top1_error"] == 0.5
+    assert m["top5_accuracy"] == 0.75 and m["top5_error"] == 0.25
+    assert m["loss"] == pytest.approx(-(math.log(0.7) + math.log(0.3) + math.log(0.6)
+                                        + math.log(0.01)) / 4)
+    expected = np.zeros((7, 7), dtype=int)
+    expected[0, 0] = expected[1, 0] = expected[2, 2] = expected[6, 2] = 1
+    assert m["confusion_matrix"] == expected.tolist()
+    assert m["per_class"]["a"] == pytest.approx(
+        {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert m["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert m["per_class"]["c"] == pytest.approx(
+        {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert m["per_class"]["g"]["f1"] == 0.0 and m["per_class"]["d"]["support"] == 0
+    assert m["macro"] == pytest.approx({"precision": 1 / 7, "recall": 2 / 7, "f1": 4 / 21})
+    assert m["weighted"] == pytest.approx({"precision": 0.25, "recall": 0.5, "f1": 1 / 3})
+
+
+def _assert_png(path: Path, min_size=(200, 100)) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+        assert image.size[0] <= 4000 and image.size[1] <= 4000
+
+
+def test_evaluate_on_the_saved_split_uses_exactly_its_images(trained_run, tmp_path,
+                                                             monkeypatch):
+    seen = []
+    real = evaluate_lib.predict_split
+    monkeypatch.setattr(evaluate_lib, "predict_split",
+                        lambda model, split, **kw: seen.append(split) or real(model, split, **kw))
+    out = tmp_path / "eval"
+    result = evaluate(trained_run.run_dir, output_dir=out)
+
+    val = ImageFolderData.load(trained_run.run_dir / "split.json").val
+    (split,) = seen
+    assert split.paths == val.paths and split.labels == val.labels
+    assert result["split"] == "val" and result["unreadable"] == []
+    # Same images and model as at the end of training, so the same numbers.
+    trained = trained_run.metrics["val"]
+    assert result["samples"] == trained["samples"] == len(val)
+    assert result["top1_accuracy"] == trained["top1_accuracy"]
+    assert result["confusion_matrix"] == trained["confusion_matrix"]
+    assert result["loss"] == pytest.approx(trained["loss"], rel=1e-5)
+    assert json.loads((out / "metrics.json").read_text()) == result
+    _assert_png(out / "confusion_matrix.png", (300, 300))
+    _assert_png(out / "mistakes.png")
+
+
+def test_evaluate_on_a_folder_checks_class_names(trained_run, image_folder, tmp_path):
+    data = tmp_path / "data"
+    for name in ("red", "blue"):  # a subset of the classes is fine
+        (data / name).mkdir(parents=True)
+        for src in sorted((image_folder / name).glob("*.png"))[:3]:
+            shutil.copy(src, data / name)
+    (data / "red" / "broken.png").write_text("not an image")
+    result = evaluate(trained_run.run_dir, data, output_dir=tmp_path / "eval")
+    assert result["samples"] == 6 and result["split"] is None
+    assert result["unreadable"] == [str(data / "red" / "broken.png")]
+    assert result["per_class"]["green"]["support"] == 0
+    assert result["per_class"]["red"]["support"] == 3
+    _assert_png(tmp_path / "eval" / "mistakes.png", (150, 50))
+
+    (data / "cat").mkdir()
+    shutil.copy(data / "red" / sorted(p.name for p in (data / "red").glob("red_*"))[0],
+                data / "cat")
+    with pytest.raises(DataError, match="'cat'.*not classes of the model.*'blue', 'green'"):
+        evaluate(trained_run.run_dir, data, output_dir=tmp_path / "eval2")
+    with pytest.raises(RunDirError, match="not a run directory"):
+        evaluate(tmp_path, data)
+
+
+def test_savedmodel_export_to_a_new_place_reads_in_saved_model_cli(run_copy, tmp_path):
+    target = export(run_copy, format="savedmodel", output=tmp_path / "exports" / "sm")
+    assert (target / "saved_model.pb").is_file()
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    proc = subprocess.run([str(cli), "show", "--dir", str(target), "--all"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("serving_default", "serve_images", "serve_bytes", "class_names",
+                 "image_bytes", "top_classes"):
+        assert name in proc.stdout
+    assert "DT_UINT8" in proc.stdout and "shape: (-1, -1, -1, 3)" in proc.stdout
+
+
+def _val_images(run_dir: Path, size: int) -> np.ndarray:
+    val = ImageFolderData.load(run_dir / "split.json").val
+    return np.stack([np.clip(np.round(decode_and_resize(tf.io.read_file(p), size).numpy()),
+                             0, 255).astype(np.uint8) for p in val.paths])
+
+
+def _run_tflite(path: Path, images: np.ndarray) -> tuple[np.ndarray, Interpreter]:
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.uint8 and list(inp["shape"]) == [1, *images.shape[1:]]
+    assert out["dtype"] == np.float32
+    results = []
+    for image in images:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out["index"])[0].copy())
+    return np.stack(results), interpreter
+
+
+def test_tflite_variants_agree_with_the_savedmodel(run_copy, tmp_path):
+    size = 32
+    images = _val_images(run_copy, size)
+    saved = tf.saved_model.load(str(run_copy / "saved_model"))
+    reference = saved.signatures["serving_default"](images=tf.constant(images))
+    reference = reference["probabilities"].numpy()
+
+    sizes, probabilities = {}, {}
+    for quantize in ("none", "float16", "int8"):
+        path = export(run_copy, format="tflite", quantize=quantize,
+                      output=tmp_path / f"model-{quantize}.tflite")
+        sizes[quantize] = path.stat().st_size
+        probabilities[quantize], interpreter = _run_tflite(path, images)
+        assert probabilities[quantize].shape == reference.shape
+        dtypes = {d["dtype"] for d in interpreter.get_tensor_details()}
+        assert (np.int8 in dtypes) == (quantize == "int8")
+        assert (np.float16 in dtypes) == (quantize == "float16")
+
+    def agreement(q):
+        return np.mean(probabilities[q].argmax(1) == reference.argmax(1))
+
+    np.testing.assert_allclose(probabilities["none"], reference, atol=1e-5)
+    assert agreement("none") == 1.0
+    np.testing.assert_allclose(probabilities["float16"], reference, atol=5e-3)
+    assert agreement("float16") == 1.0
+    assert np.abs(probabilities["int8"] - reference).mean() < 0.05
+    assert agreement("int8") >= 5 / 6
+    # LeNet-5 has 62k parameters: enough for the weights to dominate the file size.
+    assert sizes["int8"] < sizes["float16"] < sizes["none"]
+    assert sizes["float16"] < 0.6 * sizes["none"] and sizes["int8"] < 0.4 * sizes["none"]
+
+
+def test_int8_needs_calibration_images_without_a_run_dir(run_copy, tmp_path, image_folder):
+    model_file = tmp_path / "alone" / "model.keras"
+    model_file.parent.mkdir()
+    shutil.copy(run_copy / "model.keras", model_file)
+    with pytest.raises(DataError, match="calibration"):
+        export(model_file, format="tflite", quantize="int8", output=tmp_path / "a.tflite")
+    path = export(model_file, format="tflite", quantize="int8", output=tmp_path / "b.tflite",
+                  calibration_data=image_folder / "red")
+    assert Interpreter(model_path=str(path)).get_signature_list() == {
+        "serving_default": {"inputs": ["images"], "outputs": ["probabilities"]}}
+
+
+def test_keras_export_reloads_in_safe_mode_with_identical_predictions(run_copy, tmp_path):
+    path = export(run_copy, format="keras", output=tmp_path / "exported.keras")
+    reloaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    original = keras.saving.load_model(run_copy / "model.keras", compile=False, safe_mode=True)
+    images = _val_images(run_copy, 32).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(reloaded(images)), np.asarray(original(images)))
+    with pytest.raises(ConfigError, match="must be a file ending in .keras"):
+        export(run_copy, format="keras", output=tmp_path / "exported.h5")
+    with pytest.raises(ConfigError, match="tflite format only"):
+        export(run_copy, format="keras", quantize="int8", output=tmp_path / "q.keras")
+    with pytest.raises(ConfigError, match="export format must be one of"):
+        export(run_copy, format="onnx", output=tmp_path / "m.onnx")
+
+
+def test_export_is_atomic_and_refuses_to_replace_without_force(run_copy, tmp_path,
+                                                               monkeypatch):
+    target = tmp_path / "out" / "sm"
+    archive_class = type(keras.export.ExportArchive())  # the backend's subclass does the writing
+
+    def fail_halfway(self, filepath, **kwargs):
+        Path(filepath).mkdir(parents=True)
+        (Path(filepath) / "saved_model.pb").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(archive_class, "write_out", fail_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        export(run_copy, format="savedmodel", output=target)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []  # no temporary sibling left
+
+    target.mkdir()
+    (target / "old.txt").write_text("previous export")
+    with pytest.raises(RunDirError, match="already exists; pass --force"):
+        export(run_copy, format="savedmodel", output=target)
+    with pytest.raises(OSError, match="disk full"):  # a failed forced export keeps the old one
+        export(run_copy, format="savedmodel", output=target, force=True)
+    assert (target / "old.txt").is_file()
+
+    monkeypatch.undo()
+    export(run_copy, format="savedmodel", output=target, force=True)
+    assert (target / "saved_model.pb").is_file() and not (target / "old.txt").exists()
+    assert [p.name for p in target.parent.iterdir()] == ["sm"]
+
+
+def test_model_card_describes_data_metrics_and_contracts(run_copy):
+    card = write_model_card(run_copy).read_text()
+    metrics = json.loads((run_copy / "metrics.json").read_text())["val"]
+    preprocessing = keras.saving.load_model(run_copy / "model.keras").get_layer("preprocess").mode
+    split = json.loads((run_copy / "split.json").read_text())
+    for text in (
+        "# Model card: lenet5 on colours",
+        f"data root: `{split['root']}`",
+        "| 0 | blue | 10 | 2 |", "| 2 | red | 10 | 2 |", "| | **total** | 30 | 6 |",
+        "backbone: `lenet5`", "transfer mode: `full-retrain`",
+        f"preprocessing mode: `{preprocessing}`",
+        f"top-1 accuracy {metrics['top1_accuracy']:.4f}",
+        f"macro precision / recall / F1: {metrics['macro']['precision']:.3f}",
+        "`serving_default` = `serve_images` | `images`: uint8 `[batch, height, width, 3]`",
+        "`serve_bytes` | `image_bytes`: string `[batch]`",
+        "`probabilities` float32 `[batch, 3]`",
+        "`images`: uint8 `[1, 32, 32, 3]`", "`probabilities` float32 `[1, 3]`",
+    ):
+        assert text in card, text
