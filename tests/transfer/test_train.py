@@ -114,3 +114,15 @@ def test_savedmodel_in_a_tensorflow_only_process_matches_predict(trained_run, im
         assert list(mine.labels) == theirs["labels"]
         np.testing.assert_allclose(mine.scores, theirs["scores"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(mine.scores, by_bytes, rtol=1e-5, atol=1e-6)
+
+
+def test_a_trained_run_is_the_backbone_of_a_second_run(trained_run, image_folder, tmp_path):
+    """Train on one dataset, then transfer from that model file to another run."""
+    result = transfer.train(image_folder, output=tmp_path / "second",
+                            model=str(trained_run.model_path), mode="feature-extractor",
+                            epochs=2, batch_size=8, verbose=0)
+    (phase,) = result.phases
+    assert phase.trainable_params == 120 * 3 + 3 and phase.frozen_params == 50_692
+    first = trained_run.model.get_layer("backbone").get_layer("c1_conv").get_weights()[0]
+    second = result.model.get_layer("backbone").get_layer("c1_conv").get_weights()[0]
+    np.testing.assert_array_equal(first, second)  # the frozen backbone came along unchanged
