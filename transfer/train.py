@@ -568,13 +568,17 @@ class _Trainer:
         classifier, folder, run_dir = self.classifier, self.folder, self.run_dir
         trained = time.perf_counter()
         classifier.save(run_dir / "model.keras")
-        metrics: dict[str, Any] = {"val": self.evaluate_val()}
+        from transfer.evaluate import classification_metrics
+
+        predicted = self.val_predictions()
+        metrics: dict[str, Any] = {"val": classification_metrics(
+            predicted.probabilities, predicted.labels, folder.class_names)}
         if folder.test is not None and len(folder.test):
             metrics["test"] = self.evaluate(folder.test)
         metrics["phases"] = [dataclasses.asdict(p) for p in self.phases]
         metrics["class_weights"] = self.class_weight
         export_saved_model(classifier, run_dir / "saved_model", folder.class_names, force=True)
-        self.write_artifacts(metrics)
+        self.write_artifacts(metrics, predicted)
         metrics["seconds"] = {"training": round(trained - self.started, 3),
                               "evaluation_and_export": round(time.perf_counter() - trained, 3)}
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -586,29 +590,29 @@ class _Trainer:
         return TrainResult(classifier, self.history, metrics, run_dir, folder.class_names,
                            self.config, self.phases)
 
-    def write_artifacts(self, metrics: dict[str, Any]) -> None:
+    def write_artifacts(self, metrics: dict[str, Any], predicted) -> None:
         """Confusion matrix and worst-mistakes PNGs, the model card and the HTML report."""
-        from transfer.evaluate import predict_split, write_evaluation_artifacts
+        from transfer.evaluate import write_evaluation_artifacts
         from transfer.export import write_model_card
         from transfer.viz.report import write_report
 
-        predicted = predict_split(self.classifier, self.folder.val, batch_size=self.global_batch)
         write_evaluation_artifacts(metrics["val"], predicted.probabilities, predicted.labels,
                                    predicted.paths, self.folder.class_names, self.run_dir)
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_model_card(self.run_dir)
         write_report(self.run_dir)
 
-    def evaluate_val(self) -> dict:
-        """Validation metrics; from the cached features when the backbone never changed (the
-        head on cached features computes exactly what the full model computes on the images)."""
-        if self._features and self.config.mode is TransferMode.FEATURE_EXTRACTOR:
-            from transfer.evaluate import classification_metrics
+    def val_predictions(self):
+        """Validation probabilities, computed once for the metrics and the PNGs: from the cached
+        features when the backbone never changed (the head on cached features computes exactly
+        what the full model computes on the images), else one pass over the images."""
+        from transfer.evaluate import SplitPredictions, predict_split
 
+        split = self.folder.val
+        if self._features and self.config.mode is TransferMode.FEATURE_EXTRACTOR:
             probabilities = head_model(self.classifier).predict(self._features["val"], verbose=0)
-            return classification_metrics(probabilities, np.asarray(self.folder.val.labels),
-                                          self.folder.class_names)
-        return self.evaluate(self.folder.val)
+            return SplitPredictions(probabilities, np.asarray(split.labels), tuple(split.paths))
+        return predict_split(self.classifier, split, batch_size=self.global_batch)
 
     def evaluate(self, split: data_lib.Split) -> dict:
         ds = data_lib.make_dataset(split, image_size=self.config.image_size,
