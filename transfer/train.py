@@ -191,13 +191,38 @@ def _make_strategy(name: str):
                 [d.name for d in tf.config.list_logical_devices("CPU")])
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     return tf.distribute.get_strategy()
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy whose ``reduce`` takes what Keras 3's ``fit`` passes it.
+
+    ``fit`` reduces a whole ``(x, y)`` batch in one call to find the input shapes, and the
+    scalar metric results with ``axis=0``. MirroredStrategy accepts both; the collective strategy
+    behind MultiWorkerMirroredStrategy takes one value (TensorFlow's "support `value` being a
+    nest" TODO) and fails on a batch axis that a scalar lacks. Reducing each value on its own,
+    and a scalar across replicas only, is what those calls mean.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            if tf.nest.is_nested(value):
+                return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+            local = value.values[0] if isinstance(value, tf.distribute.DistributedValues) \
+                else value
+            if axis is not None and getattr(local, "shape", None) is not None \
+                    and local.shape.rank == 0:
+                axis = None
+            return super().reduce(reduce_op, value, axis)
+
+    return MultiWorkerStrategy()
 
 
 def _is_chief(strategy) -> bool:

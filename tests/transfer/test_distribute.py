@@ -36,11 +36,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_mirrored_strategy_on_two_logical_cpus(image_folder, tmp_path):
-    out = tmp_path / "mirrored"
+@pytest.fixture(scope="module")
+def mirrored_run(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mirrored") / "run"
     proc = subprocess.run([sys.executable, "-c", SPLIT_CPU + TRAIN, str(image_folder), str(out),
                            "mirrored"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_mirrored_strategy_on_two_logical_cpus(mirrored_run):
+    out, proc = mirrored_run
     assert "2 replicas: global batch 8, learning rates scaled by 2" in proc.stderr
     history = json.loads((out / "history.json").read_text())
     # 30 training images, global batch 8 -> 4 steps; LR 1e-3 * 2 replicas.
@@ -48,10 +54,7 @@ def test_mirrored_strategy_on_two_logical_cpus(image_folder, tmp_path):
     assert (out / "saved_model" / "saved_model.pb").is_file()
 
 
-@pytest.mark.xfail(reason="Keras 3 fit() under MultiWorkerMirroredStrategy receives PerReplica "
-                   "batches from the distributed dataset and fails to convert them (issue 5, "
-                   "open); MirroredStrategy works", strict=True)
-def test_multiworker_strategy_with_two_local_processes(image_folder, tmp_path):
+def test_multiworker_strategy_with_two_local_processes(image_folder, tmp_path, mirrored_run):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
@@ -71,9 +74,17 @@ def test_multiworker_strategy_with_two_local_processes(image_folder, tmp_path):
     finally:
         for proc in procs:
             proc.kill()
-    assert "2 replicas: global batch 8" in outputs[0][1]
+    assert "2 replicas: global batch 8, learning rates scaled by 2" in outputs[0][1]
     chief = json.loads(outputs[0][0].strip().splitlines()[-1])
     worker = json.loads(outputs[1][0].strip().splitlines()[-1])
     # Synchronous training: both workers hold the same model, hence the same history.
-    assert [r["loss"] for r in chief["history"]] == [r["loss"] for r in worker["history"]]
+    losses = [r[k] for r in chief["history"] for k in ("loss", "val_loss")]
+    assert losses == [r[k] for r in worker["history"] for k in ("loss", "val_loss")]
+    # Two workers of one replica each train exactly as two mirrored replicas in one process:
+    # same global batches, same averaged gradients.
+    mirrored = json.loads((mirrored_run[0] / "history.json").read_text())
+    assert losses == pytest.approx([r[k] for r in mirrored for k in ("loss", "val_loss")],
+                                    rel=1e-5)
+    # Only the chief writes the run directory.
     assert (tmp_path / "mw" / "saved_model" / "saved_model.pb").is_file()
+    assert json.loads((tmp_path / "mw" / "history.json").read_text()) == chief["history"]
