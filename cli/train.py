@@ -68,6 +68,12 @@ def _weights(value: str | None) -> str | None:
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True)
 @click.option("--unfreeze-from", help="Fine-tune from this block on (see 'zoo info').")
+@click.option("--unfreeze-top", type=click.IntRange(min=1),
+              help="Fine-tune the top N blocks (instead of --unfreeze-from).")
+@click.option("--discriminative-lr", type=click.FloatRange(min=1), default=1.0,
+              show_default=True,
+              help="Layer-wise LRs when fine-tuning: the earliest unfrozen block trains this many "
+                   "times slower than the head, geometrically spaced; 1 disables.")
 @click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True)
 @click.option("--test-split", type=click.FloatRange(0, 1, max_open=True), default=0.0,

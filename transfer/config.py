@@ -54,6 +54,10 @@ class TrainConfig:
         label_smoothing: label smoothing of the cross-entropy.
         unfreeze_from: block of the backbone from which fine-tune unfreezes (a name from the
             model's ``blocks``); ``None`` uses the model's default.
+        unfreeze_top: instead of ``unfreeze_from``, unfreeze the top N blocks.
+        discriminative_lr: layer-wise learning rates in the fine-tune phase: the earliest
+            unfrozen block trains this many times slower than the head, the blocks in between
+            spaced geometrically (ULMFiT/fastai); 1 gives every layer the same rate.
         val_split: fraction of each class held out for validation.
         test_split: fraction of each class held out for a final test evaluation.
         min_per_class: classes with fewer usable images stop the run with an error...
@@ -100,6 +104,8 @@ class TrainConfig:
     dropout: float = 0.2
     label_smoothing: float = 0.0
     unfreeze_from: str | None = None
+    unfreeze_top: int | None = None
+    discriminative_lr: float = 1.0
     val_split: float = 0.2
     test_split: float = 0.0
     min_per_class: int = 2
@@ -146,6 +152,13 @@ class TrainConfig:
             (0 < self.fine_tune_lr_factor <= 1, "fine_tune_lr_factor must be in (0, 1]"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.unfreeze_top is None or self.unfreeze_top >= 1,
+             "unfreeze_top must be a positive number of blocks"),
+            (self.unfreeze_from is None or self.unfreeze_top is None,
+             "unfreeze_from and unfreeze_top cannot both be given"),
+            (self.discriminative_lr >= 1, "discriminative_lr must be >= 1 (1 disables it)"),
+            (self.discriminative_lr == 1 or self.mode is TransferMode.FINE_TUNE,
+             "discriminative_lr applies to the fine-tune phase; use mode 'fine-tune'"),
             (0 < self.val_split < 1, "val_split must be in (0, 1)"),
             (0 <= self.test_split and self.val_split + self.test_split < 1,
              "test_split must be >= 0 with val_split + test_split < 1"),

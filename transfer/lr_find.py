@@ -88,7 +88,7 @@ def lr_find(data_dir: str | os.PathLike, *, config: TrainConfig | None = None,
                                   image_size=size, weights=config.weights, dropout=config.dropout,
                                   weight_decay=config.weight_decay, seed=config.seed)
     set_trainable(classifier, "full" if config.mode is TransferMode.FULL_RETRAIN else "head")
-    from transfer.train import make_optimizer  # late: train imports this module's siblings
+    from transfer.optimizers import make_optimizer
 
     classifier.compile(optimizer=make_optimizer(config.optimizer, start,
                                                 momentum=config.momentum,

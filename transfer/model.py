@@ -220,6 +220,68 @@ def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...
                             unfreeze_from if phase == "fine-tune" else None)
 
 
+def resolve_unfreeze(info: BackboneInfo, *, unfreeze_from: str | None = None,
+                     unfreeze_top: int | None = None) -> str | None:
+    """The block fine-tuning unfreezes from: ``unfreeze_from`` by name, or the first of the top
+    ``unfreeze_top`` blocks, or the backbone's default (``None``: the whole backbone)."""
+    if unfreeze_from is not None and unfreeze_top is not None:
+        raise ConfigError("give --unfreeze-from BLOCK or --unfreeze-top N, not both")
+    if unfreeze_top is None:
+        return unfreeze_from or info.default_unfreeze
+    if not info.blocks:
+        raise ConfigError(f"--unfreeze-top needs a backbone with named blocks; "
+                          f"{info.name!r} has none, so use --unfreeze-from or unfreeze it whole")
+    if not 1 <= unfreeze_top <= len(info.blocks):
+        raise ConfigError(f"--unfreeze-top must be between 1 and {len(info.blocks)} (the blocks "
+                          f"of {info.name!r}: {', '.join(info.blocks)}); got {unfreeze_top}")
+    return info.blocks[-unfreeze_top]
+
+
+def layer_lr_multipliers(classifier: keras.Model, *, blocks: tuple[str, ...],
+                         unfreeze_from: str | None, ratio: float
+                         ) -> tuple[dict[str, float], dict[str, float]]:
+    """Discriminative learning rates for the fine-tune phase, spaced geometrically by block.
+
+    The unfrozen blocks (from ``unfreeze_from``, or all of them) and the head form groups in
+    order; the earliest block trains at ``1 / ratio`` of the learning rate and each later group
+    ``ratio ** (1 / groups)`` times faster, up to the full rate for the head. A backbone without
+    named blocks is one group at ``1 / ratio``.
+
+    Returns:
+        ``(by_variable, by_block)``: learning-rate multipliers by trainable-variable path (for
+        :func:`transfer.optimizers.make_optimizer`), and by block name (for the run log).
+    """
+    if ratio < 1:
+        raise ConfigError(f"discriminative learning-rate ratio must be >= 1, got {ratio}")
+    layers = list(_leaf_layers(classifier.get_layer(BACKBONE)))
+    starts = []
+    for block in blocks:
+        index = next((i for i, layer in enumerate(layers) if layer.name.startswith(block)), None)
+        if index is not None:
+            starts.append((index, block))
+    first = blocks.index(unfreeze_from) if unfreeze_from in blocks else 0
+    groups = [block for _, block in starts if blocks.index(block) >= first] or ["backbone"]
+    steps = len(groups)
+    by_block = {name: ratio ** (-(steps - g) / steps) for g, name in enumerate(groups)}
+    by_variable: dict[str, float] = {}
+    for i, layer in enumerate(layers):
+        owner = [block for start, block in starts if start <= i]
+        group = owner[-1] if owner and owner[-1] in by_block else groups[0]
+        for variable in layer.trainable_weights:
+            by_variable[variable.path] = by_block[group]
+    by_block["head"] = 1.0
+    return by_variable, by_block
+
+
+def _leaf_layers(model: keras.Model):
+    """The layers of ``model`` in order, nested models flattened (``trainable`` left alone)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
 def _walk(model: keras.Model):
     for layer in model.layers:
         if isinstance(layer, keras.Model):

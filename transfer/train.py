@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -39,7 +40,7 @@ import numpy as np
 from transfer import checkpoint as ckpt
 from transfer import data as data_lib
 from transfer.config import TrainConfig, TransferMode
-from transfer.errors import RunDirError, TrainingInterrupted
+from transfer.errors import DataError, RunDirError, TrainingInterrupted
 from transfer.evaluate import evaluate_model
 from transfer.export import export_saved_model
 from transfer.model import (
@@ -48,8 +49,11 @@ from transfer.model import (
     build_classifier,
     feature_model,
     head_model,
+    layer_lr_multipliers,
+    resolve_unfreeze,
     set_trainable,
 )
+from transfer.optimizers import make_optimizer
 from transfer.schedules import StepSchedule
 
 log = logging.getLogger(__name__)
@@ -246,24 +250,16 @@ def _class_weights(config: TrainConfig, counts: list[int]) -> dict[int, float] |
     return weights
 
 
-def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.9,
-                   weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
-    """SGD with momentum, Adam, or AdamW (decoupled weight decay)."""
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay or 1e-4)
-    return keras.optimizers.Adam(learning_rate)
-
-
 def epoch_dataset(num_items: int, fetch: Callable, *, seed: int, start_epoch: int,
                   end_epoch: int, batch_size: int, shuffle: bool,
-                  batch_fn: Callable | None = None):
+                  batch_fn: Callable | None = None, batched: bool = False):
     """Batches for epochs ``[start_epoch, end_epoch)``; each epoch's order is a stateless
     permutation of ``(seed, epoch)``, so it is the same whether or not the run was resumed.
 
-    ``fetch`` maps an item index to ``(x, y)``; ``batch_fn(batch, seed_pair)`` may transform each
-    batch (mixup/CutMix) with a seed that also depends only on the epoch and batch number.
+    ``fetch`` maps an item index to ``(x, y)``, or with ``batched`` a vector of indices to a
+    batch: in-memory data is then gathered once per batch, not copied item by item and again
+    into the batch. ``batch_fn(batch, seed_pair)`` may transform each batch (mixup/CutMix) with a
+    seed that also depends only on the epoch and batch number.
     """
     import tensorflow as tf
 
@@ -273,9 +269,13 @@ def epoch_dataset(num_items: int, fetch: Callable, *, seed: int, start_epoch: in
         index = tf.range(num_items, dtype=tf.int64)
         if shuffle:
             index = tf.random.experimental.stateless_shuffle(index, seed=tf.stack([seed_t, epoch]))
-        ds = (tf.data.Dataset.from_tensor_slices(index)
-              .map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-              .batch(batch_size))
+        ds = tf.data.Dataset.from_tensor_slices(index)
+        if batched:
+            ds = ds.batch(batch_size).map(fetch, num_parallel_calls=tf.data.AUTOTUNE,
+                                          deterministic=True)
+        else:
+            ds = (ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                  .batch(batch_size))
         if batch_fn is not None:
             ds = ds.enumerate().map(
                 lambda i, b: batch_fn(b, tf.stack([seed_t, epoch * 1_000_003 + i])),
@@ -358,6 +358,8 @@ class _Trainer:
         self.replicas = strategy.num_replicas_in_sync
         self.plan = phase_plan(config, self.replicas)
         self.info = backbone_info(config.model)
+        self.unfreeze_from = resolve_unfreeze(self.info, unfreeze_from=config.unfreeze_from,
+                                              unfreeze_top=config.unfreeze_top)
         self.num_classes = folder.num_classes
         self.history: list[dict[str, Any]] = []
         self.phases: list[TrainableSummary] = []
@@ -422,10 +424,16 @@ class _Trainer:
                      "the frozen backbone (features cannot be cached)")
         summary = set_trainable(
             self.classifier, phase.name, blocks=self.info.blocks,
-            unfreeze_from=(config.unfreeze_from or self.info.default_unfreeze)
-            if phase.name == "fine-tune" else None)
+            unfreeze_from=self.unfreeze_from if phase.name == "fine-tune" else None)
         self.phases.append(summary)
         log.info("%s", summary)
+        multipliers = None
+        if phase.name == "fine-tune" and config.discriminative_lr > 1:
+            multipliers, by_block = layer_lr_multipliers(
+                self.classifier, blocks=self.info.blocks, unfreeze_from=self.unfreeze_from,
+                ratio=config.discriminative_lr)
+            log.info("discriminative learning rates (x %.2e): %s", phase.learning_rate,
+                     ", ".join(f"{name} {m:.3g}" for name, m in by_block.items()))
 
         if cached:
             features = self.cached_features()
@@ -437,13 +445,14 @@ class _Trainer:
                                 _fetch_arrays(features["val"], self.folder.val.labels,
                                               self.num_classes),
                                 seed=config.seed, start_epoch=0, end_epoch=1,
-                                batch_size=self.global_batch, shuffle=False)
+                                batch_size=self.global_batch, shuffle=False, batched=True)
+            batched = True
         else:
             model = self.classifier
-            fetch_train = self.image_fetch()
+            fetch_train, batched = self.image_fetch()
             val = self.image_dataset(self.folder.val)
         with self.strategy.scope():
-            self.compile(model, phase.learning_rate)
+            self.compile(model, phase.learning_rate, lr_multipliers=multipliers)
         callbacks = self.callbacks(index, phase, model)
         if state:
             with self.strategy.scope():
@@ -462,10 +471,11 @@ class _Trainer:
         train = epoch_dataset(len(self.folder.train), fetch_train, seed=config.seed,
                               start_epoch=self.epoch, end_epoch=end,
                               batch_size=self.global_batch, shuffle=True,
-                              batch_fn=mix_batch(config.mixup, config.cutmix))
-        model.fit(train, steps_per_epoch=steps, validation_data=val, initial_epoch=self.epoch,
-                  epochs=end, shuffle=False, class_weight=self.class_weight,
-                  callbacks=callbacks, verbose=self.verbose)
+                              batch_fn=mix_batch(config.mixup, config.cutmix), batched=batched)
+        with _unknown_length_ok():  # of the validation set; the training set's is asserted
+            model.fit(train, steps_per_epoch=steps, validation_data=val,
+                      initial_epoch=self.epoch, epochs=end, shuffle=False,
+                      class_weight=self.class_weight, callbacks=callbacks, verbose=self.verbose)
         # The phase is over (maybe stopped early, best weights restored): the next one starts
         # from here, with a fresh optimizer.
         self.save_checkpoint(index + 1, None)
@@ -478,8 +488,7 @@ class _Trainer:
         last = self.plan[-1]
         saved = [np.array(v) for v in self.classifier.variables]
         set_trainable(self.classifier, last.name, blocks=self.info.blocks,
-                      unfreeze_from=(self.config.unfreeze_from or self.info.default_unfreeze)
-                      if last.name == "fine-tune" else None)
+                      unfreeze_from=self.unfreeze_from if last.name == "fine-tune" else None)
         with self.strategy.scope():
             self.compile(self.classifier, last.learning_rate)
         found = probe_batch_size(self.classifier, self.num_classes,
@@ -490,9 +499,10 @@ class _Trainer:
         self.config.save(self.run_dir / "config.json")
 
     # ---- data ------------------------------------------------------------------------------
-    def image_fetch(self) -> Callable:
-        """Index -> (image, one-hot label): from memory when the decoded set fits, else decoded
-        from its file every epoch."""
+    def image_fetch(self) -> tuple[Callable, bool]:
+        """``(fetch, batched)`` for :func:`epoch_dataset`: index vector -> (images, one-hot
+        labels) gathered from memory when the decoded set fits, else index -> (image, label)
+        decoded from its file every epoch."""
         import tensorflow as tf
 
         split, size = self.folder.train, self.config.image_size
@@ -502,9 +512,9 @@ class _Trainer:
             if self._train_images is None:
                 self._train_images = tf.constant(self.decode_all(split))
             images = self._train_images
-            return lambda i: (tf.gather(images, i), tf.gather(labels, i))
+            return (lambda i: (tf.gather(images, i), tf.gather(labels, i))), True
         load = data_lib.split_loader(split, image_size=size)
-        return lambda i: (load(i), tf.gather(labels, i))
+        return (lambda i: (load(i), tf.gather(labels, i))), False
 
     def decode_all(self, split: data_lib.Split) -> np.ndarray:
         ds = data_lib.make_dataset(split, image_size=self.config.image_size,
@@ -529,15 +539,24 @@ class _Trainer:
                 ds = data_lib.make_dataset(split, image_size=self.config.image_size,
                                            batch_size=self.global_batch, shuffle=False,
                                            cache=False)
-                self._features[name] = extractor.predict(ds.map(lambda x, y: x), verbose=0)
+                with _unknown_length_ok():  # the count is checked below
+                    features = extractor.predict(ds.map(lambda x, y: x), verbose=0)
+                if len(features) != len(split):
+                    raise DataError(
+                        f"{len(split) - len(features)} {name} image(s) no longer decode (changed "
+                        f"since they were checked); run 'zoo data check' on the data and train "
+                        f"again")
+                self._features[name] = features
         return self._features
 
     # ---- compile and callbacks ---------------------------------------------------------------
-    def compile(self, model: keras.Model, learning_rate: float) -> None:
+    def compile(self, model: keras.Model, learning_rate: float,
+                lr_multipliers: dict[str, float] | None = None) -> None:
         config = self.config
         model.compile(
             optimizer=make_optimizer(config.optimizer, learning_rate, momentum=config.momentum,
-                                     weight_decay=config.weight_decay),
+                                     weight_decay=config.weight_decay,
+                                     lr_multipliers=lr_multipliers),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                      keras.metrics.TopKCategoricalAccuracy(k=min(5, self.num_classes),
@@ -651,6 +670,16 @@ def _fetch_arrays(x: np.ndarray, labels: Sequence[int], num_classes: int) -> Cal
     xs = tf.constant(x)
     ys = tf.one_hot(tf.constant(labels, tf.int32), num_classes)
     return lambda i: (tf.gather(xs, i), tf.gather(ys, i))
+
+
+@contextlib.contextmanager
+def _unknown_length_ok():
+    """Image datasets have no known length (a file that no longer decodes is dropped rather than
+    ending the run), and Keras warns when such a dataset ends ("Your input ran out of data");
+    here that end is expected."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Your input ran out of data")
+        yield
 
 
 @contextlib.contextmanager

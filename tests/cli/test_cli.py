@@ -108,3 +108,26 @@ def test_train_resume_via_cli(runner, image_folder, tmp_path):
     assert result.exit_code == 2 and "--resume takes the run directory alone" in result.output
     result = runner.invoke(main, ["train", str(image_folder)])
     assert result.exit_code == 2 and "--output" in result.output
+
+
+def test_fine_tune_top_blocks_with_discriminative_lrs_via_cli(runner, image_folder, tmp_path):
+    out = tmp_path / "ft"
+    result = runner.invoke(main, [
+        "train", str(image_folder), "--model", "lenet5", "--mode", "fine-tune", "--weights",
+        "none", "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8",
+        "--unfreeze-top", "2", "--discriminative-lr", "100", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    head, fine = metrics["phases"]
+    assert (head["phase"], head["trainable_weights"]) == ("head", 2)
+    # LeNet-5's blocks are c1, c3, c5: the top two are c3 and c5 (kernel + bias each) + head.
+    assert (fine["unfreeze_from"], fine["trainable_weights"]) == ("c3", 6)
+    import keras
+
+    optimizer = keras.saving.load_model(out / "model.keras").optimizer
+    assert optimizer.lr_multipliers == pytest.approx({"c3_conv/kernel": 0.01,
+                                                      "c3_conv/bias": 0.01,
+                                                      "c5_conv/kernel": 0.1, "c5_conv/bias": 0.1})
+    result = runner.invoke(main, ["train", str(image_folder), "--model", "lenet5", "--weights",
+                                  "none", "--unfreeze-top", "9", "--output", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "--unfreeze-top must be between 1 and 3" in result.output
