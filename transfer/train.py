@@ -597,8 +597,23 @@ class _Trainer:
             "early": self.early.state() if (self.early and optimizer) else None,
         }
         best = self.early.best_weights if (self.early and optimizer) else None
+        # Mid-phase, the variables this phase cannot change are written once (frozen.npz).
+        phase = self.plan[phase_index].name if optimizer is not None else "full"
         ckpt.save(self.run_dir, state=state, model=self.classifier, optimizer=optimizer,
-                  best_weights=best)
+                  best_weights=best, frozen=self.constant_variables(phase),
+                  frozen_tag=f"phase-{phase_index}")
+
+    def constant_variables(self, phase: str) -> frozenset[int]:
+        """Indices into ``classifier.variables`` of what ``phase`` leaves unchanged: in the head
+        and fine-tune phases the backbone runs in inference mode, so its variables that do not
+        train (its weights, or the frozen part and every BatchNorm statistic) stay as they are.
+        In the full phase anything may change."""
+        if phase == "full":
+            return frozenset()
+        backbone = {id(v) for v in self.classifier.get_layer("backbone").variables}
+        training = {id(v) for v in self.classifier.trainable_variables}
+        return frozenset(i for i, v in enumerate(self.classifier.variables)
+                         if id(v) in backbone and id(v) not in training)
 
     def write_history(self) -> None:
         (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")

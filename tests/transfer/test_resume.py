@@ -57,6 +57,15 @@ def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, image_fol
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == kill_epoch - 1  # the last finished epoch
     assert not (out / "model.keras").exists()
+    # What the phase cannot change is written once per phase, not every epoch: in the head
+    # phase the whole LeNet-5 backbone (c1, c3, c5: kernel + bias each); in fine-tuning from c5,
+    # c1 and c3.
+    with np.load(out / "checkpoint" / "frozen.npz") as frozen, \
+            np.load(out / "checkpoint" / "variables.npz") as per_epoch:
+        frozen_keys = {k for k in frozen.files if k.startswith("model_")}
+        assert len(frozen_keys) == (6 if kill_epoch == 2 else 4)
+        assert str(frozen["tag"]) == state["frozen_tag"]
+        assert frozen_keys.isdisjoint(per_epoch.files)
 
     result = transfer.resume(out, verbose=0)
 
