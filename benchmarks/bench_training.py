@@ -9,6 +9,7 @@
    accuracy holds on a small task.
 
     python benchmarks/bench_training.py [--images 512] [--size 224] [--skip-precision]
+        [--only-precision] [--precision-size 64] [--precision-images 600]
 """
 
 from __future__ import annotations
@@ -191,16 +192,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model", default="keras_mobilenetv2")
     parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument("--only-precision", action="store_true")
+    parser.add_argument("--precision-size", type=int, default=64,
+                        help="image size of the precision/XLA runs (ResNet-18, full-retrain)")
+    parser.add_argument("--precision-images", type=int, default=600)
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "zoo-bench")
     args = parser.parse_args()
-    data = make_jpeg_folder(args.data / f"jpeg{args.images}", images=args.images, size=args.size)
-    fine_tune_overhead(data, args.model, args.size, args.batch, args.epochs)
-    keras.backend.clear_session()
-    pipeline_vs_model(data, args.model, args.size, args.batch)
-    if not args.skip_precision:
+    if not args.only_precision:
+        data = make_jpeg_folder(args.data / f"jpeg{args.images}", images=args.images,
+                                size=args.size)
+        fine_tune_overhead(data, args.model, args.size, args.batch, args.epochs)
         keras.backend.clear_session()
-        small = make_jpeg_folder(args.data / "jpeg600-64", images=600, size=64)
-        precision_and_xla(small, 64, args.batch, max(args.epochs, 4))
+        pipeline_vs_model(data, args.model, args.size, args.batch)
+        keras.backend.clear_session()
+    if not args.skip_precision:
+        size, images = args.precision_size, args.precision_images
+        small = make_jpeg_folder(args.data / f"jpeg{images}-{size}", images=images, size=size)
+        precision_and_xla(small, size, args.batch, max(args.epochs, 4))
 
 
 if __name__ == "__main__":

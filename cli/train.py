@@ -95,6 +95,9 @@ def _weights(value: str | None) -> str | None:
               show_default=True)
 @click.option("--cache-features/--no-cache-features", default=True, show_default=True,
               help="Feature-extractor: run the frozen backbone once and train on its features.")
+@click.option("--memory-cache-mb", type=click.IntRange(min=0), default=2048, show_default=True,
+              help="Keep decoded images and backbone features in memory up to this size; "
+                   "beyond it images are decoded each epoch and features cached on disk.")
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
               default="float32", show_default=True)
 @click.option("--jit/--no-jit", default=False, show_default=True, help="Compile with XLA.")

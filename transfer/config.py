@@ -85,8 +85,9 @@ class TrainConfig:
         strategy: ``"default"`` (one device), ``"mirrored"`` (all local GPUs or logical devices),
             ``"multiworker"`` (machines listed in ``TF_CONFIG``) or ``"tpu"``. Batch size is per
             replica; the learning rate scales linearly with the number of replicas.
-        memory_cache_mb: decoded training images are kept in memory when they fit in this many
-            megabytes; otherwise they are decoded again each epoch.
+        memory_cache_mb: decoded training images, and in feature-extractor mode the backbone
+            features, are kept in memory when they fit in this many megabytes; otherwise images
+            are decoded again each epoch and features are cached on disk in the run directory.
     """
 
     model: str = "keras_mobilenetv2"

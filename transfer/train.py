@@ -58,6 +58,8 @@ from transfer.schedules import StepSchedule
 
 log = logging.getLogger(__name__)
 
+FEATURES_DIR = "features"
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -530,23 +532,62 @@ class _Trainer:
         return ds.map(lambda x, y: (x, tf.one_hot(y, depth)))
 
     def cached_features(self) -> dict[str, np.ndarray]:
-        """Pooled backbone features of every train and validation image, computed once."""
-        if not self._features:
-            extractor = feature_model(self.classifier)
-            log.info("extracting backbone features once for %d images",
-                     len(self.folder.train) + len(self.folder.val))
-            for name, split in (("train", self.folder.train), ("val", self.folder.val)):
-                ds = data_lib.make_dataset(split, image_size=self.config.image_size,
-                                           batch_size=self.global_batch, shuffle=False,
-                                           cache=False)
-                with _unknown_length_ok():  # the count is checked below
-                    features = extractor.predict(ds.map(lambda x, y: x), verbose=0)
-                if len(features) != len(split):
-                    raise DataError(
-                        f"{len(split) - len(features)} {name} image(s) no longer decode (changed "
-                        f"since they were checked); run 'zoo data check' on the data and train "
-                        f"again")
-                self._features[name] = features
+        """Pooled backbone features of every train and validation image, computed once.
+
+        They are kept in memory when they fit in ``memory_cache_mb``, else written to
+        ``RUN_DIR/features/*.npy`` and read back by memory map (and reused by ``--resume``;
+        the folder is removed when the run finishes). The pass runs the compiled backbone batch
+        by batch, with a progress bar when ``verbose``.
+        """
+        if self._features:
+            return self._features
+        import tensorflow as tf
+
+        extractor = feature_model(self.classifier)
+        forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+        dim = int(extractor.output.shape[-1])
+        splits = {"train": self.folder.train, "val": self.folder.val}
+        total = sum(len(split) for split in splits.values())
+        folder = self.run_dir / FEATURES_DIR
+        on_disk = total * dim * 4 > self.config.memory_cache_mb * 2**20
+        done = folder / "complete.json"
+        if on_disk and done.is_file():
+            log.info("reusing the backbone features cached in %s", folder)
+            self._features = {name: np.load(folder / f"{name}.npy", mmap_mode="r")
+                              for name in splits}
+            return self._features
+        if on_disk:
+            folder.mkdir(exist_ok=True)
+            log.info("caching backbone features on disk in %s (%.2f GiB > memory_cache_mb)",
+                     folder, total * dim * 4 / 2**30)
+        log.info("extracting backbone features once for %d images", total)
+        progress = (keras.utils.Progbar(total, unit_name="image",
+                                        verbose=1 if self.verbose in (1, "auto") else 2)
+                    if self.verbose else None)
+        for name, split in splits.items():
+            shape = (len(split), dim)
+            out = (np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+",
+                                             dtype="float32", shape=shape)
+                   if on_disk else np.empty(shape, np.float32))
+            filled = 0
+            ds = data_lib.make_dataset(split, image_size=self.config.image_size,
+                                       batch_size=self.global_batch, shuffle=False, cache=False)
+            for images, _ in ds:
+                batch = np.asarray(forward(images))
+                if filled + len(batch) <= len(out):
+                    out[filled:filled + len(batch)] = batch
+                filled += len(batch)
+                if progress:
+                    progress.add(len(batch))
+            if filled != len(split):  # a file dropped: features and labels would misalign
+                raise DataError(
+                    f"{len(split) - filled} {name} image(s) no longer decode (changed since "
+                    f"they were checked); run 'zoo data check' on the data and train again")
+            if on_disk:
+                out.flush()
+            self._features[name] = out
+        if on_disk:
+            done.write_text(json.dumps({n: list(f.shape) for n, f in self._features.items()}))
         return self._features
 
     # ---- compile and callbacks ---------------------------------------------------------------
@@ -630,6 +671,8 @@ class _Trainer:
         from transfer.evaluate import classification_metrics
 
         predicted = self.val_predictions()
+        self._features = {}
+        shutil.rmtree(run_dir / FEATURES_DIR, ignore_errors=True)  # an on-disk feature cache
         metrics: dict[str, Any] = {"val": classification_metrics(
             predicted.probabilities, predicted.labels, folder.class_names)}
         if folder.test is not None and len(folder.test):
@@ -680,11 +723,22 @@ class _Trainer:
 
 
 def _fetch_arrays(x: np.ndarray, labels: Sequence[int], num_classes: int) -> Callable:
+    """A batched fetch (index vector -> (rows, one-hot labels)) for :func:`epoch_dataset`:
+    gathered from a constant, or read from a memory-mapped array on disk."""
     import tensorflow as tf
 
-    xs = tf.constant(x)
     ys = tf.one_hot(tf.constant(labels, tf.int32), num_classes)
-    return lambda i: (tf.gather(xs, i), tf.gather(ys, i))
+    if not isinstance(x, np.memmap):
+        xs = tf.constant(x)
+        return lambda i: (tf.gather(xs, i), tf.gather(ys, i))
+
+    def read(i):
+        rows = tf.numpy_function(lambda index: np.asarray(x[index]), [i], tf.float32,
+                                 stateful=False)
+        rows.set_shape([None, x.shape[1]])
+        return rows, tf.gather(ys, i)
+
+    return read
 
 
 @contextlib.contextmanager

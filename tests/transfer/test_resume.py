@@ -19,6 +19,7 @@ SCRIPT = textwrap.dedent("""
     import transfer
 
     data_dir, out, kill_epoch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    memory_cache_mb = int(sys.argv[4])  # 0: backbone features cached on disk
 
     class KillMidEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -30,14 +31,15 @@ SCRIPT = textwrap.dedent("""
     transfer.train(data_dir, output=out, model="lenet5", mode="fine-tune", weights=None,
                    epochs=3, fine_tune_epochs=3, batch_size=8, learning_rate=3e-3,
                    dropout=0.3, lr_patience=1, early_stopping_patience=2, seed=7,
-                   deterministic=True, verbose=0,
+                   deterministic=True, verbose=0, memory_cache_mb=memory_cache_mb,
                    callbacks=[KillMidEpoch()] if kill_epoch else [])
 """)
 
 
-def _run(data_dir, out, kill_epoch):
+def _run(data_dir, out, kill_epoch, memory_cache_mb=2048):
     return subprocess.run([sys.executable, "-c", SCRIPT, str(data_dir), str(out),
-                           str(kill_epoch)], capture_output=True, text=True, timeout=300)
+                           str(kill_epoch), str(memory_cache_mb)], capture_output=True,
+                          text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +50,15 @@ def uninterrupted(image_folder, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kill_epoch", [2, 5])  # in the cached-head phase; in fine-tuning
+@pytest.mark.parametrize("kill_epoch,memory_cache_mb", [
+    (2, 2048),  # in the head phase, on features cached in memory
+    (2, 0),     # in the head phase, on features cached on disk (reused by the resume)
+    (5, 2048),  # in fine-tuning
+])
 def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, image_folder, tmp_path,
-                                                        kill_epoch):
+                                                        kill_epoch, memory_cache_mb, caplog):
     out = tmp_path / "killed"
-    proc = _run(image_folder, out, kill_epoch)
+    proc = _run(image_folder, out, kill_epoch, memory_cache_mb)
     assert proc.returncode == -signal.SIGKILL
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == kill_epoch - 1  # the last finished epoch
@@ -67,7 +73,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, image_fol
         assert str(frozen["tag"]) == state["frozen_tag"]
         assert frozen_keys.isdisjoint(per_epoch.files)
 
+    caplog.set_level("INFO", logger="transfer.train")
     result = transfer.resume(out, verbose=0)
+    assert ("reusing the backbone features" in caplog.text) == (memory_cache_mb == 0)
 
     expected = json.loads((uninterrupted / "history.json").read_text())
     assert [r["epoch"] for r in result.history] == [r["epoch"] for r in expected]

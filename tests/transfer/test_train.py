@@ -51,6 +51,19 @@ def test_feature_extractor_caches_features_and_trains_only_the_head(image_folder
     assert result.metrics["val"]["confusion_matrix"] == full["confusion_matrix"]
 
 
+def test_features_over_the_memory_budget_are_cached_on_disk_with_the_same_result(
+        image_folder, tmp_path):
+    common = dict(model="lenet5", mode="feature-extractor", weights=None, epochs=3,
+                  batch_size=8, verbose=0)
+    in_memory = transfer.train(image_folder, output=tmp_path / "mem", **common)
+    on_disk = transfer.train(image_folder, output=tmp_path / "disk", memory_cache_mb=0,
+                             **common)
+    assert [r["loss"] for r in on_disk.history] == [r["loss"] for r in in_memory.history]
+    assert on_disk.metrics["val"]["confusion_matrix"] == \
+        in_memory.metrics["val"]["confusion_matrix"]
+    assert not (on_disk.run_dir / "features").exists()  # removed once the run finished
+
+
 def test_fine_tune_runs_two_phases_with_a_lower_learning_rate(image_folder, tmp_path):
     result = transfer.train(image_folder, output=tmp_path / "ft", model="lenet5",
                             mode="fine-tune", weights=None, epochs=2, fine_tune_epochs=2,
