@@ -40,7 +40,7 @@ import numpy as np
 from transfer import checkpoint as ckpt
 from transfer import data as data_lib
 from transfer.config import TrainConfig, TransferMode
-from transfer.errors import DataError, RunDirError, TrainingInterrupted
+from transfer.errors import ConfigError, DataError, RunDirError, TrainingInterrupted
 from transfer.evaluate import evaluate_model
 from transfer.export import export_saved_model
 from transfer.model import (
@@ -197,13 +197,41 @@ def _make_strategy(name: str):
                 [d.name for d in tf.config.list_logical_devices("CPU")])
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
+        _check_tf_config()
         return _multi_worker_strategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tpu = os.environ.get("TPU_NAME")
+        # Checked locally first: without a TPU the resolver would query the cloud's metadata
+        # server, and fail only after its network retries.
+        if not tpu and not tf.config.list_physical_devices("TPU"):
+            raise ConfigError("--strategy tpu: this machine has no TPU; run on a TPU VM, or set "
+                              "TPU_NAME to a TPU node's name or grpc:// address")
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu or "local")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     return tf.distribute.get_strategy()
+
+
+def _check_tf_config() -> None:
+    """Multi-worker training is configured by ``TF_CONFIG``; say so when it is missing or bad."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        log.warning("--strategy multiworker without TF_CONFIG: training as a single worker; set "
+                    "TF_CONFIG on every machine to train across them (see the README)")
+        return
+    expected = ('expected {"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+                '"worker", "index": N}}')
+    try:
+        spec = json.loads(raw)
+        members = spec["cluster"][spec["task"]["type"]]
+        index = int(spec["task"]["index"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"TF_CONFIG is not a valid cluster spec ({type(exc).__name__}: "
+                          f"{exc}); {expected}") from None
+    if not 0 <= index < len(members):
+        raise ConfigError(f"TF_CONFIG task index {index} is outside its {len(members)} "
+                          f"{spec['task']['type']} address(es); {expected}")
 
 
 def _multi_worker_strategy():
@@ -398,7 +426,7 @@ class _Trainer:
                 image_size=config.image_size,
                 weights=None if state else config.weights, dropout=config.dropout,
                 weight_decay=config.weight_decay, augment=config.augment, seed=config.seed)
-        self.started = time.perf_counter()
+        self.started, self.started_cpu = time.perf_counter(), time.process_time()
         if config.batch_size == "auto":
             self.probe_batch_size()
         start_phase = 0
@@ -666,7 +694,7 @@ class _Trainer:
 
     def finish(self) -> TrainResult:
         classifier, folder, run_dir = self.classifier, self.folder, self.run_dir
-        trained = time.perf_counter()
+        trained, trained_cpu = time.perf_counter(), time.process_time()
         classifier.save(run_dir / "model.keras")
         from transfer.evaluate import classification_metrics
 
@@ -682,6 +710,8 @@ class _Trainer:
         export_saved_model(classifier, run_dir / "saved_model", folder.class_names, force=True)
         self.write_artifacts(metrics, predicted)
         metrics["seconds"] = {"training": round(trained - self.started, 3),
+                              # all of the process's threads; not slowed by other processes
+                              "training_cpu": round(trained_cpu - self.started_cpu, 3),
                               "evaluation_and_export": round(time.perf_counter() - trained, 3)}
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         ckpt.mark_finished(run_dir)

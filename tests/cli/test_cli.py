@@ -131,3 +131,22 @@ def test_fine_tune_top_blocks_with_discriminative_lrs_via_cli(runner, image_fold
     result = runner.invoke(main, ["train", str(image_folder), "--model", "lenet5", "--weights",
                                   "none", "--unfreeze-top", "9", "--output", str(tmp_path / "x")])
     assert result.exit_code == 1 and "--unfreeze-top must be between 1 and 3" in result.output
+
+
+@pytest.mark.parametrize("strategy,tf_config,message", [
+    ("tpu", None, "this machine has no TPU"),
+    ("multiworker", "{not json", "TF_CONFIG is not a valid cluster spec"),
+    ("multiworker", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", '
+                    '"index": 3}}', "task index 3 is outside its 1 worker"),
+])
+def test_unusable_strategy_is_one_clean_line(runner, image_folder, tmp_path, monkeypatch,
+                                             strategy, tf_config, message):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    if tf_config:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    result = runner.invoke(main, ["train", str(image_folder), "--model", "lenet5", "--weights",
+                                  "none", "--strategy", strategy, "--output",
+                                  str(tmp_path / "r")])
+    assert result.exit_code == 1 and message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # nothing written before the strategy was usable
