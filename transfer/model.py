@@ -20,6 +20,7 @@ import keras
 import zoo
 from transfer.config import TransferMode
 from transfer.errors import ConfigError
+from zoo._common import leaf_layers
 from zoo.errors import ZooError
 from zoo.layers import Preprocess
 
@@ -226,6 +227,9 @@ def resolve_unfreeze(info: BackboneInfo, *, unfreeze_from: str | None = None,
     ``unfreeze_top`` blocks, or the backbone's default (``None``: the whole backbone)."""
     if unfreeze_from is not None and unfreeze_top is not None:
         raise ConfigError("give --unfreeze-from BLOCK or --unfreeze-top N, not both")
+    if unfreeze_from is not None and info.blocks and unfreeze_from not in info.blocks:
+        raise ConfigError(f"unknown block {unfreeze_from!r} for --unfreeze-from; the blocks of "
+                          f"{info.name!r} are: {', '.join(info.blocks)}")
     if unfreeze_top is None:
         return unfreeze_from or info.default_unfreeze
     if not info.blocks:
@@ -253,7 +257,7 @@ def layer_lr_multipliers(classifier: keras.Model, *, blocks: tuple[str, ...],
     """
     if ratio < 1:
         raise ConfigError(f"discriminative learning-rate ratio must be >= 1, got {ratio}")
-    layers = list(_leaf_layers(classifier.get_layer(BACKBONE)))
+    layers = list(leaf_layers(classifier.get_layer(BACKBONE)))
     starts = []
     for block in blocks:
         index = next((i for i, layer in enumerate(layers) if layer.name.startswith(block)), None)
@@ -271,15 +275,6 @@ def layer_lr_multipliers(classifier: keras.Model, *, blocks: tuple[str, ...],
             by_variable[variable.path] = by_block[group]
     by_block["head"] = 1.0
     return by_variable, by_block
-
-
-def _leaf_layers(model: keras.Model):
-    """The layers of ``model`` in order, nested models flattened (``trainable`` left alone)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def _walk(model: keras.Model):

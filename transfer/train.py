@@ -135,6 +135,8 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     config = (config or TrainConfig()).replace(**overrides)
     info = backbone_info(config.model)
     config = config.replace(image_size=config.image_size or info.default_size)
+    # Checked before anything is written or trained: a typo must not cost the head phase.
+    resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
     folder = data_lib.load_source(
         data_dir, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
         min_per_class=config.min_per_class, drop_small_classes=config.drop_small_classes,

@@ -127,9 +127,9 @@ def load_weights(model: keras.Model, weights: str | os.PathLike | None) -> keras
 
 
 def _copy_weights_by_name(source: keras.Model, target: keras.Model, path: Path) -> None:
-    by_name = {layer.name: layer for layer in _walk(source)}
+    by_name = {layer.name: layer for layer in leaf_layers(source)}
     copied = 0
-    for layer in _walk(target):
+    for layer in leaf_layers(target):
         if not layer.weights or layer.name not in by_name:
             continue
         layer.set_weights(by_name[layer.name].get_weights())
@@ -139,9 +139,10 @@ def _copy_weights_by_name(source: keras.Model, target: keras.Model, path: Path) 
             f"weights file {str(path)!r} shares no layer names with model {target.name!r}")
 
 
-def _walk(model: keras.Model):
+def leaf_layers(model: keras.Model):
+    """The layers of ``model`` in order, nested models flattened."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _walk(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer

@@ -131,6 +131,12 @@ def test_fine_tune_top_blocks_with_discriminative_lrs_via_cli(runner, image_fold
     result = runner.invoke(main, ["train", str(image_folder), "--model", "lenet5", "--weights",
                                   "none", "--unfreeze-top", "9", "--output", str(tmp_path / "x")])
     assert result.exit_code == 1 and "--unfreeze-top must be between 1 and 3" in result.output
+    result = runner.invoke(main, ["train", str(image_folder), "--model", "lenet5", "--weights",
+                                  "none", "--unfreeze-from", "c4", "--output", str(tmp_path / "x")])
+    assert result.exit_code == 1
+    assert "unknown block 'c4' for --unfreeze-from; the blocks of 'lenet5' are: c1, c3, c5" \
+        in result.output
+    assert not (tmp_path / "x").exists()  # refused before the run directory was made
 
 
 @pytest.mark.parametrize("strategy,tf_config,message", [
