@@ -8,8 +8,8 @@
 3. precision and XLA: training images/s of mixed_bfloat16 and of XLA vs float32, and whether
    accuracy holds on a small task.
 
-    python benchmarks/bench_training.py [--images 512] [--size 224] [--skip-precision]
-        [--only-precision] [--precision-size 64] [--precision-images 600]
+    python benchmarks/bench_training.py [--images 512] [--size 224] [--epochs 3] [--parts 1,2,3]
+        [--precision-size 64] [--precision-images 600] [--precision-epochs 6]
 """
 
 from __future__ import annotations
@@ -130,9 +130,13 @@ def pipeline_vs_model(data: Path, model: str, size: int, batch: int) -> None:
         return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
 
     def rate(ds) -> float:
-        start = time.perf_counter()
-        count = sum(int(x.shape[0]) for x, _ in ds)
-        return count / (time.perf_counter() - start)
+        """Median images/s of three passes (one pass is a fraction of a second)."""
+        rates = []
+        for _ in range(3):
+            start = time.perf_counter()
+            count = sum(int(x.shape[0]) for x, _ in ds)
+            rates.append(count / (time.perf_counter() - start))
+        return statistics.median(rates)
 
     variants = {
         "files, sequential decode": (from_file, False, False, False),
@@ -143,7 +147,6 @@ def pipeline_vs_model(data: Path, model: str, size: int, batch: int) -> None:
     }
     rates = {}
     for name, (fetch, parallel, prefetch, batched) in variants.items():
-        rate(variant(fetch, parallel=parallel, prefetch=prefetch, batched=batched))  # warm
         rates[name] = rate(variant(fetch, parallel=parallel, prefetch=prefetch, batched=batched))
 
     classifier = build_classifier(model, num_classes=folder.num_classes,
@@ -176,12 +179,16 @@ def precision_and_xla(data: Path, size: int, batch: int, epochs: int) -> None:
                                     batch_size=batch, image_size=size, seed=1,
                                     early_stopping_patience=0, verbose=0, callbacks=[times],
                                     **overrides)
-        rows[name] = (steady(times.times), result.metrics["val"]["top1_accuracy"])
+        rows[name] = (steady(times.times), result.history[-1]["loss"],
+                      result.metrics["val"]["loss"], result.metrics["val"]["top1_accuracy"])
         keras.backend.clear_session()
-    base_time, base_acc = rows["float32"]
-    for name, (seconds, acc) in rows.items():
-        print(f"3. resnet18 full-retrain at {size}px, {name:>14}: speed {base_time / seconds:.2f}x "
-              f"float32, validation accuracy {acc:.3f} (float32 {base_acc:.3f})")
+    base_time = rows["float32"][0]
+    print(f"3. resnet18 full-retrain at {size}px, {len(result.history)} epochs, seed 1: speed "
+          f"(median epoch 2-{epochs}) vs float32; final training loss, validation loss and "
+          f"accuracy")
+    for name, (seconds, loss, val_loss, acc) in rows.items():
+        print(f"   {name:>14}: {base_time / seconds:.2f}x   loss {loss:.3f}   val_loss "
+              f"{val_loss:.3f}   val accuracy {acc:.3f}")
 
 
 def main() -> None:
@@ -191,25 +198,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model", default="keras_mobilenetv2")
-    parser.add_argument("--skip-precision", action="store_true")
-    parser.add_argument("--only-precision", action="store_true")
+    parser.add_argument("--parts", default="1,2,3",
+                        help="which measurements to run: 1 fine-tune overhead, 2 pipeline, "
+                             "3 precision/XLA")
     parser.add_argument("--precision-size", type=int, default=64,
                         help="image size of the precision/XLA runs (ResNet-18, full-retrain)")
     parser.add_argument("--precision-images", type=int, default=600)
+    parser.add_argument("--precision-epochs", type=int, default=6)
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "zoo-bench")
     args = parser.parse_args()
-    if not args.only_precision:
-        data = make_jpeg_folder(args.data / f"jpeg{args.images}", images=args.images,
-                                size=args.size)
+    parts = set(args.parts.split(","))
+    data = make_jpeg_folder(args.data / f"jpeg{args.images}", images=args.images, size=args.size)
+    if "1" in parts:
         fine_tune_overhead(data, args.model, args.size, args.batch, args.epochs)
         keras.backend.clear_session()
+    if "2" in parts:
         pipeline_vs_model(data, args.model, args.size, args.batch)
         keras.backend.clear_session()
-    if not args.skip_precision:
+    if "3" in parts:
         size, images = args.precision_size, args.precision_images
         small = make_jpeg_folder(args.data / f"jpeg{images}-{size}", images=images, size=size)
-        precision_and_xla(small, size, args.batch, max(args.epochs, 4))
-
+        precision_and_xla(small, size, args.batch, args.precision_epochs)
 
 if __name__ == "__main__":
     main()
