@@ -34,15 +34,24 @@ from transfer.train import epoch_dataset, make_optimizer  # noqa: E402
 
 
 class EpochTimes(keras.callbacks.Callback):
+    """Wall time of each epoch, from its start to the next one's (or the end of training), so
+    whatever runs after the epoch (validation, every callback, checkpoints) is counted too."""
+
     def __init__(self):
         super().__init__()
         self.times: list[float] = []
+        self._start: float | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        now = time.perf_counter()
+        if self._start is not None:
+            self.times.append(now - self._start)
+        self._start = now
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
+    def on_train_end(self, logs=None):
+        if self._start is not None:
+            self.times.append(time.perf_counter() - self._start)
+            self._start = None
 
 
 def steady(times: list[float]) -> float:

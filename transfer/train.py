@@ -399,7 +399,7 @@ class _Trainer:
         self.phase_start = 0
         self.plateau: ckpt.ResumableReduceLROnPlateau | None = None
         self.early: ckpt.ResumableEarlyStopping | None = None
-        self._train_images = None
+        self._images: dict[tuple[str, ...], Any] = {}  # decoded splits held in memory
         self._features: dict[str, np.ndarray] = {}
         counts = folder.train.class_counts(self.num_classes)
         self.class_weight = _class_weights(config, counts)
@@ -450,6 +450,8 @@ class _Trainer:
 
     def run_phase(self, index: int, state: dict[str, Any] | None) -> None:
         phase, config = self.plan[index], self.config
+        if phase.epochs == 0 and not state:  # e.g. --epochs 0: straight to fine-tuning
+            return
         cached = phase.name == "head" and config.cache_features and not config.augment
         if phase.name == "head" and not cached and config.augment:
             log.info("augmentation is on: the head trains with full forward passes through "
@@ -481,8 +483,12 @@ class _Trainer:
             batched = True
         else:
             model = self.classifier
-            fetch_train, batched = self.image_fetch()
-            val = self.image_dataset(self.folder.val)
+            fetch_train, batched = self.image_fetch(self.folder.train)
+            fetch_val, val_batched = self.image_fetch(self.folder.val)
+            val = (epoch_dataset(len(self.folder.val), fetch_val, seed=config.seed,
+                                 start_epoch=0, end_epoch=1, batch_size=self.global_batch,
+                                 shuffle=False, batched=True)
+                   if val_batched else self.image_dataset(self.folder.val))
         with self.strategy.scope():
             self.compile(model, phase.learning_rate, lr_multipliers=multipliers)
         callbacks = self.callbacks(index, phase, model)
@@ -531,19 +537,21 @@ class _Trainer:
         self.config.save(self.run_dir / "config.json")
 
     # ---- data ------------------------------------------------------------------------------
-    def image_fetch(self) -> tuple[Callable, bool]:
+    def image_fetch(self, split: data_lib.Split) -> tuple[Callable, bool]:
         """``(fetch, batched)`` for :func:`epoch_dataset`: index vector -> (images, one-hot
-        labels) gathered from memory when the decoded set fits, else index -> (image, label)
-        decoded from its file every epoch."""
+        labels) gathered from memory when the decoded split fits in what is left of
+        ``memory_cache_mb``, else index -> (image, label) decoded from its file every epoch."""
         import tensorflow as tf
 
-        split, size = self.folder.train, self.config.image_size
+        size = self.config.image_size
         labels = tf.one_hot(tf.constant(split.labels, tf.int32), self.num_classes)
-        budget = self.config.memory_cache_mb * 2**20
-        if len(split) * size * size * 3 * 4 <= budget:
-            if self._train_images is None:
-                self._train_images = tf.constant(self.decode_all(split))
-            images = self._train_images
+        key = tuple(split.paths)
+        if key not in self._images:
+            held = sum(int(np.prod(x.shape)) * 4 for x in self._images.values())
+            if held + len(split) * size * size * 3 * 4 <= self.config.memory_cache_mb * 2**20:
+                self._images[key] = tf.constant(self.decode_all(split))
+        if key in self._images:
+            images = self._images[key]
             return (lambda i: (tf.gather(images, i), tf.gather(labels, i))), True
         load = data_lib.split_loader(split, image_size=size)
         return (lambda i: (load(i), tf.gather(labels, i))), False
@@ -551,7 +559,10 @@ class _Trainer:
     def decode_all(self, split: data_lib.Split) -> np.ndarray:
         ds = data_lib.make_dataset(split, image_size=self.config.image_size,
                                    batch_size=64, shuffle=False, cache=False)
-        return np.concatenate([np.asarray(x) for x, _ in ds])
+        images = np.concatenate([np.asarray(x) for x, _ in ds])
+        if len(images) != len(split):  # a file dropped: images and labels would misalign
+            raise _files_changed(len(split) - len(images))
+        return images
 
     def image_dataset(self, split: data_lib.Split):
         import tensorflow as tf
@@ -610,9 +621,7 @@ class _Trainer:
                 if progress:
                     progress.add(len(batch))
             if filled != len(split):  # a file dropped: features and labels would misalign
-                raise DataError(
-                    f"{len(split) - filled} {name} image(s) no longer decode (changed since "
-                    f"they were checked); run 'zoo data check' on the data and train again")
+                raise _files_changed(len(split) - filled)
             if on_disk:
                 out.flush()
             self._features[name] = out
@@ -752,6 +761,11 @@ class _Trainer:
         ds = data_lib.make_dataset(split, image_size=self.config.image_size,
                                    batch_size=self.global_batch, shuffle=False, cache=False)
         return evaluate_model(self.classifier, ds, self.folder.class_names)
+
+
+def _files_changed(count: int) -> DataError:
+    return DataError(f"{count} image(s) no longer decode (changed since they were checked); "
+                     f"run 'zoo data check' on the data and train again")
 
 
 def _fetch_arrays(x: np.ndarray, labels: Sequence[int], num_classes: int) -> Callable:
