@@ -44,6 +44,7 @@ from transfer.errors import ConfigError, DataError, RunDirError, TrainingInterru
 from transfer.evaluate import evaluate_model
 from transfer.export import export_saved_model
 from transfer.model import (
+    BACKBONE,
     TrainableSummary,
     backbone_info,
     build_classifier,
@@ -690,7 +691,7 @@ class _Trainer:
         In the full phase anything may change."""
         if phase == "full":
             return frozenset()
-        backbone = {id(v) for v in self.classifier.get_layer("backbone").variables}
+        backbone = {id(v) for v in self.classifier.get_layer(BACKBONE).variables}
         training = {id(v) for v in self.classifier.trainable_variables}
         return frozenset(i for i, v in enumerate(self.classifier.variables)
                          if id(v) in backbone and id(v) not in training)
