@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 import transfer  # noqa: E402
 from transfer.data import ImageFolderData, decode_and_resize, load_image_folder, make_dataset  # noqa: E402,E501
 from transfer.model import backbone_info, build_classifier, set_trainable  # noqa: E402
-from transfer.train import epoch_dataset, make_optimizer  # noqa: E402
+from transfer.optimizers import make_optimizer  # noqa: E402
 
 
 class EpochTimes(keras.callbacks.Callback):

@@ -2,23 +2,29 @@
 
 from transfer.config import TrainConfig, TransferMode
 from transfer.errors import ConfigError, DataError, RunDirError, TrainingInterrupted
-from transfer.export import export_saved_model
 from transfer.model import build_classifier, set_trainable
 from transfer.predict import Prediction, Predictor, predict
+from transfer.rundir import InputContract, RunDir
+from transfer.serving import export_saved_model
+from transfer.tasks import Task, get_task
 from transfer.train import TrainResult, resume, train
 
 __all__ = [
     "ConfigError",
+    "InputContract",
     "DataError",
     "Prediction",
     "Predictor",
+    "RunDir",
     "RunDirError",
     "TrainConfig",
+    "Task",
     "TrainResult",
     "TrainingInterrupted",
     "TransferMode",
     "build_classifier",
     "export_saved_model",
+    "get_task",
     "predict",
     "resume",
     "set_trainable",

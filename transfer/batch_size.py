@@ -18,6 +18,8 @@ import sys
 import keras
 import numpy as np
 
+from transfer.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +89,7 @@ def probe_batch_size(model: keras.Model, num_classes: int, *, start: int = 8,
     else:
         reason = f"reached the maximum of {maximum}"
     if best is None:
-        raise MemoryError(f"even a batch of {start} does not fit in memory")
+        raise ConfigError(f"batch_size=auto: even a batch of {start} does not fit in memory "
+                          f"({reason}); use a smaller --image-size or model")
     log.info("batch size auto: %d (tried %s; %s)", best, ", ".join(map(str, tried)), reason)
     return BatchProbe(best, tuple(tried), reason)

@@ -30,6 +30,7 @@ CLASS_WEIGHTS = ("auto", "on", "off")
 SCHEDULES = ("plateau", "cosine", "onecycle", "constant")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+TASK_NAMES = ("classification",)  # the keys of transfer.tasks.TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,7 @@ class TrainConfig:
         memory_cache_mb: decoded training images, and in feature-extractor mode the backbone
             features, are kept in memory when they fit in this many megabytes; otherwise images
             are decoded again each epoch and features are cached on disk in the run directory.
+        task: what the model learns (``"classification"``); see :mod:`transfer.tasks`.
     """
 
     model: str = "keras_mobilenetv2"
@@ -127,6 +129,7 @@ class TrainConfig:
     jit: bool = False
     strategy: str = "default"
     memory_cache_mb: int = 2048
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         try:
@@ -143,6 +146,7 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}"),
+            (self.task in TASK_NAMES, f"task must be one of {TASK_NAMES}"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup must not be negative"),
             (self.warmup_epochs >= 0, "warmup_epochs must not be negative"),
             (self.batch_size == "auto" or (isinstance(self.batch_size, int)

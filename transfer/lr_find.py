@@ -1,9 +1,10 @@
-"""The learning-rate range test (Smith 2017; fastai's ``lr_find``).
+"""The learning-rate range test (Smith 2017; fastai's ``lr_find``), on the training loop itself.
 
 The learning rate grows exponentially from ``start`` to ``end`` over a few hundred steps while
 the (smoothed) training loss is recorded; the sweep stops early once the loss diverges. The
 suggestion is the rate at the steepest descent of the smoothed loss, the rule fastai uses.
-The model's weights are restored afterwards.
+The sweep is a callback on the first phase of :class:`transfer.train.Trainer` (same model, same
+data feeding, same loss and optimizer), and the model's weights are restored afterwards.
 """
 
 from __future__ import annotations
@@ -13,29 +14,37 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 import keras
 import numpy as np
 
-from transfer import data as data_lib
-from transfer.config import TrainConfig, TransferMode
+from transfer import plots
+from transfer.config import TrainConfig
+from transfer.distribute import make_strategy
 from transfer.errors import ConfigError
-from transfer.model import backbone_info, build_classifier, set_trainable
+from transfer.model import backbone_info
+from transfer.tasks import get_task
+from transfer.train import Trainer
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class LRFindResult:
-    """Rates tried, smoothed losses, the suggestion, and the plot written (if any)."""
+    """Rates tried, smoothed losses, the suggestion, the plot written (if any), and the model
+    (its weights restored to what they were before the sweep)."""
 
     learning_rates: list[float]
     losses: list[float]
     suggestion: float
     plot: Path | None = None
+    model: keras.Model | None = None
 
 
-class _RangeTest(keras.callbacks.Callback):
+class RangeTest(keras.callbacks.Callback):
+    """Raises the learning rate exponentially each step and records the smoothed loss."""
+
     def __init__(self, start: float, end: float, steps: int, beta: float = 0.98):
         super().__init__()
         self.start, self.factor, self.beta = start, (end / start) ** (1 / max(1, steps - 1)), beta
@@ -72,63 +81,37 @@ def suggest(rates: list[float], losses: list[float]) -> float:
 
 def lr_find(data_dir: str | os.PathLike, *, config: TrainConfig | None = None,
             start: float = 1e-7, end: float = 10.0, steps: int = 200,
-            plot_path: str | os.PathLike | None = None, **overrides) -> LRFindResult:
+            plot_path: str | os.PathLike | None = None,
+            callbacks: Sequence[keras.callbacks.Callback] = (), **overrides) -> LRFindResult:
     """Sweep the learning rate on the training split and suggest one.
 
     The sweep trains what the first phase of the configured mode trains (the head for
-    feature-extractor and fine-tune, everything for full-retrain), with the configured optimizer.
+    feature-extractor and fine-tune, on cached backbone features when training would use them;
+    everything for full-retrain), with the configured optimizer and loss. ``callbacks`` run
+    during the sweep, before the weights are restored.
     """
     config = (config or TrainConfig()).replace(**overrides)
     if not 0 < start < end:
         raise ConfigError(f"need 0 < start < end for the sweep, got start={start}, end={end}")
-    info = backbone_info(config.model)
-    size = config.image_size or info.default_size
-    folder = data_lib.load_image_folder(data_dir, val_split=config.val_split, seed=config.seed)
-    classifier = build_classifier(config.model, num_classes=folder.num_classes, mode=config.mode,
-                                  image_size=size, weights=config.weights, dropout=config.dropout,
-                                  weight_decay=config.weight_decay, seed=config.seed)
-    set_trainable(classifier, "full" if config.mode is TransferMode.FULL_RETRAIN else "head")
-    from transfer.optimizers import make_optimizer
-
-    classifier.compile(optimizer=make_optimizer(config.optimizer, start,
-                                                momentum=config.momentum,
-                                                weight_decay=config.weight_decay),
-                       loss=keras.losses.CategoricalCrossentropy(
-                           label_smoothing=config.label_smoothing))
-    import tensorflow as tf
-
-    depth = folder.num_classes
-    ds = data_lib.make_dataset(folder.train, image_size=size, batch_size=config.batch_size,
-                               shuffle=True, seed=config.seed)
-    ds = ds.map(lambda x, y: (x, tf.one_hot(y, depth))).repeat()
-    saved = [np.array(w) for w in classifier.weights]
-    sweep = _RangeTest(start, end, steps)
-    classifier.fit(ds, steps_per_epoch=steps, epochs=1, shuffle=False, callbacks=[sweep],
-                   verbose=0)
-    classifier.set_weights(saved)
+    config = config.replace(image_size=config.image_size or backbone_info(config.model)
+                            .default_size)
+    data = get_task(config.task).load_data(data_dir, config)
+    trainer = Trainer(config, data, None, make_strategy(config.strategy), [], verbose=0)
+    model = trainer.build()
+    saved = [np.array(v) for v in model.variables]
+    setup = trainer.setup_phase(0)
+    with trainer.strategy.scope():
+        trainer.compile(setup.model, start)
+    per_epoch = math.ceil(len(data.train) / trainer.global_batch)
+    sweep = RangeTest(start, end, steps)
+    setup.model.fit(trainer.train_dataset(setup, 0, math.ceil(steps / per_epoch)),
+                    steps_per_epoch=steps, epochs=1, shuffle=False,
+                    callbacks=[sweep, *callbacks], verbose=0)
+    for variable, value in zip(model.variables, saved):
+        variable.assign(value)
     rate = suggest(sweep.rates, sweep.losses)
     plot = Path(plot_path) if plot_path else None
     if plot:
-        _plot(sweep.rates, sweep.losses, rate, plot)
+        plots.save_figure(plots.lr_sweep_figure(sweep.rates, sweep.losses, rate), plot)
     log.info("suggested learning rate %.2e (steepest descent of the smoothed loss)", rate)
-    return LRFindResult(sweep.rates, sweep.losses, rate, plot)
-
-
-def _plot(rates: list[float], losses: list[float], suggestion: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(rates, losses)
-    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.1e}")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("smoothed training loss")
-    ax.set_title("learning-rate range test")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    return LRFindResult(sweep.rates, sweep.losses, rate, plot, model)

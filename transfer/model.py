@@ -10,6 +10,7 @@ other modules can find the parts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -20,7 +21,8 @@ import keras
 import zoo
 from transfer.config import TransferMode
 from transfer.errors import ConfigError
-from zoo._common import leaf_layers
+from transfer.rundir import load_keras_model
+from zoo._common import leaf_layers, walk_layers
 from zoo.errors import ZooError
 from zoo.layers import Preprocess
 
@@ -46,13 +48,9 @@ class BackboneInfo:
 def backbone_info(model: str) -> BackboneInfo:
     """Metadata of a registry model, or of a ``.keras`` classifier trained by this toolkit."""
     if _is_model_file(model):
-        previous = _load_model_file(model)
-        backbone = previous.get_layer(BACKBONE)
-        pre = previous.get_layer("preprocess")
-        size = previous.input_shape[1]
-        return BackboneInfo(name=backbone.name, preprocessing=pre.mode, channels=pre.channels,
-                            default_size=size, min_size=size, blocks=(),
-                            default_unfreeze=None)
+        path = Path(model)
+        stamp = path.stat().st_mtime_ns if path.is_file() else 0
+        return _model_file_info(str(path.resolve()), stamp)
     spec = zoo.get_spec(model)
     if spec.task != "classification":
         raise ConfigError(f"model {model!r} is a {spec.task} model and cannot be a classifier "
@@ -62,27 +60,25 @@ def backbone_info(model: str) -> BackboneInfo:
                         blocks=spec.blocks, default_unfreeze=spec.default_unfreeze)
 
 
+@functools.lru_cache(maxsize=8)
+def _model_file_info(path: str, mtime_ns: int) -> BackboneInfo:
+    """Read once per file version: a run asks for the info several times."""
+    previous = load_keras_model(path)
+    backbone = previous.get_layer(BACKBONE)
+    pre = previous.get_layer("preprocess")
+    size = previous.input_shape[1]
+    return BackboneInfo(name=backbone.name, preprocessing=pre.mode, channels=pre.channels,
+                        default_size=size, min_size=size, blocks=(), default_unfreeze=None)
+
+
 def _is_model_file(model: str) -> bool:
     return str(model).endswith(".keras") or os.sep in str(model)
-
-
-def _load_model_file(path: str, safe_mode: bool = True) -> keras.Model:
-    if not Path(path).is_file():
-        raise ConfigError(f"model file {path!r} does not exist")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
-    except ValueError as exc:
-        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-            raise ConfigError(
-                f"model file {path!r} holds arbitrary code (a Lambda layer); it is refused in "
-                f"safe mode. Load it only if you trust its source.") from exc
-        raise ConfigError(f"model file {path!r} cannot be loaded: {exc}") from exc
 
 
 def build_backbone(model: str, *, image_size: int, weights: str | None) -> keras.Model:
     """The backbone without its top, ending in global average pooling."""
     if _is_model_file(model):
-        previous = _load_model_file(model)
+        previous = load_keras_model(model)
         backbone = previous.get_layer(BACKBONE)
         if weights not in (None, "imagenet"):
             log.info("weights=%r ignored: the backbone of %s keeps its trained weights",
@@ -190,14 +186,16 @@ def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...
     backbone = classifier.get_layer(BACKBONE)
     classifier.trainable = True
     if phase == "full":
-        backbone.trainable = True
-        for layer in _walk(backbone):
+        for _, layer in walk_layers(backbone):
             layer.trainable = True
+        backbone.trainable = True
     elif phase == "head":
         backbone.trainable = False
     elif phase == "fine-tune":
         backbone.trainable = True
-        layers = list(_walk(backbone))
+        for _, layer in walk_layers(backbone):  # nested models too, before their layers
+            layer.trainable = True
+        layers = list(leaf_layers(backbone))
         start = 0
         if unfreeze_from is not None:
             if blocks and unfreeze_from not in blocks:
@@ -275,12 +273,3 @@ def layer_lr_multipliers(classifier: keras.Model, *, blocks: tuple[str, ...],
             by_variable[variable.path] = by_block[group]
     by_block["head"] = 1.0
     return by_variable, by_block
-
-
-def _walk(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            layer.trainable = True
-            yield from _walk(layer)
-        else:
-            yield layer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import logging
 import os
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from transfer.data import IMAGE_SUFFIXES
 from transfer.errors import DataError, RunDirError
+from transfer.rundir import InputContract, RunDir, load_keras_model
+from transfer.serving import ServingFunctions
 
 if TYPE_CHECKING:
     import keras
@@ -59,51 +60,39 @@ def csv_header(top_k: int) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class LoadedClassifier:
-    """A Keras classifier with its class names and, when it came from one, its run directory."""
+    """A Keras model with its input contract and, when it came from one, its run directory."""
 
     model: keras.Model
-    class_names: tuple[str, ...]
+    contract: InputContract
     run_dir: Path | None
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.contract.class_names
+
+    @property
     def image_size(self) -> int:
-        return int(self.model.input_shape[1])
+        return self.contract.image_size
 
 
 def load_classifier(source: str | os.PathLike) -> LoadedClassifier:
     """Load a run directory's ``model.keras`` or a ``.keras`` file in Keras safe mode.
 
-    Class names come from ``class_names.json`` in the run directory (or beside the ``.keras``
-    file); without one they are the label numbers.
+    The input contract comes from the run directory (or the folder of the ``.keras`` file); class
+    names without a ``class_names.json`` are the label numbers.
 
     Raises:
         RunDirError: ``source`` is neither, or its class names do not fit the model.
     """
-    from transfer.model import _load_model_file
-
-    path = Path(source)
-    if (path / "model.keras").is_file():
-        run_dir, model_path, names_path = path, path / "model.keras", path / "class_names.json"
-    elif path.is_file() and path.suffix == ".keras":
-        run_dir, model_path, names_path = None, path, path.parent / "class_names.json"
-    elif (path / "saved_model.pb").is_file():
-        raise RunDirError(f"{str(path)!r} is a SavedModel folder; this needs the run directory "
-                          f"that holds model.keras, or a .keras file")
-    else:
-        raise RunDirError(f"{str(path)!r} is not a run directory (no model.keras) or a .keras "
-                          f"file; pass the --output folder of 'zoo train'")
-    import zoo  # noqa: F401  (registers the layers the model uses)
-
-    model = _load_model_file(str(model_path))
-    num_classes = int(model.output_shape[-1])
-    if names_path.is_file():
-        class_names = tuple(json.loads(names_path.read_text()))
-        if len(class_names) != num_classes:
-            raise RunDirError(f"{str(names_path)!r} lists {len(class_names)} classes but the model "
-                              f"{str(model_path)!r} has {num_classes} outputs")
-    else:
-        class_names = tuple(str(i) for i in range(num_classes))
-    return LoadedClassifier(model, class_names, run_dir)
+    run, model_path = RunDir.source(source)
+    model = load_keras_model(model_path)
+    contract = run.contract(model) if run is not None else InputContract.of_model(model)
+    outputs = int(model.output_shape[-1])
+    if contract.num_classes != outputs:
+        raise RunDirError(f"{str(run / 'class_names.json')!r} lists {contract.num_classes} "
+                          f"classes but the model {str(model_path)!r} has {outputs} outputs")
+    return LoadedClassifier(model, contract, run.path if run is not None and
+                            run.model_path == model_path else None)
 
 
 class Predictor:
@@ -125,10 +114,8 @@ class Predictor:
             self._serve_bytes = lambda b: loaded.serve_bytes(b)
             self.top_k = min(top_k, len(self.class_names))
             return
-        from transfer.export import ServingFunctions
-
         classifier = load_classifier(path)
-        fns = ServingFunctions(classifier.model, classifier.class_names, top_k)
+        fns = ServingFunctions(classifier.model, classifier.contract, top_k)
         self.class_names = fns.class_names
         self.top_k = fns.top_k
         self._serve_bytes = fns.serve_bytes

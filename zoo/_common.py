@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import keras
 
@@ -139,10 +140,17 @@ def _copy_weights_by_name(source: keras.Model, target: keras.Model, path: Path) 
             f"weights file {str(path)!r} shares no layer names with model {target.name!r}")
 
 
-def leaf_layers(model: keras.Model):
-    """The layers of ``model`` in order, nested models flattened."""
+def walk_layers(model: keras.Model, prefix: str = "", *,
+                skip: tuple[str, ...] = ()) -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Every layer as ``(path, layer)`` in order, a nested model listed and then entered (unless
+    its name is in ``skip``); paths join names with ``/``, as in ``"backbone/conv1"``."""
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from leaf_layers(layer)
-        else:
-            yield layer
+        path = f"{prefix}{layer.name}"
+        yield path, layer
+        if isinstance(layer, keras.Model) and layer.name not in skip:
+            yield from walk_layers(layer, f"{path}/", skip=skip)
+
+
+def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """The layers of ``model`` in order, nested models flattened."""
+    return (layer for _, layer in walk_layers(model) if not isinstance(layer, keras.Model))

@@ -11,21 +11,15 @@ import math
 
 import keras
 
+from zoo._common import leaf_layers
+
 
 def count_macs(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass of one image through ``model``.
 
     The model must have a fully defined input size (build it at the size you want counted).
     """
-    return sum(_layer_macs(layer) for layer in _leaf_layers(model))
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+    return sum(_layer_macs(layer) for layer in leaf_layers(model))
 
 
 def _spatial(shape) -> int:

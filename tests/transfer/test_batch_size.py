@@ -55,3 +55,26 @@ def test_train_with_auto_batch_size_saves_the_size_found(image_folder, tmp_path)
     found = json.loads((tmp_path / "auto" / "config.json").read_text())["batch_size"]
     assert isinstance(found, int) and 8 <= found <= 32  # capped by the 30 training images
     assert result.config.batch_size == found
+
+
+def test_nothing_fits_reaches_the_cli_user_as_one_clean_line(image_folder, tmp_path,
+                                                            monkeypatch):
+    import keras
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    def always_oom(self, x, y, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(keras.Model, "train_on_batch", always_oom)
+    result = CliRunner().invoke(main, ["train", str(image_folder), "--model", "lenet5",
+                                       "--mode", "full-retrain", "--weights", "none",
+                                       "--epochs", "1", "--batch-size", "auto",
+                                       "--output", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()[-1:]
+    assert line == ("Error: batch_size=auto: even a batch of 8 does not fit in memory (out of "
+                    "memory at 8); use a smaller --image-size or model")
+    assert "Traceback" not in result.output

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from transfer.errors import ConfigError, DataError, RunDirError
+from transfer.rundir import RunDir, load_keras_model
+from zoo._common import walk_layers as zoo_walk_layers
 
 if TYPE_CHECKING:
     import keras
@@ -49,13 +51,12 @@ class VizModel(NamedTuple):
 # ---- loading ----------------------------------------------------------------------------------
 
 def run_dir_of(source: str | os.PathLike) -> Path | None:
-    """The run directory ``source`` names (itself, or the folder of its ``model.keras``)."""
-    path = Path(source)
-    if (path / "model.keras").is_file():
-        return path
-    if path.is_file() and path.suffix == ".keras" and (path.parent / "class_names.json").is_file():
-        return path.parent
-    return None
+    """The run directory ``source`` names (itself, or the folder of its ``.keras`` file)."""
+    try:
+        run, _ = RunDir.source(source)
+    except RunDirError:
+        return None
+    return run.path if run is not None else None
 
 
 def load_for_viz(source: str | os.PathLike, weights: str | None = None, *,
@@ -82,37 +83,32 @@ def load_for_viz(source: str | os.PathLike, weights: str | None = None, *,
         UnknownModelError: a name that is neither a path nor a registered model.
     """
     path = Path(source)
-    if (path / "model.keras").is_file():
-        return _load_keras(path / "model.keras", path / "class_names.json")
-    if path.is_file() and path.suffix == ".keras":
-        return _load_keras(path, path.parent / "class_names.json")
     if (path / "saved_model.pb").is_file():
         raise RunDirError(
             f"{str(path)!r} is a SavedModel folder, which cannot be inspected layer by layer; "
             f"pass the run directory or its model.keras instead")
+    if RunDir.is_run_dir(path) or (path.is_file() and path.suffix == ".keras"):
+        return _load_keras(path)
     if path.exists() or os.sep in str(source):
         raise RunDirError(
             f"{str(path)!r} is not a run directory (with model.keras) or a .keras file")
     return _load_registry(str(source), weights, image_size)
 
 
-def _load_keras(model_path: Path, names_path: Path) -> VizModel:
-    import zoo  # noqa: F401  (registers the layers the model uses)
-    from transfer.model import _load_model_file
-
-    model = _load_model_file(str(model_path))
+def _load_keras(source: Path) -> VizModel:
+    run, model_path = RunDir.source(source)
+    model = load_keras_model(model_path)
     shape = model.input_shape
     if isinstance(shape, list) or len(shape) != 4 or shape[1] is None or shape[3] != 3:
         raise RunDirError(f"{str(model_path)!r} does not take RGB images of a fixed size "
                           f"(input shape {shape})")
-    class_names = None
-    if names_path.is_file():
-        class_names = [str(n) for n in json.loads(names_path.read_text())]
-        if len(model.output_shape) == 2 and len(class_names) != model.output_shape[-1]:
-            log.warning("%s lists %d class names for %d outputs; using label numbers",
-                        names_path, len(class_names), model.output_shape[-1])
-            class_names = None
-    return VizModel(model, class_names, int(shape[1]))
+    class_names = list(run.class_names() or []) if run is not None else []
+    if class_names and len(model.output_shape) == 2 and \
+            len(class_names) != model.output_shape[-1]:
+        log.warning("%s lists %d class names for %d outputs; using label numbers",
+                    run / "class_names.json", len(class_names), model.output_shape[-1])
+        class_names = []
+    return VizModel(model, class_names or None, int(shape[1]))
 
 
 def _load_registry(name: str, weights: str | None, image_size: int | None) -> VizModel:
@@ -153,15 +149,9 @@ def _imagenet_names() -> list[str] | None:
 
 # ---- layers -----------------------------------------------------------------------------------
 
-def walk_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
-    """Every layer as ``(path, layer)``, nested models first listed, then entered, in order."""
-    import keras
-
-    for layer in model.layers:
-        path = f"{prefix}{layer.name}"
-        yield path, layer
-        if isinstance(layer, keras.Model) and layer.name not in _IMAGE_LAYERS:
-            yield from walk_layers(layer, prefix=f"{path}/")
+def walk_layers(model: keras.Model) -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Every layer as ``(path, layer)``; the augmentation model is not entered."""
+    return zoo_walk_layers(model, skip=_IMAGE_LAYERS)
 
 
 def find_layer(model: keras.Model, name: str) -> tuple[str, keras.layers.Layer]:

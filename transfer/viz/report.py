@@ -2,10 +2,11 @@
 
 Every image is inlined as a base64 PNG and the style sheet is inline, so the file can be mailed
 or archived alone. Sections: a summary, training curves (``history.json``, phases marked), the
-validation confusion matrix (``metrics.json``), the worst mistakes (``mistakes.png`` when the run
-directory, or its ``evaluation/val/`` written by ``zoo evaluate``, has one; else computed on the
-validation images of ``split.json``), the first layer's filters and Grad-CAM heatmaps of a few
-validation images.
+validation confusion matrix (``metrics.json``), the worst mistakes, the first layer's filters and
+Grad-CAM heatmaps of a few validation images. At the end of training everything comes from memory
+(the model, the metrics, the history and the validation predictions); ``zoo report RUN_DIR``
+reads the same things from the run directory. Validation images are read by the training
+pipeline (normalised copies, EXIF orientation), so the report shows the pixels the model saw.
 
 A section whose inputs are missing or fail is replaced by a note (and a logged warning), so the
 report can be written at the end of any training run without putting the run at risk.
@@ -14,24 +15,25 @@ report can be written at the end of any training run without putting the run at 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
-import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from transfer.errors import RunDirError
-from transfer.viz.common import (
-    VizModel,
-    figure_png,
-    label_of,
-    load_for_viz,
-    load_images,
-    new_figure,
-)
+from transfer import plots
+from transfer.data import ImageFolderData, Split, image_dataset
+from transfer.errors import DataError
+from transfer.plots import figure_png, new_figure
+from transfer.rundir import InputContract, RunDir, atomic_write
+from transfer.tasks import Predictions
+from transfer.viz.common import VizModel, label_of
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +47,43 @@ th { color: #555; font-weight: normal; } img { max-width: 100%; }
 """
 
 
-def write_report(run_dir: str | os.PathLike, *, max_gradcam: int = 4,
+def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None,
+                 contract: InputContract | None = None, metrics: dict[str, Any] | None = None,
+                 history: list[dict[str, Any]] | None = None,
+                 predictions: Predictions | None = None, max_gradcam: int = 4,
                  max_mistakes: int = 8) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
     Args:
-        run_dir: a run directory written by ``transfer.train`` (``model.keras`` at least).
+        run_dir: a run directory written by ``transfer.train``.
+        model, contract, metrics, history, predictions: what the end of a training run has in
+            memory (the validation ``predictions`` among them); each one not given is read from
+            the run directory (``predictions`` are then computed on the validation split).
         max_gradcam: validation images shown with Grad-CAM heatmaps.
-        max_mistakes: misclassified validation images shown when there is no ``mistakes.png``.
+        max_mistakes: misclassified validation images shown.
 
     Raises:
-        RunDirError: ``run_dir`` holds no ``model.keras``.
+        RunDirError: ``run_dir`` holds no ``model.keras`` and no model was given.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.keras").is_file():
-        raise RunDirError(f"{str(run_dir)!r} is not a run directory: it has no model.keras")
-    loaded = load_for_viz(run_dir)
-    config = _read_json(run_dir / "config.json") or {}
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    history = _read_json(run_dir / "history.json") or []
-    val = _val_split(run_dir, loaded)
+    run = RunDir(run_dir) if model is not None else RunDir.open(run_dir)
+    model = model if model is not None else run.load_model()
+    contract = contract or run.contract(model)
+    metrics = metrics if metrics is not None else run.metrics()
+    history = history if history is not None else run.history()
+    config = run.read_json("config.json", {})
+    loaded = VizModel(model, list(contract.class_names), contract.image_size)
+    val = _val_split(run)
 
-    parts = [f"<h1>Training report: {html.escape(run_dir.resolve().name)}</h1>",
-             _summary(config, metrics, loaded)]
+    name = html.escape(run.path.resolve().name)
+    parts = [f"<h1>Training report: {name}</h1>", _summary(config, metrics, loaded)]
     sections: list[tuple[str, Callable[[], str]]] = [
-        ("Training curves", lambda: _png_tag(_curves_png(history), "training curves")),
+        ("Training curves", lambda: _png_tag(
+            figure_png(plots.curves_figure(history)), "training curves")),
         ("Confusion matrix (validation)", lambda: _png_tag(
-            _confusion_png(metrics["val"]["confusion_matrix"],
-                           metrics["val"].get("class_names") or loaded.class_names),
-            "confusion matrix")),
-        ("Worst mistakes (validation)", lambda: _mistakes(run_dir, loaded, val, max_mistakes)),
+            figure_png(plots.confusion_figure(metrics["val"]["confusion_matrix"],
+                                              contract.class_names)), "confusion matrix")),
+        ("Worst mistakes (validation)",
+         lambda: _mistakes(run, loaded, val, predictions, max_mistakes)),
         ("First-layer filters", lambda: _filters(loaded)),
         ("Grad-CAM on validation images", lambda: _gradcams(loaded, val, max_gradcam)),
     ]
@@ -86,22 +95,11 @@ def write_report(run_dir: str | os.PathLike, *, max_gradcam: int = 4,
             log.warning("report section %r skipped: %s", title, exc)
             parts.append(_note(f"not available: {exc}"))
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(run_dir.resolve().name)}: training report</title>"
+            f"<title>{name}: training report</title>"
             f"<style>{_STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
-    out = run_dir / "report.html"
-    out.write_text(page, encoding="utf-8")
+    out = atomic_write(run / "report.html", page)
     log.debug("wrote %s", out)
     return out
-
-
-def _read_json(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        log.warning("%s is not valid JSON (%s); left out of the report", path, exc)
-        return None
 
 
 def _note(text: str) -> str:
@@ -131,114 +129,52 @@ def _summary(config: dict, metrics: dict, loaded: VizModel) -> str:
     return f"<table>{cells}</table>"
 
 
-def _val_split(run_dir: Path, loaded: VizModel) -> tuple[list[str], list[int]]:
-    split = _read_json(run_dir / "split.json") or {}
-    val = split.get("val") or {}
-    pairs = [(p, int(y)) for p, y in zip(val.get("paths", []), val.get("labels", []))
-             if Path(p).is_file()]
-    if val.get("paths") and len(pairs) < len(val["paths"]):
+def _val_split(run: RunDir) -> Split | None:
+    if not (run / "split.json").is_file():
+        return None
+    val = ImageFolderData.load(run / "split.json").val
+    present = [i for i, (p, s) in enumerate(zip(val.paths, val.sources or val.paths))
+               if Path(p).is_file() or Path(s).is_file()]
+    if len(present) < len(val):
         log.warning("%d of the %d validation images listed in split.json are missing",
-                    len(val["paths"]) - len(pairs), len(val["paths"]))
-    return [p for p, _ in pairs], [y for _, y in pairs]
+                    len(val) - len(present), len(val))
+    return _subset(val, present)
 
 
-# ---- figures ----------------------------------------------------------------------------------
-
-def _curves_png(history: Sequence[dict]) -> bytes:
-    """Loss and accuracy per epoch, training and validation, one shaded band per phase."""
-    if not history:
-        raise ValueError("history.json is missing or empty")
-    epochs = [row["epoch"] for row in history]
-    fig = new_figure(9.0, 3.4)
-    panels = [("loss", "loss"), ("accuracy", "accuracy")]
-    phases = []
-    for row in history:
-        if not phases or phases[-1][0] != row.get("phase"):
-            phases.append([row.get("phase"), row["epoch"], row["epoch"]])
-        phases[-1][2] = row["epoch"]
-    shades = ("#f2f2f2", "#e3ecf7", "#f7ece3")
-    for k, (key, label) in enumerate(panels):
-        ax = fig.add_axes((0.07 + k * 0.5, 0.15, 0.4, 0.7))
-        for i, (phase, first, last) in enumerate(phases):
-            ax.axvspan(first - 0.5, last + 0.5, color=shades[i % len(shades)], zorder=0)
-            ax.text((first + last) / 2, 1.01, str(phase), transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=8, color="#555")
-        for name, style in ((key, "-"), (f"val_{key}", "--")):
-            values = [row.get(name) for row in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker="o",
-                        markersize=3, label="validation" if name.startswith("val_") else "train")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-        if key == "accuracy":
-            ax.set_ylim(-0.02, 1.02)
-        if len(epochs) <= 20:
-            ax.set_xticks(epochs)
-    return figure_png(fig)
+def _subset(split: Split, keep: list[int]) -> Split:
+    return Split(*(tuple(column[i] for i in keep) if column else ()
+                   for column in (split.paths, split.labels, split.sources, split.orientations)))
 
 
-def _confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str] | None) -> bytes:
-    """Rows true, columns predicted; each row coloured by its share, counts written in."""
-    counts = np.asarray(matrix, dtype=np.int64)
-    n = len(counts)
-    names = list(class_names or [str(i) for i in range(n)])
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    side = min(10.0, 2.0 + 0.45 * n)
-    fig = new_figure(side + 1.2, side)
-    ax = fig.add_axes((0.22, 0.2, 0.68 * side / (side + 1.2), 0.68))
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if shares[i, j] > 0.5 else "black")
-    ticks = np.arange(n)
-    ax.set_xticks(ticks, names if n <= 40 else [""] * n, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(ticks, names if n <= 40 else [""] * n, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    return figure_png(fig)
+def _images(split: Split, image_size: int) -> np.ndarray:
+    """The images of ``split`` as the training pipeline reads them, float32 0-255."""
+    indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
+    images = [np.asarray(x) for x, _ in image_dataset(indexed, image_size=image_size)]
+    if len(images) != len(split):
+        raise DataError(f"{len(split) - len(images)} validation image(s) no longer decode")
+    return np.stack(images).astype(np.float32)
 
 
-def _predict(loaded: VizModel, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([np.asarray(loaded.model(images[i:i + batch_size], training=False))
-                           for i in range(0, len(images), batch_size)])
+def _mistakes(run: RunDir, loaded: VizModel, val: Split | None,
+              predictions: Predictions | None, limit: int) -> str:
+    from transfer.evaluate import predict_split
 
-
-def _mistakes(run_dir: Path, loaded: VizModel, val: tuple[list[str], list[int]],
-              limit: int) -> str:
-    for existing in (run_dir / "mistakes.png", run_dir / "evaluation" / "val" / "mistakes.png"):
-        if existing.is_file():
-            return (_note(f"from {existing.relative_to(run_dir)}")
-                    + _png_tag(existing.read_bytes(), "worst mistakes"))
-    paths, labels = val
-    if not paths:
-        return _note("no validation images found (split.json missing, or the files moved)")
-    paths, labels = paths[:1000], np.asarray(labels[:1000])
-    images = load_images(paths, loaded.image_size)
-    probabilities = _predict(loaded, images)
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    if not len(wrong):
-        return _note(f"no mistakes on the {len(paths)} validation images")
-    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:limit]
-    columns = min(4, len(wrong))
-    rows = int(np.ceil(len(wrong) / columns))
-    fig = new_figure(2.3 * columns, 2.6 * rows)
-    for k, i in enumerate(wrong):
-        r, c = divmod(k, columns)
-        ax = fig.add_axes((c / columns + 0.01, 1 - (r + 1) / rows + 0.02, 1 / columns - 0.02,
-                           1 / rows - 0.12 / rows * 2))
-        ax.imshow(np.clip(images[i] / 255.0, 0, 1), interpolation="nearest")
-        ax.set_title(f"true {label_of(int(labels[i]), loaded.class_names)}\n"
-                     f"pred {label_of(int(predicted[i]), loaded.class_names)} "
-                     f"({probabilities[i, predicted[i]]:.2f})", fontsize=8)
-        ax.set_axis_off()
-    note = _note(f"{len(np.flatnonzero(predicted != labels))} of {len(paths)} validation images "
-                 f"misclassified; the most confident mistakes first")
+    if predictions is None:
+        for existing in (run / "mistakes.png", run / "evaluation" / "val" / "mistakes.png"):
+            if existing.is_file():  # drawn by training or 'zoo evaluate' from the same outputs
+                return (_note(f"from {existing.relative_to(run.path)}")
+                        + _png_tag(existing.read_bytes(), "worst mistakes"))
+        if val is None or not len(val):
+            return _note("no validation images found (split.json missing, or the files moved)")
+        predictions = predict_split(loaded.model, _subset(val, list(range(min(1000, len(val))))))
+    predicted = predictions.outputs.argmax(axis=1)
+    wrong = int((predicted != predictions.labels).sum())
+    if not wrong:
+        return _note(f"no mistakes on the {len(predictions.labels)} validation images")
+    fig = plots.mistakes_figure(predictions.outputs, predictions.labels, predictions.paths,
+                                loaded.class_names, limit=limit)
+    note = _note(f"{wrong} of {len(predictions.labels)} validation images misclassified; the "
+                 f"most confident mistakes first")
     return note + _png_tag(figure_png(fig), "worst mistakes")
 
 
@@ -259,20 +195,20 @@ def _filters(loaded: VizModel) -> str:
     return _note(caption) + _png_tag(figure_png(fig), "first-layer filters")
 
 
-def _gradcams(loaded: VizModel, val: tuple[list[str], list[int]], limit: int) -> str:
+def _gradcams(loaded: VizModel, val: Split | None, limit: int) -> str:
     from transfer.viz.gradcam import grad_cam, overlay
 
-    paths, labels = val
-    if not paths:
+    if val is None or not len(val):
         return _note("no validation images found (split.json missing, or the files moved)")
+    labels = val.labels
     chosen, seen = [], set()
     for i, y in enumerate(labels):  # one image per class first, then the rest in order
         if y not in seen:
             chosen.append(i)
             seen.add(y)
-    chosen += [i for i in range(len(paths)) if i not in chosen]
+    chosen += [i for i in range(len(labels)) if i not in chosen]
     chosen = chosen[:limit]
-    images = load_images([paths[i] for i in chosen], loaded.image_size)
+    images = _images(_subset(val, chosen), loaded.image_size)
     cam = grad_cam(loaded.model, images)
     n = len(chosen)
     fig = new_figure(2.2 * n, 4.6)

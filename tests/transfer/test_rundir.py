@@ -1,0 +1,96 @@
+"""The run directory's one owner, the input contract, and the task registry."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from transfer.config import TASK_NAMES, TrainConfig
+from transfer.errors import ConfigError, RunDirError
+from transfer.rundir import InputContract, RunDir, atomic_write
+from transfer.tasks import TASKS, get_task
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "a.json"
+    atomic_write(target, "old")
+    atomic_write(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["a.json"]
+
+
+def test_create_refuses_a_non_empty_folder_and_replaces_it_when_told(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="already exists and is not empty.*--overwrite"):
+        RunDir.create(tmp_path / "run")
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+    run = RunDir.create(tmp_path / "run", overwrite=True)
+    assert list(run.path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDirError, match="is not a folder"):
+        RunDir.create(tmp_path / "file")
+
+
+def test_source_names_run_dirs_keras_files_and_refuses_the_rest(trained_run, tmp_path):
+    run, model = RunDir.source(trained_run.run_dir)
+    assert run.path == trained_run.run_dir and model == trained_run.model_path
+    run, model = RunDir.source(trained_run.model_path)
+    assert run.path == trained_run.run_dir
+    with pytest.raises(RunDirError, match="is a SavedModel folder"):
+        RunDir.source(trained_run.saved_model_dir)
+    with pytest.raises(RunDirError, match="is not a run directory"):
+        RunDir.source(tmp_path)
+    with pytest.raises(RunDirError, match="is not a run directory"):
+        RunDir.open(tmp_path)
+
+
+def test_training_writes_the_contract_once_and_readers_use_it(trained_run):
+    run = RunDir(trained_run.run_dir)
+    saved = json.loads((run / "contract.json").read_text())
+    assert saved == {"task": "classification", "image_size": 32, "channels": 1,
+                     "preprocessing": "tf", "class_names": ["blue", "green", "red"]}
+    contract = run.contract()
+    assert contract == InputContract("classification", 32, 1, "tf", ("blue", "green", "red"))
+    assert contract.num_classes == trained_run.model.output_shape[-1] == 3
+    # The model card states what the contract says.
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "input size: 32 x 32 RGB (the backbone sees 1 channel)" in card
+    assert "preprocessing mode: `tf`" in card
+
+
+def test_runs_without_contract_json_derive_it_from_the_model(trained_run, tmp_path):
+    import shutil
+
+    old = tmp_path / "old_run"
+    shutil.copytree(trained_run.run_dir, old)
+    (old / "contract.json").unlink()  # as written before the contract existed
+    assert RunDir(old).contract() == RunDir(trained_run.run_dir).contract()
+
+
+def test_history_csv_and_json_hold_the_same_rows(tmp_path):
+    run = RunDir.create(tmp_path / "r")
+    rows = [{"epoch": 1, "phase": "head", "loss": 0.5},
+            {"epoch": 2, "phase": "head", "loss": 0.25, "val_loss": 0.3}]
+    run.write_history(rows)
+    assert run.history() == rows
+    lines = (run / "history.csv").read_text().splitlines()
+    assert lines == ["epoch,phase,loss,val_loss", "1,head,0.5,", "2,head,0.25,0.3"]
+
+
+def test_every_config_task_is_registered_and_unknown_ones_are_refused():
+    assert set(TASK_NAMES) == set(TASKS)
+    assert get_task("classification").name == "classification"
+    with pytest.raises(ConfigError, match="unknown task 'detection'"):
+        get_task("detection")
+    with pytest.raises(ConfigError, match="task must be one of"):
+        TrainConfig(task="detection")
+
+
+def test_no_samples_is_a_data_error_not_a_value_error():
+    from transfer.errors import DataError
+    from transfer.evaluate import classification_metrics
+
+    with pytest.raises(DataError, match="no samples to evaluate"):
+        classification_metrics(np.zeros((0, 3)), np.zeros(0, np.int64), ["a", "b", "c"])

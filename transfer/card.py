@@ -1,0 +1,113 @@
+"""``MODEL_CARD.md``: what a trained model is, how it was trained, how well it does, how to call it.
+
+Everything comes from the run directory's own files through :class:`~transfer.rundir.RunDir`
+(the config, the split, the metrics and the input contract), so the card can be rewritten at any
+time without loading the model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from transfer.rundir import RunDir, atomic_write
+from transfer.serving import DEFAULT_TOP_K
+
+
+def write_model_card(run_dir: str | os.PathLike, *,
+                     metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` into a run directory: data, training, metrics and export contracts.
+
+    Everything comes from the run directory's own files (``config.json``, ``split.json``,
+    ``metrics.json`` and the input contract in ``contract.json``), so the card can be rewritten
+    at any time without loading the model.
+    """
+    run = RunDir.open(run_dir)
+    config = run.read_json("config.json", {})
+    split = run.read_json("split.json", {})
+    metrics = run.metrics() if metrics is None else metrics
+    contract = run.contract()
+    names, size, preprocessing = contract.class_names, contract.image_size, contract.preprocessing
+    k = len(names)
+    top_k = min(DEFAULT_TOP_K, k) if k else DEFAULT_TOP_K
+
+    lines = [f"# Model card: {config.get('model', 'classifier')} on "
+             f"{Path(split.get('root', '?')).name}", "",
+             f"Run directory `{run.path}`, written by cnn-zoo.", "", "## Data", "",
+             f"- data root: `{split.get('root', 'unknown')}`",
+             f"- {k} classes, in label order (index: name); the outputs follow this order", ""]
+    splits = [s for s in ("train", "val", "test") if s in split]
+    lines += ["| index | class | " + " | ".join(splits) + " |",
+              "|---:|---|" + "---:|" * len(splits)]
+    for i, name in enumerate(names):
+        counts = [str(split[s]["labels"].count(i)) for s in splits]
+        lines.append(f"| {i} | {name} | " + " | ".join(counts) + " |")
+    lines.append("| | **total** | " + " | ".join(str(len(split[s]["labels"])) for s in splits)
+                 + " |")
+
+    lines += ["", "## Training", "",
+              f"- backbone: `{config.get('model', 'unknown')}`, weights: "
+              f"`{config.get('weights')}`",
+              f"- transfer mode: `{config.get('mode', 'unknown')}`; epochs "
+              f"{config.get('epochs')}"
+              + (f" + {config.get('fine_tune_epochs')} fine-tune epochs"
+                 if config.get("mode") == "fine-tune" else "")
+              + f", optimizer `{config.get('optimizer')}`, learning rate "
+              f"{config.get('learning_rate')}, batch size {config.get('batch_size')}, "
+              f"augmentation {'on' if config.get('augment') else 'off'}, seed "
+              f"{config.get('seed')}",
+              f"- input size: {size} x {size} RGB"
+              + (f" (the backbone sees {contract.channels} channel)" if contract.channels == 1
+                 else ""),
+              f"- preprocessing mode: `{preprocessing}`, applied inside the model: every export "
+              f"takes raw 0-255 RGB pixels"]
+
+    val = metrics.get("val")
+    lines += ["", "## Validation metrics", ""]
+    if val:
+        lines += [f"- {val['samples']} images: top-1 accuracy {val['top1_accuracy']:.4f}, "
+                  f"top-{val['top_k']} accuracy {val['top5_accuracy']:.4f}, loss "
+                  + (f"{val['loss']:.4f}" if val.get("loss") is not None else "n/a"),
+                  f"- macro precision / recall / F1: {_prf(val['macro'])}",
+                  f"- weighted precision / recall / F1: {_prf(val['weighted'])}", "",
+                  "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+        for name, row in val["per_class"].items():
+            lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
+                         f"{row['f1']:.3f} | {row['support']} |")
+    else:
+        lines.append("No metrics.json in the run directory.")
+
+    s = f"{size}" if size else "size"
+    lines += ["", "## Exports and their input contracts", "",
+              "Class names are in label order above and in `class_names.json`.", "",
+              "| export | signature | inputs | outputs |", "|---|---|---|---|",
+              f"| SavedModel (`saved_model/`, `zoo export --format savedmodel`) | "
+              f"`serving_default` = `serve_images` | `images`: uint8 `[batch, height, width, 3]`"
+              f" RGB, any size (resized inside to {s} x {s}) | `probabilities` float32 "
+              f"`[batch, {k}]`; `top_scores` float32, `top_indices` int32, `top_classes` string,"
+              f" each `[batch, {top_k}]` |",
+              "| | `serve_bytes` | `image_bytes`: string `[batch]` of encoded JPEG / PNG / GIF / "
+              "BMP / WebP files | as `serve_images` |",
+              f"| | `class_names` | none | string `[{k}]` |",
+              f"| Keras (`model.keras`, `zoo export --format keras`) | `model(x)` | float32 "
+              f"`[batch, {s}, {s}, 3]` raw 0-255 RGB, already resized | probabilities "
+              f"`[batch, {k}]` |",
+              f"| TFLite / LiteRT (`zoo export --format tflite`, float32, float16 or int8) | "
+              f"`serving_default` | `images`: uint8 `[1, {s}, {s}, 3]` raw RGB, resized "
+              f"(bilinear) to {s} x {s} by the caller | `probabilities` float32 `[1, {k}]` |",
+              "", "Loading:", "", "```python",
+              "import tensorflow as tf",
+              f'model = tf.saved_model.load("{run.saved_model_dir}")',
+              'out = model.signatures["serving_default"](images=tf.constant(uint8_batch))',
+              "", "from ai_edge_litert.interpreter import Interpreter",
+              'interpreter = Interpreter(model_path="model.tflite")',
+              "", "import keras, zoo  # zoo registers the preprocessing layer",
+              'model = keras.saving.load_model("model.keras", safe_mode=True)', "```",
+              "", "The `.keras` file needs `zoo` installed (its preprocessing layer is a zoo "
+              "layer); the SavedModel and TFLite files need only TensorFlow or LiteRT.", ""]
+    return atomic_write(run / "MODEL_CARD.md", "\n".join(lines))
+
+
+def _prf(row: dict) -> str:
+    return f"{row['precision']:.3f} / {row['recall']:.3f} / {row['f1']:.3f}"

@@ -1,0 +1,99 @@
+"""The backbone-feature cache: a frozen backbone runs once over the images, the head trains on
+its outputs.
+
+Features are kept in memory when they fit in ``memory_cache_mb``, else written to
+``RUN_DIR/features/*.npy`` and read back by memory map (reused by ``--resume``; the folder is
+removed when the run finishes). Extraction runs the compiled feature model batch by batch, with a
+progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from transfer import data as data_lib
+from transfer.feeding import files_changed
+
+log = logging.getLogger(__name__)
+
+
+class FeatureCache:
+    """Features of named splits under one feature model, computed once.
+
+    Args:
+        folder: where an on-disk cache goes (``RUN_DIR/features``), or ``None`` for memory only.
+        memory_mb: features larger than this go to ``folder``.
+        image_size: the side images are resized to.
+        verbose: Keras verbosity of the progress bar (0: none).
+    """
+
+    def __init__(self, folder: Path | None, *, memory_mb: int, image_size: int,
+                 verbose: int | str = "auto"):
+        self.folder = folder
+        self.memory_mb = memory_mb
+        self.image_size = image_size
+        self.verbose = verbose
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def get(self, extractor: keras.Model, splits: dict[str, data_lib.Split], *,
+            batch_size: int) -> dict[str, np.ndarray]:
+        """Features of every split, ``{name: [items, *feature_shape]}`` float32, in split
+        order, computed ``batch_size`` images per forward pass."""
+        if self.arrays:
+            return self.arrays
+        import tensorflow as tf
+
+        forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+        feature_shape = tuple(int(d) for d in extractor.output.shape[1:])
+        per_item = int(np.prod(feature_shape)) * 4
+        total = sum(len(split) for split in splits.values())
+        on_disk = self.folder is not None and total * per_item > self.memory_mb * 2**20
+        done = self.folder / "complete.json" if self.folder is not None else None
+        if on_disk and done.is_file():
+            log.info("reusing the backbone features cached in %s", self.folder)
+            self.arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r")
+                           for name in splits}
+            return self.arrays
+        if on_disk:
+            self.folder.mkdir(exist_ok=True)
+            log.info("caching backbone features on disk in %s (%.2f GiB > memory_cache_mb)",
+                     self.folder, total * per_item / 2**30)
+        log.info("extracting backbone features once for %d images", total)
+        progress = (keras.utils.Progbar(total, unit_name="image",
+                                        verbose=1 if self.verbose in (1, "auto") else 2)
+                    if self.verbose else None)
+        for name, split in splits.items():
+            shape = (len(split), *feature_shape)
+            out = (np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+",
+                                             dtype="float32", shape=shape)
+                   if on_disk else np.empty(shape, np.float32))
+            filled = 0
+            ds = data_lib.make_dataset(split, image_size=self.image_size,
+                                       batch_size=batch_size, shuffle=False, cache=False)
+            for images, _ in ds:
+                batch = np.asarray(forward(images))
+                if filled + len(batch) <= len(out):
+                    out[filled:filled + len(batch)] = batch
+                filled += len(batch)
+                if progress:
+                    progress.add(len(batch))
+            if filled != len(split):  # a file dropped: features and labels would misalign
+                raise files_changed(len(split) - filled)
+            if on_disk:
+                out.flush()
+            self.arrays[name] = out
+        if on_disk:
+            done.write_text(json.dumps({n: list(f.shape) for n, f in self.arrays.items()}))
+        return self.arrays
+
+    def release(self) -> None:
+        """Forget the features and remove an on-disk cache."""
+        self.arrays = {}
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,194 @@
+"""Data feeding for the epoch loop: per-epoch ordered batches, the one memory cache, mixup/CutMix.
+
+Every batch of every epoch depends only on ``(seed, epoch)``, so a resumed run sees exactly the
+batches an uninterrupted run would. Decoded images are held in memory (:class:`ImageFeed`) when
+the split fits in what is left of ``memory_cache_mb``; otherwise each epoch decodes them again
+from their files. Targets are encoded by the task (one-hot class vectors for classification).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from transfer import data as data_lib
+from transfer.errors import DataError
+
+
+def files_changed(count: int) -> DataError:
+    return DataError(f"{count} image(s) no longer decode (changed since they were checked); "
+                     f"run 'zoo data check' on the data and train again")
+
+
+def epoch_dataset(num_items: int, fetch: Callable, *, seed: int, start_epoch: int,
+                  end_epoch: int, batch_size: int, shuffle: bool,
+                  batch_fn: Callable | None = None, batched: bool = False):
+    """Batches for epochs ``[start_epoch, end_epoch)``; each epoch's order is a stateless
+    permutation of ``(seed, epoch)``, so it is the same whether or not the run was resumed.
+
+    ``fetch`` maps an item index to ``(x, y)``, or with ``batched`` a vector of indices to a
+    batch: in-memory data is then gathered once per batch, not copied item by item and again
+    into the batch. ``batch_fn(batch, seed_pair)`` may transform each batch (mixup/CutMix) with a
+    seed that also depends only on the epoch and batch number.
+    """
+    import tensorflow as tf
+
+    seed_t = tf.constant(seed, tf.int64)
+
+    def one_epoch(epoch):
+        index = tf.range(num_items, dtype=tf.int64)
+        if shuffle:
+            index = tf.random.experimental.stateless_shuffle(index, seed=tf.stack([seed_t, epoch]))
+        ds = tf.data.Dataset.from_tensor_slices(index)
+        if batched:
+            ds = ds.batch(batch_size).map(fetch, num_parallel_calls=tf.data.AUTOTUNE,
+                                          deterministic=True)
+        else:
+            ds = (ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                  .batch(batch_size))
+        if batch_fn is not None:
+            ds = ds.enumerate().map(
+                lambda i, b: batch_fn(b, tf.stack([seed_t, epoch * 1_000_003 + i])),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds
+
+    batches = (end_epoch - start_epoch) * math.ceil(num_items / batch_size)
+    return (tf.data.Dataset.range(start_epoch, end_epoch).flat_map(one_epoch)
+            .apply(tf.data.experimental.assert_cardinality(batches))
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def mix_batch(mixup: float, cutmix: float) -> Callable | None:
+    """Mixup and/or CutMix on one-hot batches; with both, each batch picks one at random."""
+    if not mixup and not cutmix:
+        return None
+    import tensorflow as tf
+
+    def beta(alpha, seed):
+        a = tf.random.stateless_gamma([], seed=seed, alpha=alpha)
+        b = tf.random.stateless_gamma([], seed=seed + 1, alpha=alpha)
+        return a / (a + b)
+
+    def apply(batch, seed):
+        x, y = batch
+        n = tf.shape(x)[0]
+        perm = tf.random.experimental.stateless_shuffle(tf.range(n), seed=seed + 2)
+        x2, y2 = tf.gather(x, perm), tf.gather(y, perm)
+        use_cutmix = cutmix > 0 and (
+            not mixup or tf.random.stateless_uniform([], seed=seed + 3) < 0.5)
+        if use_cutmix:
+            lam = beta(cutmix, seed + 4)
+            h, w = tf.shape(x)[1], tf.shape(x)[2]
+            cut = tf.sqrt(1.0 - lam)
+            ch = tf.cast(tf.cast(h, tf.float32) * cut, tf.int32)
+            cw = tf.cast(tf.cast(w, tf.float32) * cut, tf.int32)
+            cy = tf.random.stateless_uniform([], seed=seed + 5, maxval=h, dtype=tf.int32)
+            cx = tf.random.stateless_uniform([], seed=seed + 6, maxval=w, dtype=tf.int32)
+            y0, y1 = tf.maximum(cy - ch // 2, 0), tf.minimum(cy + ch // 2, h)
+            x0, x1 = tf.maximum(cx - cw // 2, 0), tf.minimum(cx + cw // 2, w)
+            rows = tf.logical_and(tf.range(h) >= y0, tf.range(h) < y1)
+            cols = tf.logical_and(tf.range(w) >= x0, tf.range(w) < x1)
+            mask = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), x.dtype)[None, :, :, None]
+            area = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(h * w, tf.float32)
+            return x * (1 - mask) + x2 * mask, y * (1 - area) + y2 * area
+        lam = beta(mixup, seed + 7)
+        return x * lam + x2 * (1 - lam), y * lam + y2 * (1 - lam)
+
+    return apply
+
+
+def fetch_arrays(x: np.ndarray, targets) -> Callable:
+    """A batched fetch (index vector -> (rows, targets)) for :func:`epoch_dataset`: gathered
+    from a constant, or read from a memory-mapped array on disk."""
+    import tensorflow as tf
+
+    if not isinstance(x, np.memmap):
+        xs = tf.constant(x)
+        return lambda i: (tf.gather(xs, i), tf.gather(targets, i))
+
+    def read(i):
+        rows = tf.numpy_function(lambda index: np.asarray(x[index]), [i], tf.float32,
+                                 stateful=False)
+        rows.set_shape([None, *x.shape[1:]])
+        return rows, tf.gather(targets, i)
+
+    return read
+
+
+class ImageFeed:
+    """Decoded images of the splits, held in memory up to ``memory_mb`` (the one memory cache).
+
+    Args:
+        image_size: the side images are resized to.
+        memory_mb: how much decoded float32 pixels may be held, over all splits.
+        encode: the task's target encoding, ``labels -> targets`` (a tensor indexed like them).
+    """
+
+    def __init__(self, image_size: int, memory_mb: int, encode: Callable):
+        self.image_size = image_size
+        self.memory_mb = memory_mb
+        self.encode = encode
+        self._images: dict[tuple[str, ...], Any] = {}
+
+    def fetch(self, split: data_lib.Split) -> tuple[Callable, bool]:
+        """``(fetch, batched)`` for :func:`epoch_dataset`: index vector -> (images, targets)
+        gathered from memory when the decoded split fits, else index -> (image, target) decoded
+        from its file every epoch."""
+        import tensorflow as tf
+
+        size = self.image_size
+        targets = self.encode(split.labels)
+        key = tuple(split.paths)
+        if key not in self._images:
+            held = sum(int(np.prod(x.shape)) * 4 for x in self._images.values())
+            if held + len(split) * size * size * 3 * 4 <= self.memory_mb * 2**20:
+                self._images[key] = tf.constant(decode_all(split, size))
+        if key in self._images:
+            images = self._images[key]
+            return (lambda i: (tf.gather(images, i), tf.gather(targets, i))), True
+        load = data_lib.split_loader(split, image_size=size)
+        return (lambda i: (load(i), tf.gather(targets, i))), False
+
+    def evaluation_dataset(self, split: data_lib.Split, *, batch_size: int, seed: int):
+        """One pass over ``split`` in order: from memory when it fits, else decoded from the
+        files (a file that no longer decodes is dropped with a warning)."""
+        fetch, batched = self.fetch(split)
+        if batched:
+            return epoch_dataset(len(split), fetch, seed=seed, start_epoch=0, end_epoch=1,
+                                 batch_size=batch_size, shuffle=False, batched=True)
+        import tensorflow as tf
+
+        targets = self.encode(split.labels)
+        # Labels replaced by positions, so targets of any kind are looked up by position.
+        indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
+        return (data_lib.image_dataset(indexed, image_size=self.image_size)
+                .map(lambda x, i: (x, tf.gather(targets, i)))
+                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+    def clear(self) -> None:
+        self._images.clear()
+
+
+def decode_all(split: data_lib.Split, image_size: int) -> np.ndarray:
+    """Every image of ``split``, decoded and resized, as one float32 array in split order."""
+    ds = data_lib.make_dataset(split, image_size=image_size, batch_size=64, shuffle=False,
+                               cache=False)
+    images = np.concatenate([np.asarray(x) for x, _ in ds])
+    if len(images) != len(split):  # a file dropped: images and labels would misalign
+        raise files_changed(len(split) - len(images))
+    return images
+
+
+@contextlib.contextmanager
+def unknown_length_ok():
+    """Image datasets have no known length (a file that no longer decodes is dropped rather than
+    ending the run), and Keras warns when such a dataset ends ("Your input ran out of data");
+    here that end is expected."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Your input ran out of data")
+        yield

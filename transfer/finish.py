@@ -1,0 +1,74 @@
+"""The end of a run: save the model, evaluate it, export it, and write the metrics, the figures,
+the model card and the report once, from what is already in memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Sequence
+
+import keras
+
+from transfer import data as data_lib
+from transfer import checkpoint as ckpt
+from transfer.card import write_model_card
+from transfer.config import TrainConfig
+from transfer.evaluate import predict_split
+from transfer.rundir import InputContract, RunDir
+from transfer.serving import export_saved_model
+from transfer.tasks import Predictions, Task
+from transfer.viz.report import write_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What the phases leave for the end of the run."""
+
+    config: TrainConfig
+    contract: InputContract
+    data: data_lib.ImageFolderData
+    history: list[dict[str, Any]]
+    phases: Sequence[Any]
+    class_weight: dict[int, float] | None
+    started: float
+    started_cpu: float
+
+
+def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
+               val_predictions: Predictions | None = None, *,
+               batch_size: int = 32) -> dict[str, Any]:
+    """Write ``model.keras``, ``saved_model/``, the evaluation figures, ``MODEL_CARD.md``,
+    ``report.html`` and ``metrics.json``, and mark the run finished.
+
+    ``val_predictions`` are the model's outputs on the validation split when the caller already
+    has them (from cached features); otherwise they are computed here, once, for the metrics,
+    the figures and the report alike.
+    """
+    trained, trained_cpu = time.perf_counter(), time.process_time()
+    model.save(run.model_path)
+    data, names = record.data, record.contract.class_names
+    if val_predictions is None:
+        val_predictions = predict_split(model, data.val, batch_size=batch_size)
+    metrics: dict[str, Any] = {"val": task.summarise(val_predictions.outputs,
+                                                     val_predictions.labels, names)}
+    if data.test is not None and len(data.test):
+        test = predict_split(model, data.test, batch_size=batch_size)
+        metrics["test"] = task.summarise(test.outputs, test.labels, names)
+    metrics["phases"] = [dataclasses.asdict(p) for p in record.phases]
+    metrics["class_weights"] = record.class_weight
+    export_saved_model(model, run.saved_model_dir, record.contract, force=True)
+    task.write_artifacts(metrics["val"], val_predictions, names, run.path)
+    write_model_card(run.path, metrics=metrics)
+    write_report(run.path, model=model, contract=record.contract, metrics=metrics,
+                 history=record.history, predictions=val_predictions)
+    metrics["seconds"] = {"training": round(trained - record.started, 3),
+                          # all of the process's threads; not slowed by other processes
+                          "training_cpu": round(trained_cpu - record.started_cpu, 3),
+                          "evaluation_and_export": round(time.perf_counter() - trained, 3)}
+    run.write_metrics(metrics)
+    ckpt.mark_finished(run.path)
+    log.info("validation: %s", task.headline(metrics["val"]))
+    return metrics

@@ -1,0 +1,97 @@
+"""The task interface: the one place that says what a task is."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from transfer.config import TrainConfig
+    from transfer.data import ImageFolderData, Split
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """The model's outputs on the readable images of a split, with their labels and paths."""
+
+    outputs: np.ndarray
+    labels: np.ndarray
+    paths: tuple[str, ...]
+    unreadable: tuple[str, ...] = ()
+
+    @property
+    def probabilities(self) -> np.ndarray:  # the name classification callers know
+        return self.outputs
+
+
+class Task(abc.ABC):
+    """What one task supplies to the training core, evaluation and serving."""
+
+    #: registry key, also written into the run's input contract
+    name: str
+    #: the quantity early stopping and the plateau schedule watch
+    monitor: str = "val_loss"
+    #: the metric drawn beside the loss in the training curves
+    curve_metric: str = "accuracy"
+
+    # ---- data -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_data(self, source: str | os.PathLike, config: TrainConfig, *,
+                  cache_dir: str | os.PathLike | None = None,
+                  tfds_data_dir: str | os.PathLike | None = None) -> ImageFolderData:
+        """Read, check and split the user's data (files skipped are in its report)."""
+
+    @abc.abstractmethod
+    def encode(self, labels: Sequence[Any], num_classes: int) -> tf.Tensor:
+        """Training targets for ``labels``, indexed like them."""
+
+    def loss_weights(self, config: TrainConfig, split: Split,
+                     num_classes: int) -> dict[int, float] | None:
+        """Per-class weights of the loss for ``fit``, or ``None``."""
+        return None
+
+    # ---- model ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_model(self, config: TrainConfig, *, num_classes: int,
+                    weights: str | None) -> keras.Model:
+        """Backbone plus this task's head, taking raw 0-255 RGB images."""
+
+    @abc.abstractmethod
+    def feature_split(self, model: keras.Model) -> tuple[keras.Model, keras.Model]:
+        """``(features, head)``: the frozen part that can be computed once, and the part that
+        trains on its outputs, sharing layers with ``model``."""
+
+    @abc.abstractmethod
+    def loss(self, config: TrainConfig) -> keras.losses.Loss: ...
+
+    @abc.abstractmethod
+    def metrics(self, num_classes: int) -> list[keras.metrics.Metric]: ...
+
+    # ---- evaluation -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def summarise(self, outputs: np.ndarray, labels: np.ndarray,
+                  class_names: Sequence[str]) -> dict[str, Any]:
+        """The JSON-ready metrics of outputs against labels."""
+
+    @abc.abstractmethod
+    def headline(self, metrics: dict[str, Any]) -> str:
+        """One line of the most telling numbers of :meth:`summarise`'s result."""
+
+    @abc.abstractmethod
+    def write_artifacts(self, metrics: dict[str, Any], predictions: Predictions,
+                        class_names: Sequence[str], out_dir: str | os.PathLike) -> dict[str, Path]:
+        """The evaluation figures, as PNG files in ``out_dir``."""
+
+    # ---- serving ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def serving_outputs(self, outputs: tf.Tensor, class_names: tf.Tensor,
+                        top_k: int) -> dict[str, tf.Tensor]:
+        """The SavedModel's outputs, computed from the model's outputs."""

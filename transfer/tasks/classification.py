@@ -1,0 +1,163 @@
+"""Image classification: class-folder data, a pooled head, cross-entropy, top-1/top-5 metrics,
+a confusion matrix and top-k serving outputs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from transfer import data as data_lib
+from transfer import plots
+from transfer.errors import DataError
+from transfer.model import build_classifier, feature_model, head_model
+from transfer.tasks.base import Predictions, Task
+
+if TYPE_CHECKING:
+    import keras
+
+    from transfer.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class ClassificationTask(Task):
+    """One label per image, from a folder of class sub-folders (or a CSV, or TFDS)."""
+
+    name = "classification"
+
+    def load_data(self, source, config, *, cache_dir=None, tfds_data_dir=None):
+        return data_lib.load_source(
+            source, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
+            min_per_class=config.min_per_class, drop_small_classes=config.drop_small_classes,
+            cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
+
+    def encode(self, labels, num_classes):
+        import tensorflow as tf
+
+        return tf.one_hot(tf.constant(list(labels), tf.int32), num_classes)
+
+    def loss_weights(self, config, split, num_classes):
+        counts = split.class_counts(num_classes)
+        ratio = data_lib.imbalance_ratio(counts)
+        use = config.class_weights == "on" or (
+            config.class_weights == "auto" and ratio > config.imbalance_threshold)
+        if not use:
+            return None
+        weights = data_lib.class_weights(counts)
+        log.info("class weights on (largest/smallest class = %.2f): %s", ratio,
+                 {k: round(v, 3) for k, v in weights.items()})
+        return weights
+
+    def build_model(self, config, *, num_classes, weights):
+        return build_classifier(
+            config.model, num_classes=num_classes, mode=config.mode,
+            image_size=config.image_size, weights=weights, dropout=config.dropout,
+            weight_decay=config.weight_decay, augment=config.augment, seed=config.seed)
+
+    def feature_split(self, model):
+        return feature_model(model), head_model(model)
+
+    def loss(self, config: TrainConfig) -> keras.losses.Loss:
+        import keras
+
+        return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+    def metrics(self, num_classes: int) -> list:
+        import keras
+
+        return [keras.metrics.CategoricalAccuracy(name="accuracy"),
+                keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes),
+                                                      name="top5_accuracy")]
+
+    def summarise(self, outputs, labels, class_names):
+        return classification_metrics(outputs, labels, class_names)
+
+    def headline(self, metrics: dict[str, Any]) -> str:
+        loss = metrics["loss"]
+        return (f"top-1 accuracy {metrics['top1_accuracy']:.4f}, top-{metrics['top_k']} "
+                f"accuracy {metrics['top5_accuracy']:.4f}, loss "
+                + (f"{loss:.4f}" if loss is not None else "nan"))
+
+    def write_artifacts(self, metrics, predictions: Predictions, class_names,
+                        out_dir: str | os.PathLike) -> dict[str, Path]:
+        """``confusion_matrix.png`` and ``mistakes.png`` (the most confident mistakes)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"confusion_matrix": out / "confusion_matrix.png",
+                   "mistakes": out / "mistakes.png"}
+        plots.save_figure(plots.confusion_figure(metrics["confusion_matrix"], class_names),
+                          written["confusion_matrix"])
+        plots.save_figure(plots.mistakes_figure(predictions.outputs, predictions.labels,
+                                                predictions.paths, class_names),
+                          written["mistakes"])
+        return written
+
+    def serving_outputs(self, outputs, class_names, top_k):
+        import tensorflow as tf
+
+        scores, indices = tf.math.top_k(outputs, k=top_k)
+        return {"probabilities": outputs, "top_scores": scores, "top_indices": indices,
+                "top_classes": tf.gather(class_names, indices)}
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
+                           class_names: Sequence[str]) -> dict:
+    """Metrics of predicted class probabilities against integer labels.
+
+    Returns a JSON-ready dict: ``loss`` (mean cross-entropy), ``top1_accuracy``,
+    ``top5_accuracy`` (top-k with k = min(5, classes)), ``top1_error``, ``top5_error``,
+    ``per_class`` precision/recall/F1/support, ``macro`` and ``weighted`` averages, and the
+    ``confusion_matrix`` (rows: true class, columns: predicted class).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n, k = probabilities.shape
+    if n == 0:
+        raise DataError("no samples to evaluate")
+    eps = 1e-12
+    loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(n), labels], eps, 1.0))))
+    predicted = probabilities.argmax(axis=1)
+    top_k = min(5, k)
+    top_idx = np.argsort(-probabilities, axis=1)[:, :top_k]
+    top1 = float(np.mean(predicted == labels))
+    top5 = float(np.mean((top_idx == labels[:, None]).any(axis=1)))
+
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    for i, name in enumerate(class_names):
+        tp = confusion[i, i]
+        predicted_i = confusion[:, i].sum()
+        support = confusion[i, :].sum()
+        precision = tp / predicted_i if predicted_i else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall),
+                           "f1": float(f1), "support": int(support)}
+    supports = np.array([c["support"] for c in per_class.values()], dtype=np.float64)
+
+    def average(key: str, weights: np.ndarray | None) -> float:
+        values = np.array([c[key] for c in per_class.values()])
+        if weights is None:
+            return float(values.mean())
+        return float((values * weights).sum() / weights.sum()) if weights.sum() else 0.0
+
+    return {
+        "samples": int(n),
+        "loss": loss if math.isfinite(loss) else None,
+        "top1_accuracy": top1,
+        "top5_accuracy": top5,
+        "top1_error": 1.0 - top1,
+        "top5_error": 1.0 - top5,
+        "top_k": top_k,
+        "per_class": per_class,
+        "macro": {key: average(key, None) for key in ("precision", "recall", "f1")},
+        "weighted": {key: average(key, supports) for key in ("precision", "recall", "f1")},
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(class_names),
+    }
