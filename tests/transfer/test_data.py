@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from transfer import data as data_lib
+from transfer.data import checks
 from transfer.data import (
     NOTE_16BIT,
     NOTE_ALPHA,
@@ -231,13 +232,13 @@ def test_data_dir_is_left_untouched(loaded, messy):
 def test_second_run_reuses_the_cached_checks(loaded, messy, monkeypatch):
     folder, _, cache = loaded
     assert folder.report.from_cache == 0
-    check_one = data_lib._check_one
+    check_one = checks._check_one
 
     def only_empty_files(entry, image_dir):  # an empty file is never worth caching
         assert entry[1] == 0, f"checked {entry[0]} again"
         return check_one(entry, image_dir)
 
-    monkeypatch.setattr(data_lib, "_check_one", only_empty_files)
+    monkeypatch.setattr(checks, "_check_one", only_empty_files)
     again = load_image_folder(messy, cache_dir=cache, val_split=0.25)
     assert again.report.from_cache == sum(USABLE.values()) + 3  # all but the empty file
     assert again.train == folder.train and again.report.skipped == folder.report.skipped
