@@ -34,16 +34,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from transfer.data.reports import (
-    NOTE_16BIT,
-    NOTE_ALPHA,
-    NOTE_ANIMATION,
-    NOTE_CMYK,
-    NOTE_EXIF,
-    NOTE_GRAY,
-    NOTE_OTHER_MODE,
-    NOTE_PALETTE,
-    NOTE_PNG_END,
-    NOTE_SUFFIX,
     SKIP_CORRUPT,
     SKIP_EMPTY,
     SKIP_NOT_IMAGE,
@@ -53,6 +43,18 @@ from transfer.data.reports import (
 )
 
 log = logging.getLogger(__name__)
+
+# What normalisation did to usable files: the keys of DataReport.notes.
+NOTE_EXIF = "EXIF orientation applied"
+NOTE_ALPHA = "transparency composited on white"
+NOTE_16BIT = "16-bit scaled to 8-bit"
+NOTE_CMYK = "CMYK converted to RGB"
+NOTE_GRAY = "grayscale expanded to RGB"
+NOTE_PALETTE = "palette expanded to RGB"
+NOTE_OTHER_MODE = "other colour mode converted to RGB"
+NOTE_ANIMATION = "first frame of an animation"
+NOTE_SUFFIX = "suffix does not match content"
+NOTE_PNG_END = "PNG without its end chunk"
 
 #: Formats Pillow may identify a file as (JPEG includes MPO, the multi-picture JPEG of many
 #: phones); anything else is "not an image". Limiting the list keeps Pillow from taking random

@@ -2,7 +2,8 @@
 
 A report lists usable images per class and split, every skipped file with its reason (the
 ``SKIP_*`` strings) and how many usable files each normalisation touched (the ``NOTE_*``
-strings). :func:`class_weights` and :func:`imbalance_ratio` read the class counts.
+strings of :mod:`transfer.data.checks`). :func:`class_weights` and :func:`imbalance_ratio`
+read the class counts.
 """
 
 from __future__ import annotations
@@ -29,18 +30,6 @@ SKIP_TOO_LARGE = "too large"
 SKIP_UNREADABLE = "unreadable"
 SKIP_MISSING = "missing"
 SKIP_DUPLICATE = "listed twice"
-
-# What normalisation did to usable files: the keys of DataReport.notes.
-NOTE_EXIF = "EXIF orientation applied"
-NOTE_ALPHA = "transparency composited on white"
-NOTE_16BIT = "16-bit scaled to 8-bit"
-NOTE_CMYK = "CMYK converted to RGB"
-NOTE_GRAY = "grayscale expanded to RGB"
-NOTE_PALETTE = "palette expanded to RGB"
-NOTE_OTHER_MODE = "other colour mode converted to RGB"
-NOTE_ANIMATION = "first frame of an animation"
-NOTE_SUFFIX = "suffix does not match content"
-NOTE_PNG_END = "PNG without its end chunk"
 
 
 @dataclasses.dataclass
