@@ -31,6 +31,7 @@ from transfer.data import (
     SKIP_SYSTEM,
     SKIP_TRUNCATED,
     DataReport,
+    list_image_files,
     load_image_folder,
     load_normalized,
     load_source,
@@ -376,6 +377,28 @@ def test_bad_sources_and_arguments(tmp_path):
         load_source(tmp_path / "notes.txt")
     with pytest.raises(ConfigError, match="test_split"):
         load_image_folder(tmp_path, val_split=0.5, test_split=0.5)
+
+
+def test_prediction_and_viz_list_a_folder_as_training_does(tmp_path, monkeypatch):
+    from transfer.predict import DECODABLE_SUFFIXES, expand_inputs
+    from transfer.viz.common import list_images
+
+    root = tmp_path / "photos"
+    for rel in ("cat/a.jpg", "cat/B.PNG", "cat b/c.png", "dog/sub/d.webp", "dog/notes.txt",
+                "top.gif", ".thumbnails/t.jpg", "__MACOSX/cat/._a.jpg", "cat/.e.jpg",
+                "cat/Thumbs.db"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")  # listing opens nothing
+    images = [str(root / rel) for rel in ("cat b/c.png", "cat/B.PNG", "cat/a.jpg", "top.gif")]
+    decodable = [*images[:3], str(root / "dog" / "sub" / "d.webp"), images[3]]
+    assert list_image_files(root) == images
+    assert list_image_files(root, suffixes=DECODABLE_SUFFIXES) == decodable
+    assert expand_inputs([f"{root}/"]) == decodable
+    assert list_images(root) == (images, ["cat b", "cat", "cat", None])
+    monkeypatch.chdir(root / "cat")
+    assert expand_inputs(["."]) == ["B.PNG", "a.jpg"]
+    with pytest.raises(DataError, match="does not exist or is not a folder"):
+        list_image_files(root / "top.gif")
 
 
 @pytest.mark.skipif("data_report" not in Path(__file__).parents[2].joinpath(

@@ -9,7 +9,7 @@ One module per step, each importing only the ones before it:
 - :mod:`~transfer.data.splits`: :class:`Split`, :class:`ImageFolderData` and the seeded,
   stratified split of checked files.
 - :mod:`~transfer.data.sources`: image folders, CSV files and TFDS datasets
-  (:func:`load_source`), and :func:`list_images`, the one folder walk for image files.
+  (:func:`load_source`), and :func:`list_image_files`, the one walk of a folder for images.
 - :mod:`~transfer.data.pipelines`: decode, orient and resize into ``tf.data`` datasets
   (:func:`make_dataset`), the ops the exported model runs too.
 
@@ -63,6 +63,7 @@ from transfer.data.sources import (
     SYSTEM_FILES,
     SYSTEM_FOLDERS,
     TFDS_PREFIX,
+    list_image_files,
     load_csv,
     load_image_folder,
     load_source,
@@ -88,7 +89,7 @@ __all__ = [
     "SKIP_OUTSIDE", "SKIP_SYSTEM", "SKIP_TOO_LARGE", "SKIP_TRUNCATED", "SKIP_UNREADABLE",
     "DataReport", "ImageFolderData", "Split",
     "check_files", "class_weights", "decode_and_resize", "decode_rgb", "default_cache_dir",
-    "default_workers", "image_dataset", "imbalance_ratio", "load_csv",
+    "default_workers", "image_dataset", "imbalance_ratio", "list_image_files", "load_csv",
     "load_image_folder", "load_normalized", "load_source", "load_tfds", "make_dataset",
     "orient_image", "resize_images", "scan_class_folders", "split_loader",
 ]

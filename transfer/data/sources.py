@@ -4,7 +4,7 @@ Sources (:func:`load_source`): an image folder (one sub-folder per class, or ``t
 ``val/`` and ``test/`` folders laid out that way), a CSV file of ``path,label`` rows, or a
 TensorFlow Datasets dataset already prepared on disk (``tfds:NAME``). Hidden and system files
 and folders (``.DS_Store``, ``Thumbs.db``, ``__MACOSX``...) are never images; listing leaves
-them out, and :func:`list_images` is the one place that walks a folder for image files.
+them out, and :func:`list_image_files` is the one place that walks a folder for image files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from transfer.data.checks import _Entry, _stat_entry, _usable_cache_dir, default_workers
 from transfer.data.reports import (
@@ -57,9 +57,12 @@ def _is_system_folder(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 
 
-def _walk_files(folder: str) -> tuple[list[_Entry], list[tuple[str, str]]]:
-    """Every file under ``folder`` (sorted by path) and the hidden/system ones left out."""
-    files: list[_Entry] = []
+def _walk(folder: str) -> tuple[list[os.DirEntry], list[tuple[str, str]]]:
+    """Every file under ``folder`` (unsorted) and the hidden/system ones left out (sorted).
+
+    Symlinked folders are followed, each folder once.
+    """
+    files: list[os.DirEntry] = []
     skipped: list[tuple[str, str]] = []
     stack = [folder]
     seen: set[tuple[int, int]] = set()  # (device, inode): symlinked folders can form loops
@@ -91,10 +94,38 @@ def _walk_files(folder: str) -> tuple[list[_Entry], list[tuple[str, str]]]:
             elif _is_system(entry.name):
                 skipped.append((entry.path, SKIP_SYSTEM))
             else:
-                files.append(_stat_entry(entry.path, entry))
-    files.sort()
+                files.append(entry)
     skipped.sort()
     return files, skipped
+
+
+def _walk_files(folder: str) -> tuple[list[_Entry], list[tuple[str, str]]]:
+    """Every file under ``folder`` (sorted by path) and the hidden/system ones left out."""
+    files, skipped = _walk(folder)
+    return sorted(_stat_entry(entry.path, entry) for entry in files), skipped
+
+
+def list_image_files(folder: str | os.PathLike, *,
+                     suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[str]:
+    """The image files under ``folder``, recursively, sorted by path: the one folder walk.
+
+    Files are chosen as training lists them (hidden and system files and folders left out,
+    symlinked folders followed once), then by suffix (case-insensitive); nothing is opened.
+    Paths are joined as :mod:`pathlib` joins them (``./imgs/`` gives ``imgs/a.jpg``).
+
+    Args:
+        folder: the folder to search.
+        suffixes: lowercase suffixes, with the dot, of the files to keep.
+
+    Raises:
+        DataError: ``folder`` does not exist or is not a folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
+    files, _ = _walk(os.fspath(root))
+    return sorted(str(Path(entry.path)) for entry in files
+                  if Path(entry.name).suffix.lower() in suffixes)
 
 
 def _class_name(folder_name: str) -> str:
