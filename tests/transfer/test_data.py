@@ -401,8 +401,6 @@ def test_prediction_and_viz_list_a_folder_as_training_does(tmp_path, monkeypatch
         list_image_files(root / "top.gif")
 
 
-@pytest.mark.skipif("data_report" not in Path(__file__).parents[2].joinpath(
-    "transfer", "train.py").read_text(), reason="train does not write data_report.json yet")
 def test_train_on_the_messy_folder(messy, tmp_path, monkeypatch):
     import transfer
 
