@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from transfer.data import IMAGE_SUFFIXES
+from transfer.data import IMAGE_SUFFIXES, list_image_files
 from transfer.errors import DataError, RunDirError
 from transfer.rundir import InputContract, RunDir, load_keras_model
 from transfer.serving import ServingFunctions
@@ -156,7 +156,11 @@ def _reason(exc: Exception) -> str:
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[str]:
-    """Files, folders (searched recursively for images) and glob patterns, in a stable order."""
+    """Files, folders (searched recursively for images) and glob patterns, in a stable order.
+
+    Folders are listed as training lists them (:func:`transfer.data.list_image_files`: hidden
+    and system files left out), keeping files with a :data:`DECODABLE_SUFFIXES` suffix.
+    """
     paths: list[str] = []
     for item in inputs:
         if any(ch in item for ch in "*?[") and not Path(item).exists():
@@ -165,9 +169,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
                 raise DataError(f"no file matches {item!r}")
             paths.extend(m for m in matches if Path(m).is_file())
         elif Path(item).is_dir():
-            paths.extend(sorted(str(p) for p in Path(item).rglob("*")
-                                if p.is_file() and p.suffix.lower() in DECODABLE_SUFFIXES
-                                and not p.name.startswith(".")))
+            paths.extend(list_image_files(item, suffixes=DECODABLE_SUFFIXES))
         elif Path(item).is_file():
             paths.append(item)
         else:

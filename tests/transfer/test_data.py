@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from transfer import data as data_lib
+from transfer.data import checks
 from transfer.data import (
     NOTE_16BIT,
     NOTE_ALPHA,
@@ -30,6 +31,7 @@ from transfer.data import (
     SKIP_SYSTEM,
     SKIP_TRUNCATED,
     DataReport,
+    list_image_files,
     load_image_folder,
     load_normalized,
     load_source,
@@ -231,13 +233,13 @@ def test_data_dir_is_left_untouched(loaded, messy):
 def test_second_run_reuses_the_cached_checks(loaded, messy, monkeypatch):
     folder, _, cache = loaded
     assert folder.report.from_cache == 0
-    check_one = data_lib._check_one
+    check_one = checks._check_one
 
     def only_empty_files(entry, image_dir):  # an empty file is never worth caching
         assert entry[1] == 0, f"checked {entry[0]} again"
         return check_one(entry, image_dir)
 
-    monkeypatch.setattr(data_lib, "_check_one", only_empty_files)
+    monkeypatch.setattr(checks, "_check_one", only_empty_files)
     again = load_image_folder(messy, cache_dir=cache, val_split=0.25)
     assert again.report.from_cache == sum(USABLE.values()) + 3  # all but the empty file
     assert again.train == folder.train and again.report.skipped == folder.report.skipped
@@ -377,8 +379,28 @@ def test_bad_sources_and_arguments(tmp_path):
         load_image_folder(tmp_path, val_split=0.5, test_split=0.5)
 
 
-@pytest.mark.skipif("data_report" not in Path(__file__).parents[2].joinpath(
-    "transfer", "train.py").read_text(), reason="train does not write data_report.json yet")
+def test_prediction_and_viz_list_a_folder_as_training_does(tmp_path, monkeypatch):
+    from transfer.predict import DECODABLE_SUFFIXES, expand_inputs
+    from transfer.viz.common import list_images
+
+    root = tmp_path / "photos"
+    for rel in ("cat/a.jpg", "cat/B.PNG", "cat b/c.png", "dog/sub/d.webp", "dog/notes.txt",
+                "top.gif", ".thumbnails/t.jpg", "__MACOSX/cat/._a.jpg", "cat/.e.jpg",
+                "cat/Thumbs.db"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")  # listing opens nothing
+    images = [str(root / rel) for rel in ("cat b/c.png", "cat/B.PNG", "cat/a.jpg", "top.gif")]
+    decodable = [*images[:3], str(root / "dog" / "sub" / "d.webp"), images[3]]
+    assert list_image_files(root) == images
+    assert list_image_files(root, suffixes=DECODABLE_SUFFIXES) == decodable
+    assert expand_inputs([f"{root}/"]) == decodable
+    assert list_images(root) == (images, ["cat b", "cat", "cat", None])
+    monkeypatch.chdir(root / "cat")
+    assert expand_inputs(["."]) == ["B.PNG", "a.jpg"]
+    with pytest.raises(DataError, match="does not exist or is not a folder"):
+        list_image_files(root / "top.gif")
+
+
 def test_train_on_the_messy_folder(messy, tmp_path, monkeypatch):
     import transfer
 

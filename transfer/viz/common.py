@@ -529,20 +529,17 @@ def load_images(paths: Sequence[str | os.PathLike], image_size: int) -> np.ndarr
 
 
 def list_images(root: str | os.PathLike) -> tuple[list[str], list[str | None]]:
-    """Image files under a folder, recursively, with their class (first sub-folder) if any."""
-    from transfer.data import IMAGE_SUFFIXES
+    """Image files under a folder, recursively, with their class (first sub-folder) if any.
+
+    The files are :func:`transfer.data.list_image_files`'s: sorted, hidden and system files left
+    out, as training lists them.
+    """
+    from transfer.data import IMAGE_SUFFIXES, list_image_files
 
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
-    paths, labels = [], []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if (not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES
-                or any(part.startswith(".") for part in rel.parts)):
-            continue
-        paths.append(str(path))
-        labels.append(rel.parts[0] if len(rel.parts) > 1 else None)
+    paths = list_image_files(root)
+    labels = [rel.parts[0] if len(rel.parts) > 1 else None
+              for rel in (Path(path).relative_to(root) for path in paths)]
     if not paths:
         raise DataError(f"data folder {str(root)!r} holds no images "
                         f"({', '.join(IMAGE_SUFFIXES)})")

@@ -1,0 +1,95 @@
+"""Image sources into checked, seeded, stratified splits and ``tf.data`` pipelines.
+
+One module per step, each importing only the ones before it:
+
+- :mod:`~transfer.data.reports`: :class:`DataReport` (what checking found, every skipped file
+  with its reason) and class balance (:func:`class_weights`, :func:`imbalance_ratio`).
+- :mod:`~transfer.data.checks`: every file decoded once by Pillow in a thread pool, results
+  cached in SQLite, and the normalised pixels of an image (:func:`load_normalized`).
+- :mod:`~transfer.data.splits`: :class:`Split`, :class:`ImageFolderData` and the seeded,
+  stratified split of checked files.
+- :mod:`~transfer.data.sources`: image folders, CSV files and TFDS datasets
+  (:func:`load_source`), and :func:`list_image_files`, the one walk of a folder for images.
+- :mod:`~transfer.data.pipelines`: decode, orient and resize into ``tf.data`` datasets
+  (:func:`make_dataset`), the ops the exported model runs too.
+
+Every public name is importable from ``transfer.data`` itself.
+"""
+
+from transfer.data.checks import (
+    CHECK_VERSION,
+    NOTE_16BIT,
+    NOTE_ALPHA,
+    NOTE_ANIMATION,
+    NOTE_CMYK,
+    NOTE_EXIF,
+    NOTE_GRAY,
+    NOTE_OTHER_MODE,
+    NOTE_PALETTE,
+    NOTE_PNG_END,
+    NOTE_SUFFIX,
+    PILLOW_FORMATS,
+    check_files,
+    default_cache_dir,
+    default_workers,
+    load_normalized,
+)
+from transfer.data.pipelines import (
+    decode_and_resize,
+    decode_rgb,
+    image_dataset,
+    make_dataset,
+    orient_image,
+    resize_images,
+    split_loader,
+)
+from transfer.data.reports import (
+    SKIP_CORRUPT,
+    SKIP_DUPLICATE,
+    SKIP_EMPTY,
+    SKIP_MISSING,
+    SKIP_NOT_IMAGE,
+    SKIP_OUTSIDE,
+    SKIP_SYSTEM,
+    SKIP_TOO_LARGE,
+    SKIP_TRUNCATED,
+    SKIP_UNREADABLE,
+    DataReport,
+    class_weights,
+    imbalance_ratio,
+)
+from transfer.data.sources import (
+    IMAGE_SUFFIXES,
+    SYSTEM_FILES,
+    SYSTEM_FOLDERS,
+    TFDS_PREFIX,
+    list_image_files,
+    load_csv,
+    load_image_folder,
+    load_source,
+    load_tfds,
+    scan_class_folders,
+)
+from transfer.data.splits import (
+    DEFAULT_MIN_PER_CLASS,
+    SPLIT_FOLDERS,
+    ImageFolderData,
+    Split,
+)
+
+# Private helpers that benchmarks/bench_data.py calls directly, to time checking batch by batch.
+from transfer.data.checks import _BATCH, _check_batch, _stat_entry  # noqa: F401, E402
+
+__all__ = [
+    "CHECK_VERSION", "DEFAULT_MIN_PER_CLASS", "IMAGE_SUFFIXES", "PILLOW_FORMATS",
+    "SPLIT_FOLDERS", "SYSTEM_FILES", "SYSTEM_FOLDERS", "TFDS_PREFIX",
+    "NOTE_16BIT", "NOTE_ALPHA", "NOTE_ANIMATION", "NOTE_CMYK", "NOTE_EXIF", "NOTE_GRAY",
+    "NOTE_OTHER_MODE", "NOTE_PALETTE", "NOTE_PNG_END", "NOTE_SUFFIX",
+    "SKIP_CORRUPT", "SKIP_DUPLICATE", "SKIP_EMPTY", "SKIP_MISSING", "SKIP_NOT_IMAGE",
+    "SKIP_OUTSIDE", "SKIP_SYSTEM", "SKIP_TOO_LARGE", "SKIP_TRUNCATED", "SKIP_UNREADABLE",
+    "DataReport", "ImageFolderData", "Split",
+    "check_files", "class_weights", "decode_and_resize", "decode_rgb", "default_cache_dir",
+    "default_workers", "image_dataset", "imbalance_ratio", "list_image_files", "load_csv",
+    "load_image_folder", "load_normalized", "load_source", "load_tfds", "make_dataset",
+    "orient_image", "resize_images", "scan_class_folders", "split_loader",
+]

@@ -1,0 +1,156 @@
+"""What checking a data source found: :class:`DataReport`, and class balance.
+
+A report lists usable images per class and split, every skipped file with its reason (the
+``SKIP_*`` strings) and how many usable files each normalisation touched (the ``NOTE_*``
+strings of :mod:`transfer.data.checks`). :func:`class_weights` and :func:`imbalance_ratio`
+read the class counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from transfer.errors import DataError
+
+# Why a file was skipped: the keys of DataReport.reason_counts.
+SKIP_SYSTEM = "system or hidden file"
+SKIP_OUTSIDE = "outside class folders"
+SKIP_EMPTY = "empty file"
+SKIP_NOT_IMAGE = "not an image"
+SKIP_TRUNCATED = "truncated"
+SKIP_CORRUPT = "corrupt image"
+SKIP_TOO_LARGE = "too large"
+SKIP_UNREADABLE = "unreadable"
+SKIP_MISSING = "missing"
+SKIP_DUPLICATE = "listed twice"
+
+
+@dataclasses.dataclass
+class DataReport:
+    """What checking a data source found: usable images per class, and every skipped file.
+
+    Attributes:
+        source: the folder, CSV file or ``tfds:NAME`` that was checked.
+        root: the folder that relative paths in the summary are relative to.
+        class_counts: usable images per kept class, in label order.
+        split_counts: usable images per class in each split (``train``, ``val``, ``test``).
+        skipped: ``(path, reason)`` of every file left out, in listing order.
+        dropped_classes: class name -> why it was left out.
+        notes: how many usable files each normalisation touched (EXIF orientation, ...).
+        files_checked: files found (usable or not).
+        from_cache: files whose check result came from the cache.
+        seconds: wall time of listing and checking.
+    """
+
+    source: str
+    root: str = ""
+    class_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    split_counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    dropped_classes: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: dict[str, int] = dataclasses.field(default_factory=dict)
+    files_checked: int = 0
+    from_cache: int = 0
+    seconds: float = 0.0
+
+    @property
+    def usable(self) -> int:
+        return sum(self.class_counts.values())
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        return dict(collections.Counter(reason for _, reason in self.skipped).most_common())
+
+    @property
+    def imbalance_ratio(self) -> float:
+        return imbalance_ratio(list(self.class_counts.values()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "root": self.root,
+            "usable": self.usable,
+            "files_checked": self.files_checked,
+            "from_cache": self.from_cache,
+            "seconds": round(self.seconds, 3),
+            "class_counts": self.class_counts,
+            "imbalance_ratio": round(self.imbalance_ratio, 4),
+            "split_counts": self.split_counts,
+            "reason_counts": self.reason_counts,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "dropped_classes": self.dropped_classes,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataReport:
+        return cls(source=data["source"], root=data.get("root", ""),
+                   class_counts=dict(data["class_counts"]),
+                   split_counts={k: dict(v) for k, v in data["split_counts"].items()},
+                   skipped=[(s["path"], s["reason"]) for s in data["skipped"]],
+                   dropped_classes=dict(data["dropped_classes"]), notes=dict(data["notes"]),
+                   files_checked=data["files_checked"], from_cache=data["from_cache"],
+                   seconds=data["seconds"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the report as JSON (``RUN_DIR/data_report.json``)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DataReport:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def summary(self, max_paths: int = 5) -> str:
+        """A few lines for the terminal: counts per class and per reason, the first paths."""
+        lines = [f"{self.usable} usable image(s) in {len(self.class_counts)} class(es) from "
+                 f"{self.source} ({self.files_checked} file(s) checked, {self.from_cache} from "
+                 f"cache, {self.seconds:.1f} s)"]
+        if self.class_counts:
+            counts = ", ".join(f"{name} {n}" for name, n in self.class_counts.items())
+            lines.append(f"  classes: {counts} (largest/smallest {self.imbalance_ratio:.2f})")
+        for name, why in self.dropped_classes.items():
+            lines.append(f"  dropped class {name!r}: {why}")
+        if self.skipped:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in self.reason_counts.items())
+            lines.append(f"  skipped {len(self.skipped)} file(s): {reasons}")
+            for path, reason in self.skipped[:max_paths]:
+                lines.append(f"    {self._short(path)}: {reason}")
+            if len(self.skipped) > max_paths:
+                lines.append(f"    ... and {len(self.skipped) - max_paths} more "
+                             f"(the JSON report lists them all)")
+        if self.notes:
+            lines.append("  normalised: " + ", ".join(f"{n} {note}"
+                                                      for note, n in self.notes.items()))
+        return "\n".join(lines)
+
+    def _short(self, path: str) -> str:
+        try:
+            return os.path.relpath(path, self.root) if self.root else path
+        except ValueError:
+            return path
+
+
+def _error(message: str, report: DataReport) -> DataError:
+    """A DataError carrying the report, so ``zoo data check --json`` can still print it."""
+    error = DataError(message)
+    error.report = report  # type: ignore[attr-defined]
+    return error
+
+
+def class_weights(counts: Sequence[int]) -> dict[int, float]:
+    """Inverse-frequency weights, normalised so that the average weight per sample is 1."""
+    counts_arr = np.asarray(counts, dtype=np.float64)
+    total, k = counts_arr.sum(), len(counts_arr)
+    return {i: float(total / (k * c)) if c else 0.0 for i, c in enumerate(counts_arr)}
+
+
+def imbalance_ratio(counts: Sequence[int]) -> float:
+    nonzero = [c for c in counts if c]
+    return max(nonzero) / min(nonzero) if nonzero else 1.0

@@ -1,0 +1,423 @@
+"""Data sources: image folders, CSV files and TensorFlow Datasets, listed and loaded.
+
+Sources (:func:`load_source`): an image folder (one sub-folder per class, or ``train/``,
+``val/`` and ``test/`` folders laid out that way), a CSV file of ``path,label`` rows, or a
+TensorFlow Datasets dataset already prepared on disk (``tfds:NAME``). Hidden and system files
+and folders (``.DS_Store``, ``Thumbs.db``, ``__MACOSX``...) are never images; listing leaves
+them out, and :func:`list_image_files` is the one place that walks a folder for image files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any, Sequence
+
+from transfer.data.checks import _Entry, _stat_entry, _usable_cache_dir, default_workers
+from transfer.data.reports import (
+    SKIP_DUPLICATE,
+    SKIP_MISSING,
+    SKIP_OUTSIDE,
+    SKIP_SYSTEM,
+    SKIP_UNREADABLE,
+)
+from transfer.data.splits import (
+    _LOAD_DEFAULTS,
+    DEFAULT_MIN_PER_CLASS,
+    SPLIT_FOLDERS,
+    ImageFolderData,
+    _assemble,
+    _Options,
+    _options,
+)
+from transfer.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})
+SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "$recycle.bin", "system volume information"})
+
+
+# ---- listing --------------------------------------------------------------------------------
+
+def _is_system(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
+def _is_system_folder(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
+
+
+def _walk(folder: str) -> tuple[list[os.DirEntry], list[tuple[str, str]]]:
+    """Every file under ``folder`` (unsorted) and the hidden/system ones left out (sorted).
+
+    Symlinked folders are followed, each folder once.
+    """
+    files: list[os.DirEntry] = []
+    skipped: list[tuple[str, str]] = []
+    stack = [folder]
+    seen: set[tuple[int, int]] = set()  # (device, inode): symlinked folders can form loops
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as exc:
+            log.debug("cannot list %s: %s", current, exc)
+            skipped.append((current, SKIP_UNREADABLE))
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if _is_system_folder(entry.name):
+                    skipped.append((entry.path, SKIP_SYSTEM))
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError:
+                    skipped.append((entry.path, SKIP_UNREADABLE))
+                    continue
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    stack.append(entry.path)
+            elif _is_system(entry.name):
+                skipped.append((entry.path, SKIP_SYSTEM))
+            else:
+                files.append(entry)
+    skipped.sort()
+    return files, skipped
+
+
+def _walk_files(folder: str) -> tuple[list[_Entry], list[tuple[str, str]]]:
+    """Every file under ``folder`` (sorted by path) and the hidden/system ones left out."""
+    files, skipped = _walk(folder)
+    return sorted(_stat_entry(entry.path, entry) for entry in files), skipped
+
+
+def list_image_files(folder: str | os.PathLike, *,
+                     suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[str]:
+    """The image files under ``folder``, recursively, sorted by path: the one folder walk.
+
+    Files are chosen as training lists them (hidden and system files and folders left out,
+    symlinked folders followed once), then by suffix (case-insensitive); nothing is opened.
+    Paths are joined as :mod:`pathlib` joins them (``./imgs/`` gives ``imgs/a.jpg``).
+
+    Args:
+        folder: the folder to search.
+        suffixes: lowercase suffixes, with the dot, of the files to keep.
+
+    Raises:
+        DataError: ``folder`` does not exist or is not a folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
+    files, _ = _walk(os.fspath(root))
+    return sorted(str(Path(entry.path)) for entry in files
+                  if Path(entry.name).suffix.lower() in suffixes)
+
+
+def _class_name(folder_name: str) -> str:
+    # macOS stores names decomposed (NFD); the class name should not depend on that.
+    return unicodedata.normalize("NFC", folder_name)
+
+
+def _list_classes(root: Path, pool: concurrent.futures.Executor
+                  ) -> tuple[dict[str, list[_Entry]], list[tuple[str, str]]]:
+    """Class folder name -> its files; root-level files and system folders are skipped."""
+    if not root.is_dir():
+        raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
+    class_dirs: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    for entry in sorted(os.scandir(root), key=lambda e: _class_name(e.name)):
+        if entry.is_dir():
+            if _is_system_folder(entry.name):
+                skipped.append((entry.path, SKIP_SYSTEM))
+            else:
+                class_dirs.append((_class_name(entry.name), entry.path))
+        else:
+            skipped.append((entry.path, SKIP_SYSTEM if _is_system(entry.name) else SKIP_OUTSIDE))
+    classes: dict[str, list[_Entry]] = {}
+    for (name, _), (files, hidden) in zip(class_dirs,
+                                          pool.map(_walk_files, [d for _, d in class_dirs])):
+        classes.setdefault(name, []).extend(files)
+        skipped.extend(hidden)
+    for files in classes.values():
+        files.sort()  # two folders may share a name once normalised to NFC
+    return classes, skipped
+
+
+def scan_class_folders(root: Path) -> dict[str, list[str]]:
+    """Map each class folder name to its files with an image suffix (sorted, hidden skipped).
+
+    A quick listing without checking; :func:`load_image_folder` checks every file instead.
+    """
+    with concurrent.futures.ThreadPoolExecutor(default_workers()) as pool:
+        classes, _ = _list_classes(Path(root), pool)
+    return {name: [e[0] for e in entries if Path(e[0]).suffix.lower() in IMAGE_SUFFIXES]
+            for name, entries in classes.items()}
+
+
+def _is_presplit(root: Path) -> bool:
+    """``train/`` beside ``val/`` or ``test/``, with class folders inside ``train/``."""
+    train = root / "train"
+    if not train.is_dir() or not ((root / "val").is_dir() or (root / "test").is_dir()):
+        return False
+    return any(e.is_dir() and not _is_system_folder(e.name) for e in os.scandir(train))
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+def load_image_folder(data_dir: str | os.PathLike, *, val_split: float = 0.2, seed: int = 42,
+                      test_split: float = 0.0, min_per_class: int = DEFAULT_MIN_PER_CLASS,
+                      drop_small_classes: bool = False,
+                      cache_dir: str | os.PathLike | None = None, workers: int | None = None,
+                      dry_run: bool = False) -> ImageFolderData:
+    """Discover, check and split the images under ``data_dir``.
+
+    ``data_dir`` holds one sub-folder per class, or ``train/`` with ``val/`` and/or ``test/``
+    laid out that way (a missing ``val/`` is drawn from ``train/`` with ``val_split``; a missing
+    ``test/`` too when ``test_split`` > 0). Otherwise each class is split with a seeded,
+    stratified draw: ``val_split`` and ``test_split`` of its images.
+
+    Args:
+        data_dir: the folder.
+        val_split: fraction of each class held out for validation.
+        seed: fixes the split.
+        test_split: fraction of each class held out for testing (0: no test split).
+        min_per_class: fewest usable images a class may have (in ``train/`` when pre-split).
+        drop_small_classes: leave classes below ``min_per_class`` out with a warning instead of
+            failing.
+        cache_dir: where check results and normalised images are kept (default
+            :func:`default_cache_dir`).
+        workers: threads for listing and checking (default :func:`default_workers`).
+        dry_run: check and report only; write no normalised images.
+
+    Returns:
+        The splits, with the :class:`DataReport` as ``.report``.
+
+    Raises:
+        DataError: the folder is missing, has fewer than two classes with usable images, a
+            class is below ``min_per_class`` (without ``drop_small_classes``), or a split is
+            empty. ``error.report`` holds the report.
+    """
+    options = _options(val_split, test_split, seed, min_per_class, drop_small_classes,
+                       cache_dir, workers, dry_run)
+    return _load_folder(Path(data_dir), str(data_dir), options)
+
+
+def _load_folder(root: Path, source: str, options: _Options) -> ImageFolderData:
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(options.workers or default_workers()) as pool:
+        if root.is_dir() and _is_presplit(root):
+            groups: dict[str, dict[str, list[_Entry]]] = {}
+            skipped: list[tuple[str, str]] = []
+            for entry in sorted(os.scandir(root), key=lambda e: e.name):
+                if entry.is_dir() and entry.name in SPLIT_FOLDERS:
+                    groups[entry.name], more = _list_classes(Path(entry.path), pool)
+                    skipped += more
+                elif _is_system(entry.name) or (entry.is_dir()
+                                                and _is_system_folder(entry.name)):
+                    skipped.append((entry.path, SKIP_SYSTEM))
+                else:
+                    skipped.append((entry.path, SKIP_OUTSIDE))
+        else:
+            classes, skipped = _list_classes(root, pool)
+            groups = {"all": classes}
+        return _assemble(source, str(root), groups, skipped, options, pool, start)
+
+
+def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int = 42,
+             test_split: float = 0.0, min_per_class: int = DEFAULT_MIN_PER_CLASS,
+             drop_small_classes: bool = False, cache_dir: str | os.PathLike | None = None,
+             workers: int | None = None, dry_run: bool = False) -> ImageFolderData:
+    """Check and split the images listed in a CSV file of ``path,label`` rows.
+
+    A first row ``path,label`` is a header. Relative paths are relative to the CSV file's
+    folder. An optional third column ``split`` (``train``/``val``/``test``) fixes the split of
+    every row; otherwise the split is drawn as for a folder. Missing files and repeated paths
+    are skipped and reported. Arguments are those of :func:`load_image_folder`.
+    """
+    options = _options(val_split, test_split, seed, min_per_class, drop_small_classes,
+                       cache_dir, workers, dry_run)
+    csv_file = Path(csv_path)
+    start = time.perf_counter()
+    try:
+        with open(csv_file, newline="", encoding="utf-8-sig") as f:
+            rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1)
+                    if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read CSV file {str(csv_file)!r}: {exc}") from None
+    if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["path", "label"]:
+        rows = rows[1:]
+    with_split = bool(rows) and all(len(row) >= 3 and row[2].strip() for _, row in rows)
+    groups: dict[str, dict[str, list[_Entry]]] = {}
+    skipped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for line, row in rows:
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise DataError(f"{str(csv_file)}:{line}: expected 'path,label', got {row!r}")
+        path = str(csv_file.parent / row[0].strip())
+        split = row[2].strip().lower() if with_split else "all"
+        if split not in (*SPLIT_FOLDERS, "all"):
+            raise DataError(f"{str(csv_file)}:{line}: split must be one of {SPLIT_FOLDERS}, "
+                            f"got {row[2]!r}")
+        if path in seen:
+            skipped.append((path, SKIP_DUPLICATE))
+            continue
+        seen.add(path)
+        entry = _stat_entry(path)
+        if entry[1] < 0 and not os.path.lexists(path):
+            skipped.append((path, SKIP_MISSING))
+            continue
+        groups.setdefault(split, {}).setdefault(_class_name(row[1].strip()), []).append(entry)
+    if with_split and "train" not in groups:
+        raise DataError(f"{str(csv_file)!r} has a split column but no 'train' rows")
+    groups = {split: dict(sorted(classes.items())) for split, classes in groups.items()}
+    with concurrent.futures.ThreadPoolExecutor(workers or default_workers()) as pool:
+        return _assemble(str(csv_file), str(csv_file.parent), groups, skipped, options, pool,
+                         start)
+
+
+# ---- other sources --------------------------------------------------------------------------
+
+TFDS_PREFIX = "tfds:"
+
+
+def load_source(spec: str | os.PathLike, *, tfds_data_dir: str | os.PathLike | None = None,
+                **options: Any) -> ImageFolderData:
+    """Load a folder, a ``.csv`` file of ``path,label`` rows, or ``tfds:NAME[:VERSION]``.
+
+    ``options`` are those of :func:`load_image_folder`. For ``tfds:``, ``tfds_data_dir`` is
+    the local TFDS store (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+    """
+    text = os.fspath(spec)
+    if text.startswith(TFDS_PREFIX):
+        return load_tfds(text[len(TFDS_PREFIX):], data_dir=tfds_data_dir, **options)
+    path = Path(text)
+    if path.is_dir():
+        return load_image_folder(path, **options)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return load_csv(path, **options)
+    if path.is_file():
+        raise DataError(f"{text!r} is a file but not a .csv of 'path,label' rows; expected an "
+                        f"image folder, a CSV file or tfds:NAME")
+    raise DataError(f"data source {text!r} does not exist; expected an image folder, a CSV "
+                    f"file of 'path,label' rows, or tfds:NAME")
+
+
+def _tfds_builder_dir(name: str, data_dir: Path) -> Path:
+    """The prepared dataset's folder, found on disk only: nothing here touches the network."""
+    name, _, version = name.partition(":")
+    base = data_dir / name
+    infos = sorted(base.glob("**/dataset_info.json")) if name and base.is_dir() else []
+    if version:
+        infos = [p for p in infos if p.parent.name == version]
+
+    def version_key(p: Path) -> tuple:
+        return tuple(int(x) if x.isdigit() else -1 for x in p.parent.name.split("."))
+
+    if not infos:
+        raise DataError(
+            f"TFDS dataset {name + (':' + version if version else '')!r} is not prepared in "
+            f"{str(data_dir)!r} (no dataset_info.json under {str(base)!r}), and it is never "
+            f"downloaded here; on a machine with internet run 'tfds build {name} --data_dir "
+            f"DIR', copy DIR over, and pass it as the TFDS data dir (--tfds-data-dir or "
+            f"$TFDS_DATA_DIR)")
+    return max(infos, key=version_key).parent
+
+
+_TFDS_SPLITS = {"train": "train", "validation": "val", "valid": "val", "val": "val",
+                "test": "test"}
+
+
+def load_tfds(name: str, *, data_dir: str | os.PathLike | None = None,
+              cache_dir: str | os.PathLike | None = None, **options: Any) -> ImageFolderData:
+    """A TensorFlow Datasets dataset, prepared on disk beforehand, as a checked folder.
+
+    The dataset is found in ``data_dir`` by its files alone (``tfds.builder_from_directory``),
+    so offline it fails at once with a :class:`DataError` instead of retrying downloads. Its
+    ``train``/``validation``/``test`` splits are materialised once, as the original encoded
+    image files (no re-encoding), into ``CACHE_DIR/tfds/NAME/VERSION/<split>/<class>/``, and
+    that folder is loaded like any other (a missing validation split is drawn from train).
+    Class folders are the dataset's label names, so labels are in sorted-name order.
+    """
+    settings = _options(**{**_LOAD_DEFAULTS, **options, "cache_dir": cache_dir})
+    data_dir = Path(data_dir or os.environ.get("TFDS_DATA_DIR")
+                    or Path.home() / "tensorflow_datasets")
+    builder_dir = _tfds_builder_dir(name, data_dir)
+    cache_root = _usable_cache_dir(cache_dir)
+    out = cache_root / "tfds" / builder_dir.relative_to(data_dir)
+    if not _tfds_marker(out).is_file():
+        _materialise_tfds(builder_dir, out)
+    return _load_folder(out, TFDS_PREFIX + name,
+                        dataclasses.replace(settings, cache_dir=cache_root))
+
+
+def _materialise_tfds(builder_dir: Path, out: Path) -> None:
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(builder_dir)
+    features = dict(builder.info.features.items())
+    keys = builder.info.supervised_keys
+    if keys and len(keys) >= 2 and isinstance(keys[0], str) and isinstance(keys[1], str):
+        image_key, label_key = keys[0], keys[1]
+    else:
+        image_key = next((k for k, f in features.items()
+                          if isinstance(f, tfds.features.Image)), None)
+        label_key = next((k for k, f in features.items()
+                          if isinstance(f, tfds.features.ClassLabel)), None)
+    if not isinstance(features.get(image_key), tfds.features.Image) or not isinstance(
+            features.get(label_key), tfds.features.ClassLabel):
+        raise DataError(f"TFDS dataset in {str(builder_dir)!r} has no (image, class label) "
+                        f"features; found {sorted(features)}")
+    names = features[label_key].names
+    safe = [n.replace(os.sep, "_").replace("\0", "_") or f"class_{i}"
+            for i, n in enumerate(names)]
+    splits = {s: _TFDS_SPLITS[s] for s in builder.info.splits if s in _TFDS_SPLITS}
+    if "train" not in splits:
+        raise DataError(f"TFDS dataset in {str(builder_dir)!r} has no train split; its splits "
+                        f"are {sorted(builder.info.splits)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        for split, folder in splits.items():
+            for name in safe:
+                (tmp / folder / name).mkdir(parents=True, exist_ok=True)
+            ds = builder.as_dataset(split=split, shuffle_files=False,
+                                    decoders={image_key: tfds.decode.SkipDecoding()})
+            for index, example in enumerate(tfds.as_numpy(ds)):
+                encoded = example[image_key]
+                target = tmp / folder / safe[int(example[label_key])] / (
+                    f"{split}_{index:07d}{_suffix_of(encoded)}")
+                target.write_bytes(encoded)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        _tfds_marker(out).write_text(str(builder_dir) + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing left there after the rename
+
+
+def _tfds_marker(out: Path) -> Path:
+    # Beside the folder, not in it: inside, it would be reported as a stray file.
+    return out.with_name(out.name + ".complete")
+
+
+def _suffix_of(encoded: bytes) -> str:
+    for magic, suffix in ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"),
+                          (b"BM", ".bmp")):
+        if encoded.startswith(magic):
+            return suffix
+    return ".img"
