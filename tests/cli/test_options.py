@@ -1,4 +1,4 @@
-"""The train and lr-find options, built from TrainConfig's fields, and their error messages."""
+"""The train, lr-find and data check options, built from TrainConfig's fields, and their error messages."""
 
 import dataclasses
 import re
@@ -14,7 +14,7 @@ from cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Every option as `zoo train --help` listed it before the options were built from TrainConfig:
+# Every option as `zoo train --help` (lr-find, data check) listed it before the options were built from TrainConfig:
 # names, Click type (ranges as Click prints them) and default. The only change is --seed, now
 # checked against numpy's seed range instead of failing later in keras.utils.set_random_seed.
 TRAIN = [
@@ -73,6 +73,17 @@ LR_FIND = [
     "--seed 0<=x<=4294967295 42",
 ]
 
+DATA_CHECK = [
+    "--json boolean None",
+    "--cache-dir directory None",
+    "--val-split 0<x<1 0.2",
+    "--test-split 0<=x<1 0.0",
+    "--min-per-class x>=1 2",
+    "--drop-small-classes boolean False",
+    "--tfds-data-dir directory None",
+    "--workers x>=1 None",
+]
+
 
 def _describe(option: click.Option) -> str:
     kind = option.type
@@ -92,11 +103,15 @@ def runner():
     return CliRunner()
 
 
-@pytest.mark.parametrize("command,expected", [("train", TRAIN), ("lr-find", LR_FIND)])
+@pytest.mark.parametrize("command,expected", [
+    (["train"], TRAIN), (["lr-find"], LR_FIND), (["data", "check"], DATA_CHECK)])
 def test_help_lists_the_same_options_as_before(runner, command, expected):
-    options = [p for p in main.commands[command].params if isinstance(p, click.Option)]
+    found = main
+    for name in command:
+        found = found.commands[name]
+    options = [p for p in found.params if isinstance(p, click.Option)]
     assert [_describe(p) for p in options] == expected
-    result = runner.invoke(main, [command, "--help"], terminal_width=200)
+    result = runner.invoke(main, [*command, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     # "  -m, --model TEXT    Registry name ..." -> {"-m", "--model"}, in the order listed.
     listed = [set(re.findall(r"(?<!\w)--?[\w-]+", line.split("  ")[1]))
@@ -146,12 +161,15 @@ def test_an_empty_model_name_names_the_field_rule(runner, tmp_path):
 
 
 @pytest.mark.parametrize("args,option", [
-    (["--batch-size", "auto"], "--batch-size"),  # the sweep needs one fixed batch size
-    (["--image-size", "4"], "--image-size"),
-    (["--optimizer", "rmsprop"], "--optimizer"),
+    (["lr-find", "--batch-size", "auto"], "--batch-size"),  # the sweep needs a fixed size
+    (["lr-find", "--image-size", "4"], "--image-size"),
+    (["lr-find", "--optimizer", "rmsprop"], "--optimizer"),
+    (["data", "check", "--val-split", "0"], "--val-split"),
+    (["data", "check", "--min-per-class", "0"], "--min-per-class"),
 ])
-def test_lr_find_bad_value_is_one_error_line_naming_the_option(runner, tmp_path, args, option):
-    result = runner.invoke(main, ["lr-find", str(tmp_path), *args])
+def test_lr_find_and_data_check_bad_value_is_one_error_line_naming_the_option(
+        runner, tmp_path, args, option):
+    result = runner.invoke(main, [*args, str(tmp_path)])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and f"Invalid value for '{option}'" in errors[0], result.output
