@@ -90,8 +90,11 @@ class Range:
         elif self.max is not None:
             bounds = f"{'<' if self.max_open else '<='} {_number(self.max)}"
         else:
-            bounds = "a finite number"
-        text = f"an integer {bounds}" if self.integer else bounds
+            bounds = ""
+        if self.integer:
+            text = f"an integer {bounds}".rstrip()
+        else:
+            text = bounds or "a finite number"
         alternatives = [repr(w) for w in self.words] + (["None"] if self.none_ok else [])
         return " or ".join([text, *alternatives])
 

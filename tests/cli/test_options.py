@@ -1,4 +1,4 @@
-"""The train, lr-find and data check options, built from TrainConfig's fields, and their error messages."""
+"""Options of train, lr-find and data check, built from TrainConfig's fields; their errors."""
 
 import dataclasses
 import re
@@ -14,9 +14,10 @@ from cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Every option as `zoo train --help` (lr-find, data check) listed it before the options were built from TrainConfig:
-# names, Click type (ranges as Click prints them) and default. The only change is --seed, now
-# checked against numpy's seed range instead of failing later in keras.utils.set_random_seed.
+# Every option as `zoo train --help` (lr-find, data check) listed it before the options were
+# built from TrainConfig: names, Click type (ranges as Click prints them) and default. The one
+# change is --seed, now checked against numpy's seed range instead of failing later in
+# keras.utils.set_random_seed. (Defaults that were unset are None; switches default to False.)
 TRAIN = [
     "--model, -m text 'keras_mobilenetv2'",
     "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",

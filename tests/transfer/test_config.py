@@ -176,3 +176,17 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
 def test_unknown_field_in_config_json_is_named():
     with pytest.raises(ConfigError, match=r"unknown config field\(s\) \['epoch'\]"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize("check,text", [
+    (Range(), "a finite number"),
+    (Range(integer=True), "an integer"),
+    (Range(max=3, max_open=True), "< 3"),
+    (Range(min=0.5, max=2.5), "in [0.5, 2.5]"),
+    (Range(min=1, integer=True, none_ok=True, words=("auto",)),
+     "an integer >= 1 or 'auto' or None"),
+    (Choice(("a", "b")), "one of 'a', 'b'"),
+    (Text(none_ok=True), "a non-empty string or None"),
+])
+def test_checks_describe_what_they_allow(check, text):
+    assert check.describe() == text
