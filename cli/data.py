@@ -6,25 +6,20 @@ import json
 
 import click
 
+from cli.options import ConfigCommand, config_options
+
 
 @click.group("data")
 def data_group() -> None:
     """Check image folders, CSV files and TFDS datasets."""
 
 
-@data_group.command("check")
+@data_group.command("check", cls=ConfigCommand)
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Where check results are cached (default ~/.cache/cnn-zoo).")
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.2, show_default=True)
-@click.option("--test-split", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              show_default=True)
-@click.option("--min-per-class", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Fewest usable images a class may have.")
-@click.option("--drop-small-classes", is_flag=True,
-              help="Leave classes below --min-per-class out instead of failing.")
+@config_options("val_split", "test_split", "min_per_class", "drop_small_classes")
 @click.option("--tfds-data-dir", type=click.Path(file_okay=False),
               help="Local TFDS store for tfds:NAME (default $TFDS_DATA_DIR or "
                    "~/tensorflow_datasets).")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
+import numbers
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from transfer.errors import ConfigError
 
@@ -33,9 +35,133 @@ STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 TASK_NAMES = ("classification",)  # the keys of transfer.tasks.TASKS
 
 
+# The rule of each TrainConfig field is data on the field (``metadata["check"]``), read by
+# ``TrainConfig.__post_init__`` and by the CLI, which builds its options from it. A check's
+# ``parse`` returns the value normalised (a Python int or float, an enum member, None for
+# "none") or raises ValueError; ``describe`` says what is allowed, for the error message.
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A number between optional bounds.
+
+    Attributes:
+        min, max: the bounds; ``None`` leaves that side open-ended.
+        min_open, max_open: exclude the bound itself.
+        integer: only whole numbers (bools are refused either way).
+        none_ok: ``None`` is allowed too (it means "the default").
+        words: strings allowed besides numbers, e.g. ``("auto",)``.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+    integer: bool = False
+    none_ok: bool = False
+    words: tuple[str, ...] = ()
+
+    def parse(self, value: Any) -> Any:
+        if value is None and self.none_ok:
+            return None
+        if isinstance(value, str) and value in self.words:
+            return value
+        kind = numbers.Integral if self.integer else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(value)
+        number = int(value) if self.integer else float(value)
+        if not math.isfinite(number):
+            raise ValueError(value)
+        if self.min is not None and (number <= self.min if self.min_open else number < self.min):
+            raise ValueError(value)
+        if self.max is not None and (number >= self.max if self.max_open else number > self.max):
+            raise ValueError(value)
+        return number
+
+    def describe(self) -> str:
+        if self.min is not None and self.max is not None:
+            bounds = (f"in {'(' if self.min_open else '['}{_number(self.min)}, "
+                      f"{_number(self.max)}{')' if self.max_open else ']'}")
+        elif self.min is not None:
+            bounds = f"{'>' if self.min_open else '>='} {_number(self.min)}"
+        elif self.max is not None:
+            bounds = f"{'<' if self.max_open else '<='} {_number(self.max)}"
+        else:
+            bounds = ""
+        if self.integer:
+            text = f"an integer {bounds}".rstrip()
+        else:
+            text = bounds or "a finite number"
+        alternatives = [repr(w) for w in self.words] + (["None"] if self.none_ok else [])
+        return " or ".join([text, *alternatives])
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of a few strings; ``cast`` turns the string into its final type (an enum)."""
+
+    choices: tuple[str, ...]
+    cast: Callable[[str], Any] | None = None
+
+    def parse(self, value: Any) -> Any:
+        if not isinstance(value, str) or value not in self.choices:
+            raise ValueError(value)
+        return self.cast(value) if self.cast else value
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(c) for c in self.choices)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """True or False (not 1, 0, or a string, which would silently mean True)."""
+
+    def parse(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(value)
+        return value
+
+    def describe(self) -> str:
+        return "True or False"
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """A non-empty string; with ``none_ok``, also None, and each of ``none_words`` means None."""
+
+    none_ok: bool = False
+    none_words: tuple[str, ...] = ()
+
+    def parse(self, value: Any) -> str | None:
+        if self.none_ok and (value is None or value in self.none_words):
+            return None
+        if not isinstance(value, str) or not value:
+            raise ValueError(value)
+        return value
+
+    def describe(self) -> str:
+        return "a non-empty string" + (" or None" if self.none_ok else "")
+
+
+Check = Range | Choice | Flag | Text
+
+
+def _field(default: Any, check: Check, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"check": check, "help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run; saved as ``config.json`` in the run directory.
+
+    Each field carries its rule as data, ``metadata["check"]`` (a :class:`Range`,
+    :class:`Choice`, :class:`Flag` or :class:`Text`), and a one-line ``metadata["help"]``; the
+    ``zoo`` CLI builds its options from both. A bad value raises :class:`ConfigError` naming the
+    field, the value and what is allowed.
 
     Attributes:
         model: registry name of the backbone, or a path to a ``.keras`` model to transfer from.
@@ -92,92 +218,117 @@ class TrainConfig:
         task: what the model learns (``"classification"``); see :mod:`transfer.tasks`.
     """
 
-    model: str = "keras_mobilenetv2"
-    mode: TransferMode = TransferMode.FINE_TUNE
-    weights: str | None = "imagenet"
-    image_size: int | None = None
-    batch_size: int | str = 32
-    epochs: int = 10
-    fine_tune_epochs: int = 10
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    fine_tune_lr_factor: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    dropout: float = 0.2
-    label_smoothing: float = 0.0
-    unfreeze_from: str | None = None
-    unfreeze_top: int | None = None
-    discriminative_lr: float = 1.0
-    val_split: float = 0.2
-    test_split: float = 0.0
-    min_per_class: int = 2
-    drop_small_classes: bool = False
-    seed: int = 42
-    augment: bool = False
-    lr_patience: int = 2
-    early_stopping_patience: int = 5
-    class_weights: str = "auto"
-    imbalance_threshold: float = 1.5
-    cache_features: bool = True
-    schedule: str = "plateau"
-    warmup_epochs: int = 0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    deterministic: bool = False
-    precision: str = "float32"
-    jit: bool = False
-    strategy: str = "default"
-    memory_cache_mb: int = 2048
-    task: str = "classification"
+    model: str = _field(
+        "keras_mobilenetv2", Text(),
+        "Registry name of the backbone (see 'zoo list') or a .keras model trained earlier.")
+    mode: TransferMode = _field(
+        TransferMode.FINE_TUNE, Choice(tuple(m.value for m in TransferMode), cast=TransferMode),
+        "feature-extractor: only the new head trains; fine-tune: the head, then the top of the "
+        "backbone at a lower LR; full-retrain: everything from the start.")
+    weights: str | None = _field(
+        "imagenet", Text(none_ok=True, none_words=("none", "None", "")),
+        "'imagenet', 'none' (random init) or a weights file.")
+    image_size: int | None = _field(
+        None, Range(min=8, integer=True, none_ok=True),
+        "Side of the square training images; default: the model's own.")
+    batch_size: int | str = _field(
+        32, Range(min=1, integer=True, words=("auto",)),
+        "Per replica, or 'auto': the largest that fits in memory.")
+    epochs: int = _field(
+        10, Range(min=0, integer=True),
+        "Epochs of the head (or of everything in full-retrain).")
+    fine_tune_epochs: int = _field(
+        10, Range(min=0, integer=True), "Epochs of the second phase of fine-tune.")
+    optimizer: str = _field(
+        "adam", Choice(OPTIMIZERS), "sgd has momentum; adamw decays weights decoupled.")
+    learning_rate: float = _field(
+        1e-3, Range(min=0, min_open=True), "Learning rate of the first phase.")
+    fine_tune_lr_factor: float = _field(
+        0.1, Range(min=0, max=1, min_open=True),
+        "Fine-tuning runs at the learning rate times this.")
+    momentum: float = _field(0.9, Range(min=0, max=1), "SGD momentum.")
+    weight_decay: float = _field(
+        1e-4, Range(min=0), "L2 penalty on the head's kernel (decoupled decay for adamw).")
+    dropout: float = _field(
+        0.2, Range(min=0, max=1, max_open=True), "Dropout rate before the classifier.")
+    label_smoothing: float = _field(
+        0.0, Range(min=0, max=1, max_open=True), "Label smoothing of the cross-entropy.")
+    unfreeze_from: str | None = _field(
+        None, Text(none_ok=True),
+        "Fine-tune from this block on (see 'zoo info'); default: the model's own.")
+    unfreeze_top: int | None = _field(
+        None, Range(min=1, integer=True, none_ok=True),
+        "Fine-tune the top N blocks (instead of naming the first block).")
+    discriminative_lr: float = _field(
+        1.0, Range(min=1),
+        "Layer-wise LRs when fine-tuning: the earliest unfrozen block trains this many times "
+        "slower than the head, geometrically spaced; 1 disables.")
+    val_split: float = _field(
+        0.2, Range(min=0, max=1, min_open=True, max_open=True),
+        "Fraction of each class held out for validation.")
+    test_split: float = _field(
+        0.0, Range(min=0, max=1, max_open=True),
+        "Fraction of each class held out for a final test evaluation.")
+    min_per_class: int = _field(
+        2, Range(min=1, integer=True), "Fewest usable images a class may have.")
+    drop_small_classes: bool = _field(
+        False, Flag(), "Drop classes with too few images instead of stopping.")
+    seed: int = _field(
+        42, Range(min=0, max=2**32 - 1, integer=True),
+        "Fixes the split, the initialisation and the augmentation.")
+    augment: bool = _field(
+        False, Flag(), "Random flips, crops, rotations and colour changes while training.")
+    lr_patience: int = _field(
+        2, Range(min=1, integer=True),
+        "Plateau schedule: epochs without val-loss improvement before the LR is halved.")
+    early_stopping_patience: int = _field(
+        5, Range(min=0, integer=True), "Early-stopping patience; 0 disables it.")
+    class_weights: str = _field(
+        "auto", Choice(CLASS_WEIGHTS),
+        "Weight classes by inverse frequency: always (on), never (off), or when the classes "
+        "are imbalanced (auto).")
+    imbalance_threshold: float = _field(
+        1.5, Range(min=1),
+        "Largest-to-smallest class ratio above which class_weights='auto' weights classes.")
+    cache_features: bool = _field(
+        True, Flag(),
+        "Feature-extractor: run the frozen backbone once and train on its features.")
+    schedule: str = _field(
+        "plateau", Choice(SCHEDULES),
+        "plateau: halve the LR when val loss stops improving; cosine: cosine decay after "
+        "warm-up; onecycle: ramp up, then anneal; constant.")
+    warmup_epochs: int = _field(
+        0, Range(min=0, integer=True), "Linear warm-up epochs of the cosine schedule.")
+    mixup: float = _field(0.0, Range(min=0), "Mixup alpha; 0 disables it.")
+    cutmix: float = _field(0.0, Range(min=0), "CutMix alpha; 0 disables it.")
+    deterministic: bool = _field(
+        False, Flag(), "Deterministic TensorFlow ops (slower), for bit-exact reruns.")
+    precision: str = _field(
+        "float32", Choice(PRECISIONS), "Keras dtype policy (mixed_*: 16-bit compute).")
+    jit: bool = _field(False, Flag(), "Compile the training step with XLA.")
+    strategy: str = _field(
+        "default", Choice(STRATEGIES), "tf.distribute strategy; multiworker reads TF_CONFIG.")
+    memory_cache_mb: int = _field(
+        2048, Range(min=0, integer=True),
+        "Keep decoded images and backbone features in memory up to this size; beyond it "
+        "images are decoded each epoch and features cached on disk.")
+    task: str = _field(
+        "classification", Choice(TASK_NAMES), "What the model learns (see transfer.tasks).")
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "mode", TransferMode(self.mode))
-        except ValueError:
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, check_field(field.name, getattr(self, field.name)))
+        check_splits(self.val_split, self.test_split)
+        if self.unfreeze_from is not None and self.unfreeze_top is not None:
             raise ConfigError(
-                f"mode must be one of {[m.value for m in TransferMode]}, got {self.mode!r}"
-            ) from None
-        if self.weights in ("none", "None", ""):
-            object.__setattr__(self, "weights", None)
-        checks = [
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-            (self.class_weights in CLASS_WEIGHTS, f"class_weights must be one of {CLASS_WEIGHTS}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
-            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}"),
-            (self.task in TASK_NAMES, f"task must be one of {TASK_NAMES}"),
-            (self.mixup >= 0 and self.cutmix >= 0, "mixup must not be negative"),
-            (self.warmup_epochs >= 0, "warmup_epochs must not be negative"),
-            (self.batch_size == "auto" or (isinstance(self.batch_size, int)
-                                           and self.batch_size >= 1),
-             "batch_size must be a positive integer or 'auto'"),
-            (self.epochs >= 0 and self.fine_tune_epochs >= 0, "epochs must not be negative"),
-            (self.learning_rate > 0, "learning_rate must be positive"),
-            (0 < self.fine_tune_lr_factor <= 1, "fine_tune_lr_factor must be in (0, 1]"),
-            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
-            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (self.unfreeze_top is None or self.unfreeze_top >= 1,
-             "unfreeze_top must be a positive number of blocks"),
-            (self.unfreeze_from is None or self.unfreeze_top is None,
-             "unfreeze_from and unfreeze_top cannot both be given"),
-            (self.discriminative_lr >= 1, "discriminative_lr must be >= 1 (1 disables it)"),
-            (self.discriminative_lr == 1 or self.mode is TransferMode.FINE_TUNE,
-             "discriminative_lr applies to the fine-tune phase; use mode 'fine-tune'"),
-            (0 < self.val_split < 1, "val_split must be in (0, 1)"),
-            (0 <= self.test_split and self.val_split + self.test_split < 1,
-             "test_split must be >= 0 with val_split + test_split < 1"),
-            (self.min_per_class >= 1, "min_per_class must be at least 1"),
-            (self.weight_decay >= 0, "weight_decay must not be negative"),
-            (self.image_size is None or self.image_size >= 8, "image_size must be at least 8"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{message}; got config {self.describe_bad(message)}")
-
-    def describe_bad(self, message: str) -> str:
-        field = message.split()[0]
-        return f"{field}={getattr(self, field)!r}"
+                f"unfreeze_from and unfreeze_top cannot both be given; got "
+                f"unfreeze_from={self.unfreeze_from!r}, unfreeze_top={self.unfreeze_top!r}",
+                field="unfreeze_top")
+        if self.discriminative_lr != 1 and self.mode is not TransferMode.FINE_TUNE:
+            raise ConfigError(
+                f"discriminative_lr applies to the fine-tune phase; use mode 'fine-tune' or "
+                f"discriminative_lr=1; got discriminative_lr={self.discriminative_lr!r} with "
+                f"mode={self.mode.value!r}", field="discriminative_lr")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -201,3 +352,34 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+
+
+def check_field(name: str, value: Any) -> Any:
+    """``value`` checked against the rule of TrainConfig field ``name``, and normalised.
+
+    Raises:
+        ConfigError: naming the field, the value and what is allowed.
+    """
+    check = _FIELDS[name].metadata["check"]
+    try:
+        return check.parse(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be {check.describe()}; got {value!r}",
+                          field=name) from None
+
+
+def check_splits(val_split: float, test_split: float) -> None:
+    """The rule that ties the two held-out fractions: something must be left to train on.
+
+    Raises:
+        ConfigError: naming ``test_split``, with both values.
+    """
+    check_field("val_split", val_split)
+    check_field("test_split", test_split)
+    if val_split + test_split >= 1:
+        raise ConfigError(f"val_split + test_split must be < 1 (the rest trains); got "
+                          f"val_split={val_split!r}, test_split={test_split!r}",
+                          field="test_split")

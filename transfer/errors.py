@@ -4,7 +4,15 @@ from zoo.errors import ZooError
 
 
 class ConfigError(ZooError, ValueError):
-    """A training configuration value that is out of range or unknown."""
+    """A training configuration value that is out of range or unknown.
+
+    Attributes:
+        field: the TrainConfig field to blame, when there is one (the CLI names its option).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class DataError(ZooError):

@@ -1,0 +1,188 @@
+"""Options of train, lr-find and data check, built from TrainConfig's fields; their errors."""
+
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Every option as `zoo train --help` (lr-find, data check) listed it before the options were
+# built from TrainConfig: names, Click type (ranges as Click prints them) and default. The one
+# change is --seed, now checked against numpy's seed range instead of failing later in
+# keras.utils.set_random_seed. (Defaults that were unset are None; switches default to False.)
+TRAIN = [
+    "--model, -m text 'keras_mobilenetv2'",
+    "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",
+    "--weights text 'imagenet'",
+    "--output, -o directory None",
+    "--resume directory None",
+    "--overwrite boolean None",
+    "--epochs x>=0 10",
+    "--fine-tune-epochs x>=0 10",
+    "--image-size x>=8 None",
+    "--batch-size integer|auto 32",
+    "--optimizer [adam|adamw|sgd] 'adam'",
+    "--lr x>0 0.001",
+    "--fine-tune-lr-factor 0<x<=1 0.1",
+    "--schedule [plateau|cosine|onecycle|constant] 'plateau'",
+    "--warmup-epochs x>=0 0",
+    "--lr-patience x>=1 2",
+    "--patience x>=0 5",
+    "--weight-decay x>=0 0.0001",
+    "--dropout 0<=x<1 0.2",
+    "--label-smoothing 0<=x<1 0.0",
+    "--unfreeze-from text None",
+    "--unfreeze-top x>=1 None",
+    "--discriminative-lr x>=1 1.0",
+    "--val-split 0<x<1 0.2",
+    "--test-split 0<=x<1 0.0",
+    "--min-per-class x>=1 2",
+    "--drop-small-classes boolean False",
+    "--cache-dir directory None",
+    "--tfds-data-dir directory None",
+    "--augment / --no-augment boolean False",
+    "--mixup x>=0 0.0",
+    "--cutmix x>=0 0.0",
+    "--class-weights [auto|on|off] 'auto'",
+    "--cache-features / --no-cache-features boolean True",
+    "--memory-cache-mb x>=0 2048",
+    "--precision [float32|mixed_float16|mixed_bfloat16] 'float32'",
+    "--jit / --no-jit boolean False",
+    "--strategy [default|mirrored|multiworker|tpu] 'default'",
+    "--seed 0<=x<=4294967295 42",
+    "--deterministic boolean False",
+]
+LR_FIND = [
+    "--model, -m text 'keras_mobilenetv2'",
+    "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",
+    "--weights text 'imagenet'",
+    "--image-size x>=8 None",
+    "--batch-size x>=1 32",
+    "--optimizer [adam|adamw|sgd] 'adam'",
+    "--steps x>=10 200",
+    "--start x>0 1e-07",
+    "--end x>0 10.0",
+    "--plot file 'lr_find.png'",
+    "--seed 0<=x<=4294967295 42",
+]
+
+DATA_CHECK = [
+    "--json boolean None",
+    "--cache-dir directory None",
+    "--val-split 0<x<1 0.2",
+    "--test-split 0<=x<1 0.0",
+    "--min-per-class x>=1 2",
+    "--drop-small-classes boolean False",
+    "--tfds-data-dir directory None",
+    "--workers x>=1 None",
+]
+
+
+def _describe(option: click.Option) -> str:
+    kind = option.type
+    if isinstance(kind, click.Choice):
+        text = "[" + "|".join(kind.choices) + "]"
+    elif isinstance(kind, (click.IntRange, click.FloatRange)):
+        text = kind._describe_range()
+    else:
+        text = kind.name
+    names = " / ".join(filter(None, [", ".join(option.opts), ", ".join(option.secondary_opts)]))
+    default = None if option.default is click.core.UNSET else option.default
+    return f"{names} {text} {default!r}"
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command,expected", [
+    (["train"], TRAIN), (["lr-find"], LR_FIND), (["data", "check"], DATA_CHECK)])
+def test_help_lists_the_same_options_as_before(runner, command, expected):
+    found = main
+    for name in command:
+        found = found.commands[name]
+    options = [p for p in found.params if isinstance(p, click.Option)]
+    assert [_describe(p) for p in options] == expected
+    result = runner.invoke(main, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    # "  -m, --model TEXT    Registry name ..." -> {"-m", "--model"}, in the order listed.
+    listed = [set(re.findall(r"(?<!\w)--?[\w-]+", line.split("  ")[1]))
+              for line in result.output.splitlines() if line.startswith("  -")]
+    assert listed == [{*p.opts, *p.secondary_opts} for p in options] + [{"-h", "--help"}]
+
+
+def test_help_texts_come_from_the_config_fields(runner):
+    from transfer.config import TrainConfig
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    result = runner.invoke(main, ["train", "--help"], terminal_width=400)
+    for name in ("mixup", "memory_cache_mb", "discriminative_lr", "val_split"):
+        assert helps[name] in result.output
+
+
+@pytest.mark.parametrize("args,option", [
+    (["--cutmix", "-1"], "--cutmix"),
+    (["--fine-tune-epochs", "-1"], "--fine-tune-epochs"),
+    (["--lr-patience", "0"], "--lr-patience"),
+    (["--memory-cache-mb", "-5"], "--memory-cache-mb"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "many"], "--batch-size"),
+    (["--val-split", "1"], "--val-split"),
+    (["--lr", "0"], "--lr"),
+    (["--mode", "sideways"], "--mode"),
+    (["--seed", "-1"], "--seed"),
+    (["-m", ""], "--model"),
+    # Rules across two fields are checked by TrainConfig and still name the option to change.
+    (["--val-split", "0.5", "--test-split", "0.5"], "--test-split"),
+    (["--unfreeze-from", "c3", "--unfreeze-top", "1"], "--unfreeze-top"),
+    (["--mode", "full-retrain", "--discriminative-lr", "10"], "--discriminative-lr"),
+])
+def test_train_bad_value_is_one_error_line_naming_the_option(runner, tmp_path, args, option):
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", str(tmp_path), "--output", str(out), *args])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"Invalid value for '{option}'" in errors[0], result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_an_empty_model_name_names_the_field_rule(runner, tmp_path):
+    result = runner.invoke(main, ["train", str(tmp_path), "-o", str(tmp_path / "r"), "-m", ""])
+    assert "model must be a non-empty string; got ''" in result.output
+
+
+@pytest.mark.parametrize("args,option", [
+    (["lr-find", "--batch-size", "auto"], "--batch-size"),  # the sweep needs a fixed size
+    (["lr-find", "--image-size", "4"], "--image-size"),
+    (["lr-find", "--optimizer", "rmsprop"], "--optimizer"),
+    (["data", "check", "--val-split", "0"], "--val-split"),
+    (["data", "check", "--min-per-class", "0"], "--min-per-class"),
+])
+def test_lr_find_and_data_check_bad_value_is_one_error_line_naming_the_option(
+        runner, tmp_path, args, option):
+    result = runner.invoke(main, [*args, str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"Invalid value for '{option}'" in errors[0], result.output
+
+
+def test_zoo_help_does_not_import_tensorflow():
+    """Options are built from TrainConfig on first use, so listing the commands stays instant."""
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom cli.main import main\n"
+            "result = CliRunner().invoke(main, ['--help'])\n"
+            "assert result.exit_code == 0 and 'lr-find' in result.output, result.output\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'transfer') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

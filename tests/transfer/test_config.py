@@ -1,0 +1,193 @@
+"""TrainConfig: every field carries its own check, and a bad value names that field."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from transfer.config import Choice, Flag, Range, Text, TrainConfig, TransferMode, check_field
+from transfer.errors import ConfigError
+
+# Values each field must refuse. Written by hand, not derived from the checks, so the test says
+# what the rules are; a new field without an entry (or without a check) fails the test below.
+BAD = {
+    "model": ["", None, 3],
+    "mode": ["half-retrain", None, "FINE_TUNE"],
+    "weights": [3, b"imagenet"],
+    "image_size": [7, 0, 32.0, "224"],
+    "batch_size": [0, -8, "32", "Auto", 8.0, True],
+    "epochs": [-1, 1.5, None],
+    "fine_tune_epochs": [-1, "10"],
+    "optimizer": ["rmsprop", "Adam", None],
+    "learning_rate": [0, -1e-3, float("nan"), float("inf"), "1e-3"],
+    "fine_tune_lr_factor": [0, 1.5, -0.1],
+    "momentum": [-0.1, 1.01, None],
+    "weight_decay": [-1e-4, "0"],
+    "dropout": [1, 1.0, -0.1],
+    "label_smoothing": [1, -0.5],
+    "unfreeze_from": ["", 3],
+    "unfreeze_top": [0, -1, 2.5],
+    "discriminative_lr": [0.5, 0, None],
+    "val_split": [0, 1, 1.5, -0.1],
+    "test_split": [-0.1, 1],
+    "min_per_class": [0, -2, 1.5],
+    "drop_small_classes": ["yes", 1, None],
+    "seed": [-1, 2**32, 4.2, "42"],
+    "augment": ["no", 0],
+    "lr_patience": [-1, 0, 1.5],
+    "early_stopping_patience": [-1, "5"],
+    "class_weights": ["balanced", True],
+    "imbalance_threshold": [0.5, -1, None],
+    "cache_features": ["false", None],
+    "schedule": ["step", None],
+    "warmup_epochs": [-1, 0.5],
+    "mixup": [-0.2, "0.2"],
+    "cutmix": [-1, float("-inf")],
+    "deterministic": [1, "true"],
+    "precision": ["float16", "bfloat16"],
+    "jit": ["on", None],
+    "strategy": ["mirror", None],
+    "memory_cache_mb": [-1, 2.5, None],
+    "task": ["detection", None, 3],
+}
+
+FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_every_field_refuses_a_bad_value_naming_that_field(name):
+    assert name in BAD, f"add bad values for the new field {name!r} to BAD"
+    for value in BAD[name]:
+        with pytest.raises(ConfigError) as caught:
+            TrainConfig(**{name: value})
+        message = str(caught.value)
+        assert message.startswith(f"{name} must be "), message
+        assert message.endswith(f"; got {value!r}"), message
+        assert "\n" not in message
+        assert caught.value.field == name
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_every_field_has_a_check_and_help_and_its_default_passes(name):
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    assert isinstance(field.metadata["check"], (Range, Choice, Flag, Text))
+    help_text = field.metadata["help"]
+    assert help_text and "\n" not in help_text
+    assert check_field(name, field.default) == field.default
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    # The reports that motivated this: each names its own field now.
+    ({"cutmix": -1}, "cutmix must be >= 0; got -1"),
+    ({"fine_tune_epochs": -1}, "fine_tune_epochs must be an integer >= 0; got -1"),
+    ({"lr_patience": -1}, "lr_patience must be an integer >= 1; got -1"),
+    ({"momentum": -0.9}, "momentum must be in [0, 1]; got -0.9"),
+    ({"memory_cache_mb": -1}, "memory_cache_mb must be an integer >= 0; got -1"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1 or 'auto'; got 0"),
+    ({"image_size": 4}, "image_size must be an integer >= 8 or None; got 4"),
+    ({"val_split": 1.0}, "val_split must be in (0, 1); got 1.0"),
+    ({"optimizer": "rmsprop"}, "optimizer must be one of 'adam', 'adamw', 'sgd'; got 'rmsprop'"),
+    ({"mode": "sideways"},
+     "mode must be one of 'feature-extractor', 'fine-tune', 'full-retrain'; got 'sideways'"),
+])
+def test_messages_are_exact(kwargs, message):
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(**kwargs)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("kwargs,field,message", [
+    ({"val_split": 0.5, "test_split": 0.5}, "test_split",
+     "val_split + test_split must be < 1 (the rest trains); got val_split=0.5, test_split=0.5"),
+    ({"unfreeze_from": "conv4", "unfreeze_top": 1}, "unfreeze_top",
+     "unfreeze_from and unfreeze_top cannot both be given; got unfreeze_from='conv4', "
+     "unfreeze_top=1"),
+    ({"mode": "full-retrain", "discriminative_lr": 10}, "discriminative_lr",
+     "discriminative_lr applies to the fine-tune phase; use mode 'fine-tune' or "
+     "discriminative_lr=1; got discriminative_lr=10.0 with mode='full-retrain'"),
+])
+def test_rules_across_two_fields_name_the_field_to_change(kwargs, field, message):
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(**kwargs)
+    assert (caught.value.field, str(caught.value)) == (field, message)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"dropout": 0, "label_smoothing": 0.0, "momentum": 0, "weight_decay": 0},
+    {"momentum": 1, "fine_tune_lr_factor": 1, "test_split": 0.79, "val_split": 0.2},
+    {"batch_size": "auto", "image_size": None, "unfreeze_top": 1},
+    {"batch_size": 1, "image_size": 8, "seed": 0, "epochs": 0, "fine_tune_epochs": 0},
+    {"seed": 2**32 - 1, "lr_patience": 1, "early_stopping_patience": 0, "memory_cache_mb": 0},
+    {"imbalance_threshold": 1, "discriminative_lr": 1, "mixup": 0.4, "cutmix": 1.0},
+    {"mode": TransferMode.FEATURE_EXTRACTOR, "weights": None, "unfreeze_from": "conv4"},
+])
+def test_values_on_the_edges_are_accepted(kwargs):
+    config = TrainConfig(**kwargs)
+    for name, value in kwargs.items():
+        assert getattr(config, name) == value
+
+
+def test_values_are_normalised():
+    config = TrainConfig(mode="full-retrain", weights="none", epochs=np.int64(3), mixup=1,
+                         learning_rate=np.float32(0.5))
+    assert config.mode is TransferMode.FULL_RETRAIN
+    assert config.weights is None
+    assert type(config.epochs) is int and config.epochs == 3
+    assert type(config.mixup) is float and type(config.learning_rate) is float
+    assert TrainConfig(weights="").weights is None and TrainConfig(weights="None").weights is None
+    json.dumps(config.to_dict())  # numpy numbers would not serialise
+
+
+def test_replace_checks_the_changed_field():
+    with pytest.raises(ConfigError, match="^dropout must be in"):
+        TrainConfig().replace(dropout=1.0)
+
+
+def test_stays_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().epochs = 3  # type: ignore[misc]
+
+
+def test_config_json_of_an_earlier_run_still_loads(tmp_path):
+    # Written by the version before the per-field checks (zoo train ... --batch-size auto,
+    # resolved to 64); every field present, JSON types as json.dumps wrote them.
+    earlier = {
+        "model": "lenet5", "mode": "full-retrain", "weights": None, "image_size": 32,
+        "batch_size": 64, "epochs": 4, "fine_tune_epochs": 10, "optimizer": "sgd",
+        "learning_rate": 0.001, "fine_tune_lr_factor": 0.1, "momentum": 0.9,
+        "weight_decay": 0.0001, "dropout": 0.2, "label_smoothing": 0.0, "unfreeze_from": None,
+        "unfreeze_top": None, "discriminative_lr": 1.0, "val_split": 0.2, "test_split": 0.0,
+        "min_per_class": 2, "drop_small_classes": False, "seed": 42, "augment": False,
+        "lr_patience": 2, "early_stopping_patience": 0, "class_weights": "auto",
+        "imbalance_threshold": 1.5, "cache_features": True, "schedule": "plateau",
+        "warmup_epochs": 0, "mixup": 0.0, "cutmix": 0.0, "deterministic": False,
+        "precision": "float32", "jit": False, "strategy": "default", "memory_cache_mb": 2048,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(earlier, indent=2) + "\n")
+    config = TrainConfig.load(path)
+    assert config.to_dict() == {**earlier, "task": "classification"}  # a later field
+    config.save(tmp_path / "again.json")
+    assert TrainConfig.load(tmp_path / "again.json") == config
+    # Older files may lack later fields: those take their defaults.
+    assert TrainConfig.from_dict({"model": "lenet5", "epochs": 2}).memory_cache_mb == 2048
+
+
+def test_unknown_field_in_config_json_is_named():
+    with pytest.raises(ConfigError, match=r"unknown config field\(s\) \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize("check,text", [
+    (Range(), "a finite number"),
+    (Range(integer=True), "an integer"),
+    (Range(max=3, max_open=True), "< 3"),
+    (Range(min=0.5, max=2.5), "in [0.5, 2.5]"),
+    (Range(min=1, integer=True, none_ok=True, words=("auto",)),
+     "an integer >= 1 or 'auto' or None"),
+    (Choice(("a", "b")), "one of 'a', 'b'"),
+    (Text(none_ok=True), "a non-empty string or None"),
+])
+def test_checks_describe_what_they_allow(check, text):
+    assert check.describe() == text
