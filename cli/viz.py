@@ -195,6 +195,7 @@ def adversarial_command(model: str, target: str, eps: float, label: str | None, 
     TARGET is an image file, or a folder with one sub-folder per class (its val/ when it holds
     train/ and val/).
     """
+    from transfer.plots import save_figure
     from transfer.viz.adversarial import (
         adversarial_example,
         adversarial_figure,
@@ -207,7 +208,6 @@ def adversarial_command(model: str, target: str, eps: float, label: str | None, 
         num_classes,
         resolve_class,
         safe_name,
-        save_figure,
         write_json,
     )
 
@@ -273,7 +273,8 @@ def embed_command(model: str, data_dir: str, index: str, weights: str, image_siz
 @click.option("--json", "as_json", is_flag=True, help="Print the neighbours as JSON.")
 def similar_command(index: str, image: str, k: int, output: str, as_json: bool) -> None:
     """The K images of INDEX (from 'zoo embed') nearest to IMAGE, printed and as a PNG strip."""
-    from transfer.viz.common import safe_name, save_figure
+    from transfer.plots import save_figure
+    from transfer.viz.common import safe_name
     from transfer.viz.embed import load_index, similar, similar_figure
 
     loaded_index = load_index(index)

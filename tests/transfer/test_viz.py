@@ -107,7 +107,8 @@ def test_load_for_viz_run_dir_file_and_registry(trained_run, run_model, tmp_path
 
 def test_tap_reaches_nested_layers_and_knows_their_geometry(run_model):
     from transfer.errors import ConfigError
-    from transfer.viz.common import find_layer, last_spatial_layer, tap_model
+    from transfer.viz.common import find_layer, last_spatial_layer
+    from transfer.viz.taps import tap_model
 
     model = run_model.model
     tap = tap_model(model, ["c1_conv", "backbone/s4_pool", ("head_dropout", "input")])
@@ -184,8 +185,8 @@ def test_gradcam_peaks_inside_the_planted_patch(patch_model):
 
 
 def test_gradcam_upsampling_puts_cells_at_their_centres():
-    from transfer.viz.common import Geometry
     from transfer.viz.gradcam import upsample
+    from transfer.viz.taps import Geometry
 
     cam = np.zeros((5, 5), np.float32)
     cam[1, 3] = 1.0
@@ -233,9 +234,9 @@ def test_maximize_raises_the_objective(run_model, tmp_path):
 # ---- adversarial examples ---------------------------------------------------------------------
 
 def test_fgsm_accuracy_falls_as_epsilon_grows(patch_model, tmp_path):
+    from transfer.plots import save_figure
     from transfer.viz import robustness
     from transfer.viz.adversarial import robustness_figure
-    from transfer.viz.common import save_figure
 
     model, x, y = patch_model
     result = robustness(model, x, y, epsilons=(0, 1, 2, 4, 8, 16, 32))
@@ -247,9 +248,9 @@ def test_fgsm_accuracy_falls_as_epsilon_grows(patch_model, tmp_path):
 
 
 def test_adversarial_example_stays_within_eps(run_model, val_images, tmp_path):
+    from transfer.plots import save_figure
     from transfer.viz import adversarial_example
     from transfer.viz.adversarial import adversarial_figure
-    from transfer.viz.common import save_figure
 
     result = adversarial_example(run_model.model, val_images[0], eps=8,
                                  class_names=run_model.class_names)

@@ -21,7 +21,7 @@ import numpy as np
 
 from transfer.data.checks import _Entry, check_files
 from transfer.data.reports import SKIP_OUTSIDE, DataReport, _error
-from transfer.errors import ConfigError
+from transfer.config import check_field, check_splits
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,9 @@ _LOAD_DEFAULTS: dict[str, Any] = dict(
 
 def _options(val_split: float, test_split: float, seed: int, min_per_class: int,
              drop_small_classes: bool, cache_dir, workers, dry_run) -> _Options:
-    if not 0 < val_split < 1:
-        raise ConfigError(f"val_split must be in (0, 1); got {val_split!r}")
-    if not 0 <= test_split < 1 or val_split + test_split >= 1:
-        raise ConfigError(f"test_split must be in [0, 1) with val_split + test_split < 1; got "
-                        f"test_split={test_split!r}, val_split={val_split!r}")
-    if min_per_class < 1:
-        raise ConfigError(f"min_per_class must be at least 1; got {min_per_class!r}")
+    # The rules are TrainConfig's, whoever calls (zoo train, zoo data check, the API).
+    check_splits(val_split, test_split)
+    check_field("min_per_class", min_per_class)
     return _Options(val_split, test_split, seed, min_per_class, drop_small_classes, cache_dir,
                     workers, dry_run)
 

@@ -7,12 +7,13 @@ trained by this toolkit, or a registry name; the model takes raw 0-255 RGB image
 
 from transfer.viz.activations import feature_maps, plot_activations
 from transfer.viz.adversarial import adversarial_example, fgsm, robustness
-from transfer.viz.common import VizModel, load_for_viz, tap_model
+from transfer.viz.common import VizModel, load_for_viz
 from transfer.viz.embed import build_index, load_index, similar
 from transfer.viz.filters import conv_filters, plot_filters
 from transfer.viz.gradcam import grad_cam, plot_gradcam
 from transfer.viz.maximize import deep_dream, maximize
 from transfer.viz.report import write_report
+from transfer.viz.taps import tap_model
 
 __all__ = [
     "VizModel",

@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from transfer.errors import ConfigError
+from transfer.plots import new_figure, save_figure
 from transfer.viz.common import (
     first_conv_layer,
-    new_figure,
     normalise,
     safe_name,
-    save_figure,
-    tap_model,
     tile,
     upscale,
 )
+from transfer.viz.taps import tap_model
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from typing import Sequence
 import numpy as np
 
 from transfer.errors import DataError
+from transfer.plots import new_figure
 from transfer.viz.common import (
-    class_scores_fn,
     label_of,
     list_images,
     load_images,
-    new_figure,
     num_classes,
 )
+from transfer.viz.taps import class_scores_fn
 
 log = logging.getLogger(__name__)
 

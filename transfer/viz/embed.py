@@ -24,17 +24,17 @@ from typing import Sequence
 import numpy as np
 
 from transfer.errors import ConfigError, DataError
+from transfer.plots import new_figure
 from transfer.viz.common import (
     VizModel,
     last_spatial_layer,
     list_images,
     load_for_viz,
     load_images,
-    new_figure,
     penultimate,
-    tap_model,
     write_json,
 )
+from transfer.viz.taps import tap_model
 
 log = logging.getLogger(__name__)
 

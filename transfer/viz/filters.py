@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from transfer.errors import ConfigError
+from transfer.plots import image_figure, save_figure
 from transfer.viz.common import (
     conv_layers,
     find_layer,
     first_conv_layer,
-    image_figure,
     is_conv,
     normalise,
-    save_figure,
     tile,
     upscale,
 )

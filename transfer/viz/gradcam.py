@@ -23,17 +23,15 @@ from typing import Sequence
 import numpy as np
 
 from transfer.errors import ConfigError
+from transfer.plots import new_figure, save_figure
 from transfer.viz.common import (
-    Geometry,
     final_dense,
     label_of,
     last_spatial_layer,
-    new_figure,
     normalise,
     safe_name,
-    save_figure,
-    tap_model,
 )
+from transfer.viz.taps import Geometry, tap_model
 
 log = logging.getLogger(__name__)
 

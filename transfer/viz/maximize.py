@@ -27,14 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from transfer.errors import ConfigError
-from transfer.viz.common import (
-    final_dense,
-    new_figure,
-    normalise,
-    save_figure,
-    tap_model,
-    wrap_title,
-)
+from transfer.plots import new_figure, save_figure, wrap_title
+from transfer.viz.common import final_dense, normalise
+from transfer.viz.taps import tap_model
 
 log = logging.getLogger(__name__)
 
