@@ -1,4 +1,4 @@
-"""Learning-rate schedules driven by the optimizer's own step counter.
+"""Learning-rate schedules and the training policy of a phase (plateau halving, early stopping).
 
 Because the step comes from ``optimizer.iterations``, which a checkpoint restores, a resumed run
 continues the schedule exactly where it stopped.
@@ -7,6 +7,7 @@ continues the schedule exactly where it stopped.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 
@@ -58,3 +59,31 @@ class StepSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+
+
+def policy_callbacks(config, *, monitor: str, learning_rate: float, steps: int,
+                     warmup_steps: int) -> tuple[list[keras.callbacks.Callback], Any, Any]:
+    """The training policy of one phase as callbacks: the learning-rate schedule (halved on a
+    plateau of ``monitor``, or cosine/one-cycle over ``steps``) and early stopping with the best
+    weights restored.
+
+    Returns:
+        ``(callbacks, plateau, early)``; the last two are the resumable callbacks (or ``None``),
+        whose state goes into checkpoints.
+    """
+    from transfer.checkpoint import ResumableEarlyStopping, ResumableReduceLROnPlateau
+
+    callbacks: list[keras.callbacks.Callback] = []
+    plateau = early = None
+    if config.schedule == "plateau":
+        plateau = ResumableReduceLROnPlateau(monitor=monitor, factor=0.5,
+                                             patience=config.lr_patience, min_lr=1e-7)
+        callbacks.append(plateau)
+    elif config.schedule in ("cosine", "onecycle"):
+        callbacks.append(StepSchedule(config.schedule, peak=learning_rate, total_steps=steps,
+                                      warmup_steps=warmup_steps))
+    if config.early_stopping_patience > 0:
+        early = ResumableEarlyStopping(monitor=monitor, patience=config.early_stopping_patience,
+                                       restore_best_weights=True)
+        callbacks.append(early)
+    return callbacks, plateau, early

@@ -42,7 +42,7 @@ from transfer.model import (
 )
 from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
-from transfer.schedules import StepSchedule
+from transfer.schedules import policy_callbacks
 from transfer.tasks import Predictions, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -389,23 +389,10 @@ class Trainer:
             jit_compile=config.jit)
 
     def callbacks(self, index: int, phase: Phase, model: keras.Model) -> list:
-        config, monitor = self.config, self.task.monitor
-        self.plateau = self.early = None
-        cbs: list[keras.callbacks.Callback] = []
-        if config.schedule == "plateau":
-            self.plateau = ckpt.ResumableReduceLROnPlateau(
-                monitor=monitor, factor=0.5, patience=config.lr_patience, min_lr=1e-7)
-            cbs.append(self.plateau)
-        elif config.schedule in ("cosine", "onecycle"):
-            steps = math.ceil(len(self.data.train) / self.global_batch)
-            cbs.append(StepSchedule(config.schedule, peak=phase.learning_rate,
-                                    total_steps=steps * phase.epochs,
-                                    warmup_steps=steps * config.warmup_epochs))
-        if config.early_stopping_patience > 0:
-            self.early = ckpt.ResumableEarlyStopping(
-                monitor=monitor, patience=config.early_stopping_patience,
-                restore_best_weights=True)
-            cbs.append(self.early)
+        steps = math.ceil(len(self.data.train) / self.global_batch)
+        cbs, self.plateau, self.early = policy_callbacks(
+            self.config, monitor=self.task.monitor, learning_rate=phase.learning_rate,
+            steps=steps * phase.epochs, warmup_steps=steps * self.config.warmup_epochs)
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(self.run_dir.logs_dir / phase.name),
                                                write_graph=False))
         return cbs + self.extra_callbacks + [_RunLogger(self, index, model)]
@@ -425,20 +412,9 @@ class Trainer:
         # Mid-phase, the variables this phase cannot change are written once (frozen.npz).
         phase = self.plan[phase_index].name if optimizer is not None else "full"
         ckpt.save(self.run_dir.path, state=state, model=self.model, optimizer=optimizer,
-                  best_weights=best, frozen=self.constant_variables(phase),
+                  best_weights=best,
+                  frozen=ckpt.constant_variables(self.model, BACKBONE, full=phase == "full"),
                   frozen_tag=f"phase-{phase_index}")
-
-    def constant_variables(self, phase: str) -> frozenset[int]:
-        """Indices into ``model.variables`` of what ``phase`` leaves unchanged: in the head
-        and fine-tune phases the backbone runs in inference mode, so its variables that do not
-        train (its weights, or the frozen part and every BatchNorm statistic) stay as they are.
-        In the full phase anything may change."""
-        if phase == "full":
-            return frozenset()
-        backbone = {id(v) for v in self.model.get_layer(BACKBONE).variables}
-        training = {id(v) for v in self.model.trainable_variables}
-        return frozenset(i for i, v in enumerate(self.model.variables)
-                         if id(v) in backbone and id(v) not in training)
 
     def finish(self) -> TrainResult:
         record = RunRecord(self.config, self.contract, self.data, self.history, self.phases,

@@ -73,7 +73,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, image_fol
         assert str(frozen["tag"]) == state["frozen_tag"]
         assert frozen_keys.isdisjoint(per_epoch.files)
 
-    caplog.set_level("INFO", logger="transfer.train")
+    caplog.set_level("INFO", logger="transfer")  # the feature cache logs as transfer.features
     result = transfer.resume(out, verbose=0)
     assert ("reusing the backbone features" in caplog.text) == (memory_cache_mb == 0)
 
