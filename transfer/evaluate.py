@@ -49,7 +49,8 @@ def evaluate_model(model, dataset, class_names: Sequence[str]) -> dict:
                                   class_names)
 
 
-def predict_split(model, split: Split, *, batch_size: int = 32) -> Predictions:
+def predict_split(model, split: Split, *, batch_size: int = 32,
+                  truth: np.ndarray | None = None) -> Predictions:
     """Run a classifier taking raw images over the files of ``split``.
 
     Images are read, decoded and resized by the training pipeline
@@ -77,7 +78,8 @@ def predict_split(model, split: Split, *, batch_size: int = 32) -> Predictions:
     if not len(kept_idx):
         raise DataError(f"none of the {len(split.paths)} images could be read, e.g. "
                         f"{split.paths[0]!r}")
-    labels = np.asarray(split.labels, dtype=np.int64)[kept_idx]
+    truth = np.asarray(split.labels, dtype=np.int64) if truth is None else truth
+    labels = truth[kept_idx]
     return Predictions(np.concatenate(probabilities), labels,
                             tuple(split.paths[i] for i in kept_idx), unreadable)
 
@@ -185,7 +187,8 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
     out_dir = Path(output_dir) if output_dir is not None else default_out
 
     task = get_task(classifier.contract.task)
-    predictions = predict_split(classifier.model, data, batch_size=batch_size)
+    predictions = predict_split(classifier.model, data, batch_size=batch_size,
+                                truth=task.labels(data, classifier.image_size))
     metrics = task.summarise(predictions.outputs, predictions.labels, classifier.class_names)
     artifacts = task.write_artifacts(metrics, predictions, classifier.class_names, out_dir)
     metrics_path = out_dir / "metrics.json"

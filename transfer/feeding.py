@@ -126,7 +126,8 @@ class ImageFeed:
     Args:
         image_size: the side images are resized to.
         memory_mb: how much decoded float32 pixels may be held, over all splits.
-        encode: the task's target encoding, ``labels -> targets`` (a tensor indexed like them).
+        encode: the task's targets of a split, ``split -> targets`` (a tensor indexed by
+            position: one-hot classes, or class maps for segmentation).
     """
 
     def __init__(self, image_size: int, memory_mb: int, encode: Callable):
@@ -142,7 +143,7 @@ class ImageFeed:
         import tensorflow as tf
 
         size = self.image_size
-        targets = self.encode(split.labels)
+        targets = self.encode(split)
         key = tuple(split.paths)
         if key not in self._images:
             held = sum(int(np.prod(x.shape)) * 4 for x in self._images.values())
@@ -163,7 +164,7 @@ class ImageFeed:
                                  batch_size=batch_size, shuffle=False, batched=True)
         import tensorflow as tf
 
-        targets = self.encode(split.labels)
+        targets = self.encode(split)
         # Labels replaced by positions, so targets of any kind are looked up by position.
         indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
         return (data_lib.image_dataset(indexed, image_size=self.image_size)

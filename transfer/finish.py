@@ -49,13 +49,15 @@ def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
     """
     trained, trained_cpu = time.perf_counter(), time.process_time()
     model.save(run.model_path)
-    data, names = record.data, record.contract.class_names
+    data, names, size = record.data, record.contract.class_names, record.contract.image_size
     if val_predictions is None:
-        val_predictions = predict_split(model, data.val, batch_size=batch_size)
+        val_predictions = predict_split(model, data.val, batch_size=batch_size,
+                                        truth=task.labels(data.val, size))
     metrics: dict[str, Any] = {"val": task.summarise(val_predictions.outputs,
                                                      val_predictions.labels, names)}
     if data.test is not None and len(data.test):
-        test = predict_split(model, data.test, batch_size=batch_size)
+        test = predict_split(model, data.test, batch_size=batch_size,
+                             truth=task.labels(data.test, size))
         metrics["test"] = task.summarise(test.outputs, test.labels, names)
     metrics["phases"] = [dataclasses.asdict(p) for p in record.phases]
     metrics["class_weights"] = record.class_weight

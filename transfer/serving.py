@@ -41,18 +41,23 @@ class ServingFunctions:
         self.top_k = max(1, min(top_k, len(self.class_names)))
         self._names = tf.constant(self.class_names)
 
-    def _outputs(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _outputs(self, images: tf.Tensor, input_size: tf.Tensor) -> dict[str, tf.Tensor]:
         return self.task.serving_outputs(self.model(images, training=False), self._names,
-                                         self.top_k)
+                                         self.top_k, input_size)
 
     def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._outputs(resize_images(images, self.image_size))
+        return self._outputs(resize_images(images, self.image_size), tf.shape(images)[1:3])
 
     def serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         images = tf.map_fn(lambda b: decode_and_resize(b, self.image_size), image_bytes,
                            fn_output_signature=tf.TensorSpec((self.image_size, self.image_size, 3),
                                                              tf.float32))
-        return self._outputs(images)
+        sizes = None
+        if self.task.needs_input_size:  # each image's own (height, width)
+            sizes = tf.map_fn(
+                lambda b: tf.shape(tf.io.decode_image(b, channels=3, expand_animations=False))[:2],
+                image_bytes, fn_output_signature=tf.TensorSpec((2,), tf.int32))
+        return self._outputs(images, sizes)
 
     def get_class_names(self) -> tf.Tensor:
         return self._names

@@ -29,7 +29,7 @@ from transfer.config import TrainConfig, TransferMode
 from transfer.distribute import is_chief, make_strategy, precision_policy
 from transfer.errors import TrainingInterrupted
 from transfer.features import FeatureCache
-from transfer.feeding import ImageFeed, epoch_dataset, fetch_arrays, mix_batch, unknown_length_ok
+from transfer.feeding import ImageFeed, epoch_dataset, fetch_arrays, unknown_length_ok
 from transfer.finish import RunRecord, finish_run
 from transfer.model import (
     BACKBONE,
@@ -230,16 +230,14 @@ class Trainer:
         self.plateau: ckpt.ResumableReduceLROnPlateau | None = None
         self.early: ckpt.ResumableEarlyStopping | None = None
         self.images = ImageFeed(config.image_size, config.memory_cache_mb,
-                                lambda labels: self.task.encode(labels, self.num_classes))
+                                lambda split: self.task.targets(split, self.num_classes,
+                                                                config.image_size))
         self.features = FeatureCache(run_dir.features_dir if run_dir else None,
                                      memory_mb=config.memory_cache_mb,
                                      image_size=config.image_size, verbose=verbose)
         self.val_predictions: Predictions | None = None
-        counts = data.train.class_counts(self.num_classes)
         self.class_weight = self.task.loss_weights(config, data.train, self.num_classes)
-        log.info("data: %d classes, %d training and %d validation images; class counts %s",
-                 self.num_classes, len(data.train), len(data.val),
-                 dict(zip(data.class_names, counts)))
+        log.info("data: %s", self.task.describe(data))
         if self.replicas > 1:
             log.info("%d replicas: global batch %d, learning rates scaled by %d",
                      self.replicas, self.global_batch, self.replicas)
@@ -313,17 +311,16 @@ class Trainer:
         features = self.features.get(extractor, {"train": train, "val": val},
                                      batch_size=self.global_batch)
         encode = self.images.encode
-        val_ds = epoch_dataset(len(val), fetch_arrays(features["val"], encode(val.labels)),
+        val_ds = epoch_dataset(len(val), fetch_arrays(features["val"], encode(val)),
                                seed=config.seed, start_epoch=0, end_epoch=1,
                                batch_size=self.global_batch, shuffle=False, batched=True)
         return PhaseSetup(head, phase.learning_rate, multipliers,
-                          fetch_arrays(features["train"], encode(train.labels)), True, val_ds)
+                          fetch_arrays(features["train"], encode(train)), True, val_ds)
 
     def train_dataset(self, setup: PhaseSetup, start: int, end: int):
         return epoch_dataset(len(self.data.train), setup.fetch_train, seed=self.config.seed,
                              start_epoch=start, end_epoch=end, batch_size=self.global_batch,
-                             shuffle=True, batch_fn=mix_batch(self.config.mixup,
-                                                              self.config.cutmix),
+                             shuffle=True, batch_fn=self.task.batch_fn(self.config),
                              batched=setup.batched)
 
     def run_phase(self, index: int, state: dict[str, Any] | None) -> None:
@@ -434,6 +431,7 @@ class Trainer:
         if features and self.config.mode is TransferMode.FEATURE_EXTRACTOR:
             _, head = self.task.feature_split(self.model)
             outputs = head.predict(features["val"], verbose=0)
-            result = Predictions(outputs, np.asarray(val.labels), tuple(val.paths))
+            result = Predictions(outputs, self.task.labels(val, self.config.image_size),
+                                 tuple(val.paths))
         self.features.release()
         return result

@@ -6,7 +6,7 @@ import abc
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class Task(abc.ABC):
     monitor: str = "val_loss"
     #: the metric drawn beside the loss in the training curves
     curve_metric: str = "accuracy"
+    #: whether the serving outputs depend on each input's original size
+    needs_input_size: bool = False
 
     # ---- data -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -50,8 +52,21 @@ class Task(abc.ABC):
         """Read, check and split the user's data (files skipped are in its report)."""
 
     @abc.abstractmethod
-    def encode(self, labels: Sequence[Any], num_classes: int) -> tf.Tensor:
-        """Training targets for ``labels``, indexed like them."""
+    def targets(self, split: Split, num_classes: int, image_size: int) -> tf.Tensor:
+        """Training targets of ``split``, indexed by position."""
+
+    @abc.abstractmethod
+    def labels(self, split: Split, image_size: int) -> np.ndarray:
+        """The ground truth of ``split`` for evaluation, indexed by position."""
+
+    @abc.abstractmethod
+    def describe(self, data: ImageFolderData) -> str:
+        """One line about the data, for the run log."""
+
+    def batch_fn(self, config: TrainConfig) -> Callable | None:
+        """A transform of each training batch ``(batch, seed_pair) -> batch`` (mixup, joint
+        augmentation), or ``None``."""
+        return None
 
     def loss_weights(self, config: TrainConfig, split: Split,
                      num_classes: int) -> dict[int, float] | None:
@@ -92,6 +107,9 @@ class Task(abc.ABC):
 
     # ---- serving ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def serving_outputs(self, outputs: tf.Tensor, class_names: tf.Tensor,
-                        top_k: int) -> dict[str, tf.Tensor]:
-        """The SavedModel's outputs, computed from the model's outputs."""
+    def serving_outputs(self, outputs: tf.Tensor, class_names: tf.Tensor, top_k: int,
+                        input_size: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The SavedModel's outputs, computed from the model's outputs on images that were
+        ``input_size`` before they were resized to the model's size: ``[2]`` (height, width)
+        for a batch of one size, ``[batch, 2]`` for encoded images of their own sizes, or
+        ``None`` when the task does not need it (:attr:`needs_input_size`)."""

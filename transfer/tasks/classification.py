@@ -14,6 +14,7 @@ import numpy as np
 from transfer import data as data_lib
 from transfer import plots
 from transfer.errors import DataError
+from transfer.feeding import mix_batch
 from transfer.model import build_classifier, feature_model, head_model
 from transfer.tasks.base import Predictions, Task
 
@@ -36,10 +37,21 @@ class ClassificationTask(Task):
             min_per_class=config.min_per_class, drop_small_classes=config.drop_small_classes,
             cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
 
-    def encode(self, labels, num_classes):
+    def targets(self, split, num_classes, image_size):
         import tensorflow as tf
 
-        return tf.one_hot(tf.constant(list(labels), tf.int32), num_classes)
+        return tf.one_hot(tf.constant(list(split.labels), tf.int32), num_classes)
+
+    def labels(self, split, image_size):
+        return np.asarray(split.labels, dtype=np.int64)
+
+    def describe(self, data):
+        counts = data.train.class_counts(data.num_classes)
+        return (f"{data.num_classes} classes, {len(data.train)} training and {len(data.val)} "
+                f"validation images; class counts {dict(zip(data.class_names, counts))}")
+
+    def batch_fn(self, config):
+        return mix_batch(config.mixup, config.cutmix)
 
     def loss_weights(self, config, split, num_classes):
         counts = split.class_counts(num_classes)
@@ -97,7 +109,7 @@ class ClassificationTask(Task):
                           written["mistakes"])
         return written
 
-    def serving_outputs(self, outputs, class_names, top_k):
+    def serving_outputs(self, outputs, class_names, top_k, input_size):
         import tensorflow as tf
 
         scores, indices = tf.math.top_k(outputs, k=top_k)
