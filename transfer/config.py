@@ -32,7 +32,8 @@ CLASS_WEIGHTS = ("auto", "on", "off")
 SCHEDULES = ("plateau", "cosine", "onecycle", "constant")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
-TASK_NAMES = ("classification",)  # the keys of transfer.tasks.TASKS
+TASK_NAMES = ("classification", "segmentation")  # the keys of transfer.tasks.TASKS
+LOSSES = ("auto", "ce", "dice", "ce+dice", "focal")
 
 
 # The rule of each TrainConfig field is data on the field (``metadata["check"]``), read by
@@ -215,7 +216,14 @@ class TrainConfig:
         memory_cache_mb: decoded training images, and in feature-extractor mode the backbone
             features, are kept in memory when they fit in this many megabytes; otherwise images
             are decoded again each epoch and features are cached on disk in the run directory.
-        task: what the model learns (``"classification"``); see :mod:`transfer.tasks`.
+        task: what the model learns (``"classification"`` or ``"segmentation"``; ``"auto"``:
+            decided from the model and the data layout when training starts); see
+            :mod:`transfer.tasks`.
+        backbone: segmentation with ``model`` ``"unet"`` or ``"fpn"``: the registry encoder.
+        loss: segmentation loss; ``"auto"`` is the task's default (cross-entropy plus Dice).
+        ignore_index: segmentation: the mask value of unlabelled pixels, left out of loss and
+            metrics.
+        palette: segmentation: a ``index,name,r,g,b`` CSV for RGB colour-coded masks.
     """
 
     model: str = _field(
@@ -313,7 +321,20 @@ class TrainConfig:
         "Keep decoded images and backbone features in memory up to this size; beyond it "
         "images are decoded each epoch and features cached on disk.")
     task: str = _field(
-        "classification", Choice(TASK_NAMES), "What the model learns (see transfer.tasks).")
+        "auto", Choice(("auto", *TASK_NAMES)),
+        "classification or segmentation; auto: from the model and the data layout.")
+    backbone: str | None = _field(
+        None, Text(none_ok=True, none_words=("none", "None", "")),
+        "Segmentation: the registry encoder under --model unet|fpn (e.g. keras_mobilenetv2).")
+    loss: str = _field(
+        "auto", Choice(LOSSES),
+        "Segmentation loss (ce, dice, ce+dice, focal); auto: the task's default.")
+    ignore_index: int = _field(
+        255, Range(min=0, max=255, integer=True),
+        "Segmentation: the mask value that marks unlabelled pixels (Pascal VOC: 255).")
+    palette: str | None = _field(
+        None, Text(none_ok=True),
+        "Segmentation: a CSV of index,name,r,g,b to read colour-coded RGB masks.")
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -186,7 +186,7 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
         default_out = home / "evaluation" / split
     out_dir = Path(output_dir) if output_dir is not None else default_out
 
-    task = get_task(classifier.contract.task)
+    task = get_task(classifier.contract.task, **classifier.contract.task_options())
     predictions = predict_split(classifier.model, data, batch_size=batch_size,
                                 truth=task.labels(data, classifier.image_size))
     metrics = task.summarise(predictions.outputs, predictions.labels, classifier.class_names)

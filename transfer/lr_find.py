@@ -25,7 +25,7 @@ from transfer.distribute import make_strategy
 from transfer.errors import ConfigError
 from transfer.model import backbone_info
 from transfer.tasks import get_task
-from transfer.train import Trainer
+from transfer.train import Trainer, resolve_task
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,11 @@ def lr_find(data_dir: str | os.PathLike, *, config: TrainConfig | None = None,
     config = (config or TrainConfig()).replace(**overrides)
     if not 0 < start < end:
         raise ConfigError(f"need 0 < start < end for the sweep, got start={start}, end={end}")
-    config = config.replace(image_size=config.image_size or backbone_info(config.model)
-                            .default_size)
-    data = get_task(config.task).load_data(data_dir, config)
+    config = resolve_task(config, data_dir)
+    task = get_task(config.task, ignore_index=config.ignore_index)
+    config = config.replace(image_size=config.image_size
+                            or backbone_info(task.backbone_name(config)).default_size)
+    data = task.load_data(data_dir, config)
     trainer = Trainer(config, data, None, make_strategy(config.strategy), [], verbose=0)
     model = trainer.build()
     saved = [np.array(v) for v in model.variables]

@@ -124,6 +124,7 @@ class InputContract:
             every model still takes raw 0-255 RGB images.
         preprocessing: the backbone's preprocessing mode, applied inside the model.
         class_names: class names in label order; the outputs follow it.
+        ignore_index: segmentation: the mask value of unlabelled pixels (``None`` otherwise).
     """
 
     task: str
@@ -131,20 +132,29 @@ class InputContract:
     channels: int
     preprocessing: str
     class_names: tuple[str, ...]
+    ignore_index: int | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "class_names": list(self.class_names)}
+        data = {**dataclasses.asdict(self), "class_names": list(self.class_names)}
+        if self.ignore_index is None:
+            del data["ignore_index"]
+        return data
+
+    def task_options(self) -> dict[str, Any]:
+        """What :func:`transfer.tasks.get_task` needs besides the task's name."""
+        return {} if self.ignore_index is None else {"ignore_index": self.ignore_index}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputContract:
         return cls(task=data.get("task", "classification"), image_size=int(data["image_size"]),
                    channels=int(data.get("channels", 3)),
                    preprocessing=str(data.get("preprocessing", "unknown")),
-                   class_names=tuple(str(n) for n in data["class_names"]))
+                   class_names=tuple(str(n) for n in data["class_names"]),
+                   ignore_index=data.get("ignore_index"))
 
     @classmethod
     def of_model(cls, model: keras.Model, class_names: Sequence[str] | None = None,

@@ -35,7 +35,7 @@ class ServingFunctions:
     def __init__(self, model: keras.Model, contract: InputContract, top_k: int = DEFAULT_TOP_K):
         self.model = model
         self.contract = contract
-        self.task = get_task(contract.task)
+        self.task = get_task(contract.task, **contract.task_options())
         self.image_size = contract.image_size
         self.class_names = list(contract.class_names)
         self.top_k = max(1, min(top_k, len(self.class_names)))

@@ -99,7 +99,27 @@ def resolve_contract(config: TrainConfig, info: BackboneInfo,
     """The input contract of the model this config trains, decided once."""
     return InputContract(task=config.task, image_size=config.image_size or info.default_size,
                          channels=info.channels, preprocessing=info.preprocessing,
-                         class_names=tuple(class_names))
+                         class_names=tuple(class_names),
+                         ignore_index=(config.ignore_index if config.task == "segmentation"
+                                       else None))
+
+
+def resolve_task(config: TrainConfig, data_dir: str | os.PathLike) -> TrainConfig:
+    """``task="auto"`` decided: segmentation for a decoder on a backbone, a segmentation model
+    or a folder of images and masks; classification otherwise."""
+    if config.task != "auto":
+        return config
+    import zoo
+
+    from transfer.tasks.segmentation import DECODERS, looks_like_segmentation
+
+    model = str(config.model)
+    segmentation = (
+        config.backbone is not None
+        or (model in DECODERS and not Path(model).suffix)
+        or (model in zoo.list_models() and zoo.get_spec(model).task == "segmentation")
+        or looks_like_segmentation(data_dir))
+    return config.replace(task="segmentation" if segmentation else "classification")
 
 
 def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
@@ -127,9 +147,9 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     Raises:
         TrainingInterrupted: on Ctrl-C; the last finished epoch is checkpointed.
     """
-    config = (config or TrainConfig()).replace(**overrides)
-    task = get_task(config.task)
-    info = backbone_info(config.model)
+    config = resolve_task((config or TrainConfig()).replace(**overrides), data_dir)
+    task = get_task(config.task, ignore_index=config.ignore_index)
+    info = backbone_info(task.backbone_name(config))
     config = config.replace(image_size=config.image_size or info.default_size)
     # Checked before anything is written or trained: a typo must not cost the head phase.
     resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
@@ -163,6 +183,8 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
     if state.get("finished"):
         raise RunDirError(f"the run in {str(run.path)!r} already finished")
     config = TrainConfig.load(run / "config.json")
+    if config.task == "auto":  # runs written before tasks were recorded were classifiers
+        config = config.replace(task="classification")
     data = data_lib.ImageFolderData.load(run / "split.json")
     strategy = make_strategy(config.strategy)
     log.info("resuming %s after epoch %d", run.path, state["epoch"])
@@ -210,7 +232,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: data_lib.ImageFolderData,
                  run_dir: RunDir | None, strategy, extra_callbacks: list, verbose):
         self.config = config
-        self.task: Task = get_task(config.task)
+        self.task: Task = get_task(config.task, ignore_index=config.ignore_index)
         self.data = data
         self.run_dir = run_dir
         self.strategy = strategy
@@ -218,7 +240,7 @@ class Trainer:
         self.verbose = verbose
         self.replicas = strategy.num_replicas_in_sync
         self.plan = phase_plan(config, self.replicas)
-        self.info = backbone_info(config.model)
+        self.info = backbone_info(self.task.backbone_name(config))
         self.unfreeze_from = resolve_unfreeze(self.info, unfreeze_from=config.unfreeze_from,
                                               unfreeze_top=config.unfreeze_top)
         self.contract = resolve_contract(config, self.info, data.class_names)

@@ -50,6 +50,10 @@ BAD = {
     "strategy": ["mirror", None],
     "memory_cache_mb": [-1, 2.5, None],
     "task": ["detection", None, 3],
+    "backbone": [3, ["keras_mobilenetv2"]],
+    "loss": ["l2", None],
+    "ignore_index": [-1, 256, 2.5],
+    "palette": ["", 3],
 }
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -167,7 +171,9 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(earlier, indent=2) + "\n")
     config = TrainConfig.load(path)
-    assert config.to_dict() == {**earlier, "task": "classification"}  # a later field
+    later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": 255,
+             "palette": None}  # fields added since, at their defaults
+    assert config.to_dict() == {**earlier, **later}
     config.save(tmp_path / "again.json")
     assert TrainConfig.load(tmp_path / "again.json") == config
     # Older files may lack later fields: those take their defaults.

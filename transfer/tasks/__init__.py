@@ -8,19 +8,24 @@ The phase plan, the epoch loop, checkpoints, resume, strategies and the run dire
 
 from __future__ import annotations
 
+from typing import Any
+
 from transfer.errors import ConfigError
 from transfer.tasks.base import Predictions, Task
 from transfer.tasks.classification import ClassificationTask
+from transfer.tasks.segmentation import SegmentationTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (ClassificationTask(),)}
+TASKS: dict[str, type[Task]] = {task.name: task
+                                for task in (ClassificationTask, SegmentationTask)}
 
 
-def get_task(name: str) -> Task:
-    """The task registered under ``name``."""
+def get_task(name: str, **options: Any) -> Task:
+    """A task registered under ``name``, with its options (segmentation: ``ignore_index``)."""
     try:
-        return TASKS[name]
+        task = TASKS[name]
     except KeyError:
         raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}") from None
+    return task(**options)
 
 
-__all__ = ["TASKS", "ClassificationTask", "Predictions", "Task", "get_task"]
+__all__ = ["TASKS", "ClassificationTask", "Predictions", "SegmentationTask", "Task", "get_task"]

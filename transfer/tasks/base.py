@@ -44,6 +44,9 @@ class Task(abc.ABC):
     #: whether the serving outputs depend on each input's original size
     needs_input_size: bool = False
 
+    def __init__(self, **options: Any):
+        """Options a task does not use are ignored, so callers can pass the contract's."""
+
     # ---- data -------------------------------------------------------------------------------
     @abc.abstractmethod
     def load_data(self, source: str | os.PathLike, config: TrainConfig, *,
@@ -74,6 +77,10 @@ class Task(abc.ABC):
         return None
 
     # ---- model ------------------------------------------------------------------------------
+    def backbone_name(self, config: TrainConfig) -> str:
+        """The registry model (or ``.keras`` file) whose metadata decides the input contract,
+        the blocks and the unfreezing defaults."""
+        return config.model
     @abc.abstractmethod
     def build_model(self, config: TrainConfig, *, num_classes: int,
                     weights: str | None) -> keras.Model:

@@ -1,0 +1,223 @@
+"""Semantic segmentation: image/mask pairs, an encoder-decoder on any registry backbone (or a
+whole registry segmentation model), per-pixel losses with an ignore index, IoU metrics, and
+serving outputs at the input's own resolution."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfer import plots
+from transfer.errors import ConfigError
+from transfer.tasks.base import Predictions, Task
+
+log = logging.getLogger(__name__)
+
+#: ``--model`` names that put a decoder on ``--backbone``; other names are whole registry models
+DECODERS = ("unet", "fpn")
+#: the registry model ``--model unet`` means without a backbone: the paper's layout, padded
+PLAIN_UNET = "unet_same"
+DEFAULT_LOSS = "ce+dice"
+
+
+class SegmentationTask(Task):
+    """A class per pixel, from ``images/`` + ``masks/`` folders (or Pascal VOC, Oxford Pets)."""
+
+    name = "segmentation"
+    curve_metric = "mean_iou"
+    needs_input_size = True
+
+    def __init__(self, *, ignore_index: int = 255, **options: Any):
+        super().__init__(**options)
+        self.ignore_index = ignore_index
+        self.pixel_weights: list[float] | None = None
+
+    # ---- data -------------------------------------------------------------------------------
+    def load_data(self, source, config, *, cache_dir=None, tfds_data_dir=None):
+        if str(source).startswith("tfds:"):
+            raise ConfigError("segmentation reads image/mask folders (images/ + masks/, Pascal "
+                              "VOC or Oxford-IIIT Pet layouts), not tfds:NAME")
+        return masks_lib.load_segmentation(
+            source, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
+            palette=config.palette, ignore_index=config.ignore_index, cache_dir=cache_dir)
+
+    def targets(self, split, num_classes, image_size):
+        import tensorflow as tf
+
+        return tf.constant(self.labels(split, image_size))
+
+    def labels(self, split, image_size):
+        return masks_lib.load_masks(split, image_size)
+
+    def describe(self, data):
+        return (f"{data.num_classes} classes ({', '.join(data.class_names)}), "
+                f"{len(data.train)} training and {len(data.val)} validation image/mask pairs")
+
+    def loss_weights(self, config, split, num_classes):
+        """``None`` for ``fit``: per-pixel class weights (median-frequency balancing) go into
+        the loss itself, when ``class_weights`` is on, or auto and the classes' pixel counts
+        are imbalanced."""
+        frequencies = masks_lib.pixel_frequencies(split, num_classes)
+        present = [f for f in frequencies if f > 0]
+        ratio = max(present) / min(present) if present else 1.0
+        if config.class_weights == "on" or (config.class_weights == "auto"
+                                            and ratio > config.imbalance_threshold):
+            self.pixel_weights = masks_lib.class_pixel_weights(frequencies)
+            log.info("pixel class weights on (largest/smallest class = %.1f): %s", ratio,
+                     [round(w, 3) for w in self.pixel_weights])
+        return None
+
+    def batch_fn(self, config):
+        if not config.augment:
+            return None
+        ignore = config.ignore_index
+
+        def augment(batch, seed):
+            images, masks = batch
+            return masks_lib.joint_augment(images, masks, seed, ignore_index=ignore)
+
+        return augment
+
+    # ---- model ------------------------------------------------------------------------------
+    def backbone_name(self, config):
+        if config.backbone:
+            return config.backbone
+        return PLAIN_UNET if config.model == "unet" else config.model
+
+    def build_model(self, config, *, num_classes, weights):
+        import keras
+
+        import zoo
+
+        size = config.image_size
+        keras.utils.set_random_seed(config.seed)
+        if config.backbone:
+            if config.model not in DECODERS:
+                raise ConfigError(f"--backbone needs --model {' or '.join(DECODERS)} (a decoder "
+                                  f"to put on it), got --model {config.model!r}",
+                                  field="backbone")
+            return zoo.build_segmenter(decoder=config.model, backbone=config.backbone,
+                                       classes=num_classes, input_shape=(size, size, 3),
+                                       encoder_weights=weights)
+        name = PLAIN_UNET if config.model == "unet" else config.model
+        spec = zoo.get_spec(name)
+        if spec.task != "segmentation":
+            raise ConfigError(f"model {config.model!r} is a {spec.task} model; for segmentation "
+                              f"give --model unet|fpn --backbone {config.model}, or a "
+                              f"segmentation model ({', '.join(zoo.list_models(task='segmentation'))})",
+                              field="model")
+        if config.mode.value != "full-retrain":
+            raise ConfigError(f"{name} is a whole segmentation network without a pretrained "
+                              f"encoder to freeze; use --mode full-retrain, or --model unet|fpn "
+                              f"--backbone NAME for the {config.mode.value} mode", field="mode")
+        return zoo.create_model(name, classes=num_classes, input_shape=(size, size, 3),
+                                weights=weights)
+
+    def feature_split(self, model):
+        import keras
+
+        from transfer.model import frozen_part
+
+        encoder = frozen_part(model)
+        taps = list(encoder._inbound_nodes[0].output_tensors)
+        features = keras.Model(model.inputs, taps, name="features")
+        decoder = keras.Model(taps, model.outputs, name="head")
+        return features, decoder
+
+    def loss(self, config):
+        return make_loss(DEFAULT_LOSS if config.loss == "auto" else config.loss,
+                         num_classes=None, ignore_index=self.ignore_index,
+                         class_weights=self.pixel_weights)
+
+    def metrics(self, num_classes):
+        return segmentation_metrics_for_compile(num_classes, self.ignore_index)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def summarise(self, outputs, labels, class_names):
+        return segmentation_summary(np.asarray(outputs).argmax(-1), np.asarray(labels),
+                                    class_names, ignore_index=self.ignore_index,
+                                    probabilities=outputs)
+
+    def headline(self, metrics: dict[str, Any]) -> str:
+        return (f"mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
+                f"{metrics['pixel_accuracy']:.4f}, Dice {metrics['dice']:.4f}")
+
+    def write_artifacts(self, metrics, predictions: Predictions, class_names,
+                        out_dir: str | os.PathLike) -> dict[str, Path]:
+        """``confusion_matrix.png`` over pixels and ``worst.png``: the images with the lowest
+        IoU as image, truth and prediction side by side."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"confusion_matrix": out / "confusion_matrix.png", "worst": out / "worst.png"}
+        plots.save_figure(plots.confusion_figure(metrics["confusion_matrix"], class_names),
+                          written["confusion_matrix"])
+        ious = np.asarray([np.nan if v is None else v for v in metrics["per_image_iou"]])
+        order = np.argsort(np.nan_to_num(ious, nan=2.0), kind="stable")[:8]
+        size = predictions.labels.shape[1]
+        images = np.stack([_resized(predictions.paths[i], size) for i in order])
+        fig = plots.worst_figure(images, predictions.labels[order],
+                                 predictions.outputs[order].argmax(-1), ious[order],
+                                 class_names, plots.palette(len(class_names)),
+                                 ignore_index=self.ignore_index)
+        plots.save_figure(fig, written["worst"])
+        return written
+
+    # ---- serving ----------------------------------------------------------------------------
+    def serving_outputs(self, outputs, class_names, top_k, input_size):
+        """``class_ids`` (uint8 ``[batch, height, width]``) and ``probabilities`` (float32
+        ``[batch, height, width, classes]``) at each input's own size. For encoded images of
+        several sizes the maps are padded to the largest with ``ignore_index`` (class ids) and
+        0 (probabilities); ``sizes`` ``[batch, 2]`` says each image's own height and width."""
+        import tensorflow as tf
+
+        size = tf.convert_to_tensor(input_size)
+        if size.shape.rank == 1:
+            probabilities = tf.image.resize(outputs, size, method="bilinear")
+            batch = tf.shape(outputs)[0]
+            sizes = tf.tile(size[None], [batch, 1])
+        else:
+            sizes = size
+            height, width = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+
+            def one(args):
+                probs, hw = args
+                resized = tf.image.resize(probs[None], hw, method="bilinear")[0]
+                return tf.pad(resized, [[0, height - hw[0]], [0, width - hw[1]], [0, 0]])
+
+            probabilities = tf.map_fn(one, (outputs, sizes),
+                                      fn_output_signature=tf.TensorSpec(
+                                          (None, None, outputs.shape[-1]), tf.float32))
+        ids = tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
+        if size.shape.rank != 1:
+            rows = tf.range(tf.shape(ids)[1])[None, :, None] < sizes[:, 0, None, None]
+            cols = tf.range(tf.shape(ids)[2])[None, None, :] < sizes[:, 1, None, None]
+            ids = tf.where(rows & cols, ids, tf.constant(self.ignore_index, tf.uint8))
+        return {"class_ids": ids, "probabilities": probabilities, "sizes": sizes}
+
+
+def _resized(path: str, size: int) -> np.ndarray:
+    """An image as training saw it (EXIF orientation applied), resized to the model's size."""
+    from PIL import Image
+
+    from transfer.data import load_normalized
+
+    image = Image.fromarray(load_normalized(path)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image)
+
+
+def looks_like_segmentation(data_dir: str | os.PathLike) -> bool:
+    """Whether a data folder is laid out as image/mask pairs: ``images/`` + ``masks/`` (also
+    under ``train/``), Pascal VOC (``JPEGImages/`` + ``SegmentationClass/``) or Oxford-IIIT Pet
+    (``images/`` + ``annotations/trimaps/``)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        return False
+    for folder in (root, root / "train"):
+        if (folder / "images").is_dir() and (folder / "masks").is_dir():
+            return True
+    return ((root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir()) or (
+        (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir())
