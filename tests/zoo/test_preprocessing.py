@@ -25,7 +25,9 @@ from zoo._common import PREPROCESS_PREFIX
 from zoo.layers import Preprocess
 
 ALL = zoo.list_models()
-WEIGHTS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "weights"
+# ../shared/weights next to the repository; ZOO_TEST_WEIGHTS points elsewhere (a worktree).
+WEIGHTS_DIR = Path(os.environ.get(
+    "ZOO_TEST_WEIGHTS", Path(__file__).resolve().parents[2].parent / "shared" / "weights"))
 
 # Families whose keras.applications preprocess_input is a pass-through, because Keras builds the
 # preprocessing into the network; the registry's mode is that of those built-in layers.
