@@ -73,13 +73,18 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Commands that import TensorFlow only when they need it, so that they can answer instantly.
+_LAZY_TENSORFLOW = ("list",)
+
+
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @click.version_option(package_name="cnn-zoo")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Classic CNNs and keras.applications models, and transfer learning on image folders."""
     _setup_logging(verbose)
-    if not verbose:
+    if not verbose and ctx.invoked_subcommand not in _LAZY_TENSORFLOW:
         _import_tensorflow_quietly()
 
 
@@ -90,23 +95,77 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _stored_rows() -> dict | None:
+    """The rows of ``zoo/stats.json`` (registry facts and counts at the defaults), or ``None``.
+
+    The file is found without importing ``zoo``, whose import pulls in Keras and TensorFlow
+    (seconds); reading it takes milliseconds.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("zoo")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "stats.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["models"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _counted_rows(pattern: str | None, source: str | None, count: bool,
+                  input_size: int | None, classes: int | None) -> list[dict]:
+    """Rows from the registry itself; with ``count``, each model is built and counted."""
+    if not click.get_current_context().find_root().params.get("verbose"):
+        _import_tensorflow_quietly()
+    from zoo import get_spec, list_models
+    from zoo.errors import ZooError
+    from zoo.info import model_info
+
+    rows = []
+    for name in list_models(pattern, source=source):
+        shape = None
+        if input_size is not None:
+            shape = (input_size, input_size, get_spec(name).channels)
+        try:
+            rows.append(model_info(name, with_stats=count, input_shape=shape, classes=classes))
+        except ZooError as exc:  # e.g. a size this model cannot take: the others still count
+            rows.append({**model_info(name, with_stats=False), "error": str(exc)})
+    return rows
+
+
 @main.command("list")
 @click.argument("pattern", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--source", type=click.Choice(["classic", "keras"]), help="Only this kind.")
-@click.option("--stats/--no-stats", default=None,
-              help="Build each model to count parameters and MACs (default: on with a pattern).")
-def list_command(pattern: str | None, as_json: bool, source: str | None,
-                 stats: bool | None) -> None:
-    """List the registered models matching PATTERN (fnmatch, e.g. 'resnet*')."""
-    from zoo import get_spec, list_models
-    from zoo.info import model_info
+@click.option("--stats", is_flag=True,
+              help="Count parameters and MACs by building each model (minutes for all of them) "
+                   "instead of reading the stored counts; implied by --input-size and --classes.")
+@click.option("--input-size", type=click.IntRange(min=1),
+              help="Count at this square input size (builds each model).")
+@click.option("--classes", type=click.IntRange(min=1),
+              help="Count with this many classes (builds each model).")
+def list_command(pattern: str | None, as_json: bool, source: str | None, stats: bool,
+                 input_size: int | None, classes: int | None) -> None:
+    """List the registered models matching PATTERN (fnmatch, e.g. 'resnet*').
 
-    names = list_models(pattern, source=source)
-    if not names:
+    Parameters and MACs at each model's default input size and classes are read from the table
+    stored with the package, so listing is instant; --stats counts them by building the models,
+    at another --input-size or with other --classes if given.
+    """
+    import fnmatch
+
+    count = stats or input_size is not None or classes is not None
+    stored = None if count else _stored_rows()
+    if stored is None:
+        rows = _counted_rows(pattern, source, count, input_size, classes)
+    else:
+        rows = [row for name, row in sorted(stored.items())
+                if (not pattern or fnmatch.fnmatch(name, pattern.lower()))
+                and (not source or row["source"] == source)]
+    if not rows:
         raise click.ClickException(f"no model matches {pattern!r}; run 'zoo list' to see all")
-    with_stats = stats if stats is not None else bool(pattern) or len(names) <= 5
-    rows = [model_info(name, with_stats=with_stats) for name in names]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -115,11 +174,14 @@ def list_command(pattern: str | None, as_json: bool, source: str | None,
     for row in rows:
         params = _human(row["params_total"]) if "params_total" in row else "-"
         macs = _human(row["macs"]) if row.get("macs") else "-"
-        h, w, c = row["default_input_shape"]
+        h, w, c = row.get("stats_input_shape") or row["default_input_shape"]
         click.echo(f"{row['name']:<22} {params:>8} {macs:>8} {f'{h}x{w}x{c}':>11} "
-                   f"{row['min_input_size']:>4}  {row['source']:<7} {get_spec(row['name']).paper}")
-    if not with_stats:
-        click.echo("(parameters and MACs: give a pattern, --stats, or 'zoo info NAME')", err=True)
+                   f"{row['min_input_size']:>4}  {row['source']:<7} {row['paper']}")
+    for row in rows:
+        if "error" in row:
+            error = row["error"]
+            named = error if error.startswith(row["name"]) else f"{row['name']}: {error}"
+            click.echo(f"not counted: {named}", err=True)
 
 
 @main.command("info")

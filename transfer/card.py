@@ -102,10 +102,11 @@ def write_model_card(run_dir: str | os.PathLike, *,
               'out = model.signatures["serving_default"](images=tf.constant(uint8_batch))',
               "", "from ai_edge_litert.interpreter import Interpreter",
               'interpreter = Interpreter(model_path="model.tflite")',
-              "", "import keras, zoo  # zoo registers the preprocessing layer",
+              "", "import keras",
               'model = keras.saving.load_model("model.keras", safe_mode=True)', "```",
-              "", "The `.keras` file needs `zoo` installed (its preprocessing layer is a zoo "
-              "layer); the SavedModel and TFLite files need only TensorFlow or LiteRT.", ""]
+              "", "None of them needs this package: the `.keras` file is built from Keras's own "
+              "layers (preprocessing included), the SavedModel and TFLite files need only "
+              "TensorFlow or LiteRT.", ""]
     return atomic_write(run / "MODEL_CARD.md", "\n".join(lines))
 
 

@@ -4,7 +4,7 @@
 
 - ``savedmodel``: a SavedModel for plain TensorFlow and TF Serving (endpoints below).
 - ``keras``: the Keras classifier, reloadable with ``keras.saving.load_model(path,
-  safe_mode=True)`` once ``zoo`` is imported (its preprocessing layer is a registered zoo layer).
+  safe_mode=True)`` by plain Keras: every layer, preprocessing included, is one of Keras's own.
   Input: float ``[batch, size, size, 3]`` raw 0-255 RGB pixels already resized to the model's
   size; output: ``[batch, classes]`` probabilities.
 - ``tflite``: a LiteRT flatbuffer converted from the SavedModel's ``serve_images`` function

@@ -1,16 +1,18 @@
 """Backbone + head classifiers, and the one function that decides what is trainable.
 
 The classifier takes raw 0-255 RGB pixels at a fixed size. Inside it: optional augmentation
-(active only in training), the backbone's own preprocessing (a mode from the registry, so the user
-never has to know it), the backbone without its top, global pooling, dropout and a dense
-classifier. Layer names are fixed (``"backbone"``, ``"head_dropout"``, ``"classifier"``) so the
-other modules can find the parts.
+(active only in training), luma for one-channel backbones, the backbone without its top (every zoo
+model holds its own preprocessing, so the user never has to know it), global pooling, dropout and
+a dense classifier. Every layer is one of Keras's own, so the ``.keras`` file loads where this
+package is not installed. Layer names are fixed (``"backbone"``, ``"head_dropout"``,
+``"classifier"``) so the other modules can find the parts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import math
 import os
@@ -24,11 +26,12 @@ from transfer.errors import ConfigError
 from transfer.rundir import load_keras_model
 from zoo._common import leaf_layers, walk_layers
 from zoo.errors import ZooError
-from zoo.layers import Preprocess
 
 log = logging.getLogger(__name__)
 
 BACKBONE = "backbone"
+RGB_ADAPTER = "rgb_to_gray"
+LEGACY_PREPROCESS = "preprocess"  # the layer classifiers held before the zoo's models did
 HEAD_LAYERS = ("head_dropout", "classifier")
 
 
@@ -64,11 +67,53 @@ def backbone_info(model: str) -> BackboneInfo:
 def _model_file_info(path: str, mtime_ns: int) -> BackboneInfo:
     """Read once per file version: a run asks for the info several times."""
     previous = load_keras_model(path)
-    backbone = previous.get_layer(BACKBONE)
-    pre = previous.get_layer("preprocess")
+    backbone = _file_backbone(previous)
     size = previous.input_shape[1]
-    return BackboneInfo(name=backbone.name, preprocessing=pre.mode, channels=pre.channels,
-                        default_size=size, min_size=size, blocks=(), default_unfreeze=None)
+    contract = Path(path).with_name("contract.json")
+    mode = (json.loads(contract.read_text()).get("preprocessing", "unknown")
+            if contract.is_file() else _legacy_mode(previous))
+    return BackboneInfo(name=backbone.name, preprocessing=mode,
+                        channels=int(backbone.input_shape[-1]), default_size=size,
+                        min_size=size, blocks=(), default_unfreeze=None)
+
+
+def _legacy_mode(model: keras.Model) -> str:
+    try:
+        return model.get_layer(LEGACY_PREPROCESS).mode
+    except ValueError:
+        return "unknown"
+
+
+def _file_backbone(previous: keras.Model) -> keras.Model:
+    """The backbone of a classifier trained by this toolkit, taking raw pixels.
+
+    Classifiers written before the zoo's models held their own preprocessing kept it in a
+    ``preprocess`` layer in front of the backbone; the two are joined into one backbone.
+    """
+    backbone = previous.get_layer(BACKBONE)
+    try:
+        legacy = previous.get_layer(LEGACY_PREPROCESS)
+    except ValueError:
+        return backbone
+    image = keras.Input(previous.input_shape[1:], name="raw")
+    return keras.Model(image, backbone(legacy(image)), name=BACKBONE)
+
+
+def rgb_adapter(channels: int) -> keras.Model | None:
+    """What turns raw RGB images into the backbone's input: ``None`` for RGB backbones; for
+    one-channel backbones (LeNet-5) luma, ITU-R BT.601 weights as ``tf.image.rgb_to_grayscale``,
+    from Keras's own weightless layers, so the model loads in plain Keras."""
+    if channels == 3:
+        return None
+    if channels != 1:
+        raise ConfigError(f"backbones take 1 or 3 channels, not {channels}")
+    layers = keras.layers
+    image = keras.Input((None, None, 3), name="rgb")
+    weighted = layers.Rescaling([0.2989, 0.5870, 0.1140], name="luma_weights")(image)
+    # channels_first Cropping2D crops the last two axes: on channels-last data, one channel.
+    parts = [layers.Cropping2D(((0, 0), (i, 2 - i)), data_format="channels_first",
+                               name=f"luma_channel{i}")(weighted) for i in range(3)]
+    return keras.Model(image, layers.Add(name="luma")(parts), name=RGB_ADAPTER)
 
 
 def _is_model_file(model: str) -> bool:
@@ -78,8 +123,7 @@ def _is_model_file(model: str) -> bool:
 def build_backbone(model: str, *, image_size: int, weights: str | None) -> keras.Model:
     """The backbone without its top, ending in global average pooling."""
     if _is_model_file(model):
-        previous = load_keras_model(model)
-        backbone = previous.get_layer(BACKBONE)
+        backbone = _file_backbone(load_keras_model(model))
         if weights not in (None, "imagenet"):
             log.info("weights=%r ignored: the backbone of %s keeps its trained weights",
                      weights, model)
@@ -123,7 +167,9 @@ def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
 
     inputs = keras.Input((size, size, 3), name="image")
     x = augmentation(seed)(inputs) if augment else inputs
-    x = Preprocess(info.preprocessing, channels=info.channels, name="preprocess")(x)
+    adapter = rgb_adapter(info.channels)
+    if adapter is not None:
+        x = adapter(x)
     if mode is TransferMode.FULL_RETRAIN:
         x = backbone(x)
     else:
@@ -151,7 +197,10 @@ def head_model(classifier: keras.Model) -> keras.Model:
 def feature_model(classifier: keras.Model) -> keras.Model:
     """Raw images to pooled backbone features (preprocessing included, augmentation skipped)."""
     image = keras.Input(classifier.input_shape[1:], name="image")
-    x = classifier.get_layer("preprocess")(image)
+    x = image
+    for name in (LEGACY_PREPROCESS, RGB_ADAPTER):
+        if any(layer.name == name for layer in classifier.layers):
+            x = classifier.get_layer(name)(x)
     x = classifier.get_layer(BACKBONE)(x, training=False)
     return keras.Model(image, x, name="features")
 

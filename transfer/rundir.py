@@ -165,11 +165,12 @@ class InputContract:
             raise RunDirError(f"model {model.name!r} does not take images of a fixed size "
                               f"(input shape {shape})")
         mode, channels = "unknown", int(shape[-1])
-        try:
-            pre = model.get_layer("preprocess")
+        names = {layer.name: layer for layer in model.layers}
+        if "preprocess" in names:  # classifiers written before the zoo's models preprocessed
+            pre = names["preprocess"]
             mode, channels = getattr(pre, "mode", mode), getattr(pre, "channels", channels)
-        except ValueError:
-            pass
+        elif "rgb_to_gray" in names:
+            channels = 1
         outputs = int(model.output_shape[-1])
         names = tuple(class_names) if class_names else tuple(str(i) for i in range(outputs))
         return cls(task, int(shape[1]), int(channels), str(mode), names)
@@ -296,7 +297,15 @@ class RunDir:
         if data is not None:
             return InputContract.from_dict(data)
         model = model if model is not None else self.load_model()
-        return InputContract.of_model(model, self.class_names())
+        contract = InputContract.of_model(model, self.class_names())
+        backbone = self.read_json("config.json", {}).get("model")
+        if contract.preprocessing == "unknown" and backbone:
+            import zoo
+
+            if backbone in zoo.list_models():
+                contract = dataclasses.replace(
+                    contract, preprocessing=zoo.get_spec(backbone).preprocessing)
+        return contract
 
     def write_contract(self, contract: InputContract) -> Path:
         return self.write_json("contract.json", contract.to_dict())

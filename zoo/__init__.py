@@ -2,6 +2,7 @@
 
 from zoo import layers  # noqa: F401  (registers the serialisable layers)
 from zoo.errors import InputShapeError, UnknownModelError, WeightsError, ZooError
+from zoo.imagenet import ImageNetClass, imagenet_class, imagenet_class_names, imagenet_classes
 from zoo.registry import ModelSpec, create_model, get_spec, list_models, register_model
 
 # Importing a family module registers its builders.
@@ -10,6 +11,7 @@ from zoo import applications  # noqa: E402,F401  isort: skip
 from zoo import alexnet, densenet, googlenet, nin, resnet, unet, vgg  # noqa: E402,F401  isort: skip
 
 __all__ = [
+    "ImageNetClass",
     "InputShapeError",
     "ModelSpec",
     "UnknownModelError",
@@ -17,6 +19,9 @@ __all__ = [
     "ZooError",
     "create_model",
     "get_spec",
+    "imagenet_class",
+    "imagenet_class_names",
+    "imagenet_classes",
     "list_models",
     "register_model",
 ]

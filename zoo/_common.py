@@ -1,7 +1,7 @@
-"""Pieces every classic builder shares: argument checks, input shapes, heads and weight loading.
+"""Pieces every builder shares: argument checks, input shapes, preprocessing, heads and weights.
 
 Builders call these in the body order the house style asks for: validate arguments, resolve the
-input shape, stem, blocks, head, ``keras.Model``, load weights.
+input shape, input and preprocessing, stem, blocks, head, ``keras.Model``, load weights.
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ from zoo.errors import InputShapeError, WeightsError, ZooError
 from zoo.registry import get_spec
 
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")
+
+# Name prefix of the preprocessing layers: part of the layer-name contract.
+PREPROCESS_PREFIX = "preprocess_"
+# ImageNet statistics on the 0-255 scale, as in keras.applications.imagenet_utils.
+IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
+IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def validate_args(name: str, *, include_top: bool, weights: str | None, classes: int,
@@ -79,6 +86,81 @@ def resolve_input_shape(name: str, input_shape: tuple[int, ...] | None,
             f"{name}: with include_top=True the input must be {spec.default_input_shape[:2]}, "
             f"got {shape[:2]}. Use include_top=False to build a backbone for other sizes.")
     return shape  # type: ignore[return-value]
+
+
+def model_input(name: str, shape: tuple, include_preprocessing: bool, *,
+                input_name: str | None = "input"):
+    """The input of raw 0-255 pixels, and the tensor the network starts from.
+
+    With ``include_preprocessing`` the second is the input after the registry's preprocessing
+    mode for ``name`` (see :func:`preprocess`); without, it is the input itself. Every builder,
+    classic or keras.applications wrapper, gets its preprocessing here.
+
+    Returns:
+        ``(inputs, x)``: the ``keras.Input`` and the tensor to build the network on.
+    """
+    inputs = keras.Input(shape=shape, name=input_name)
+    if not include_preprocessing:
+        return inputs, inputs
+    return inputs, preprocess(inputs, get_spec(name).preprocessing, channels=shape[-1])
+
+
+def preprocess(x, mode: str, *, channels: int):
+    """Apply a preprocessing mode to raw 0-255 pixels with Keras's own layers, none with weights.
+
+    Only built-in layers are used, so a saved ``.keras`` model loads where Keras is installed
+    and this package is not. None of them has a weight: parameter and MAC counts stay those of
+    the network, and weight files, which Keras matches by position (legacy ``.h5``) or by layer
+    class and order (``.weights.h5``), fit the model with or without its preprocessing. Every
+    layer computes in float32 whatever the global dtype policy: subtracting a mean of ~120 from
+    0-255 values in bfloat16 would keep less than three significant digits.
+
+    Modes (as ``keras.applications.imagenet_utils.preprocess_input`` and Keras's
+    ``include_preprocessing`` layers): ``"tf"`` ``x / 127.5 - 1``; ``"tf128"`` ``x / 128 - 1``;
+    ``"unit"`` ``x / 255``; ``"torch"`` ``(x - mean) / std`` with the ImageNet statistics;
+    ``"caffe"`` RGB to BGR, then the ImageNet mean (in BGR order) subtracted; ``"none"`` nothing.
+    One-channel inputs use the mean of the three channels' statistics and are not reordered.
+    """
+    layers = keras.layers
+    if mode == "none":
+        return x
+    if mode in _SCALES:
+        scale, offset = _SCALES[mode]
+        return layers.Rescaling(scale, offset, dtype="float32",
+                                name=f"{PREPROCESS_PREFIX}rescaling")(x)
+    if mode == "torch":
+        mean, std = IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+    elif mode == "caffe":
+        mean, std = CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)
+        if channels == 3:
+            x = _rgb_to_bgr(x)
+    else:
+        raise ZooError(f"unknown preprocessing mode {mode!r}")
+    if channels == 1:
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    # Given mean and variance, Normalization holds them as constants (config), not weights.
+    return layers.Normalization(mean=list(mean), variance=[s * s for s in std], dtype="float32",
+                                name=f"{PREPROCESS_PREFIX}normalization")(x)
+
+
+_SCALES = {"tf": (1 / 127.5, -1.0), "tf128": (1 / 128, -1.0), "unit": (1 / 255, 0.0)}
+
+
+def _rgb_to_bgr(x):
+    """Reverse the channel order without weights.
+
+    Keras has no channel-permutation layer, and a fixed 1x1 convolution would add a weighted
+    layer in front of the network, shifting every positional weight match. ``Cropping2D`` in
+    ``channels_first`` format crops the last two axes, so on a channels-last tensor it cuts out
+    one channel; the three are concatenated in reverse order.
+    """
+    channels = [
+        keras.layers.Cropping2D(((0, 0), (index, 2 - index)), data_format="channels_first",
+                                dtype="float32", name=f"{PREPROCESS_PREFIX}{colour}")(x)
+        for index, colour in ((2, "blue"), (1, "green"), (0, "red"))
+    ]
+    return keras.layers.Concatenate(axis=-1, dtype="float32", name=f"{PREPROCESS_PREFIX}bgr")(
+        channels)
 
 
 def classifier_head(x, *, include_top: bool, pooling: str | None, classes: int,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import keras
 
-from zoo._common import classifier_head, load_weights, resolve_input_shape, validate_args
+from zoo._common import (
+    classifier_head, load_weights, model_input, resolve_input_shape, validate_args)
 from zoo.layers import LocalResponseNormalization
 from zoo.registry import register_model
 
@@ -46,6 +47,7 @@ def alexnet(
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     name: str = "alexnet",
+    include_preprocessing: bool = True,
 ) -> keras.Model:
     """AlexNet in the paper's original two-tower (two-GPU) layout.
 
@@ -72,12 +74,15 @@ def alexnet(
         classes: number of classes.
         classifier_activation: activation of the output layer.
         name: model name.
+        include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+            registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+            network.
     """
     validate_args("alexnet", include_top=include_top, weights=weights, classes=classes,
                   pooling=pooling)
     shape = resolve_input_shape("alexnet", input_shape, include_top)
-    inputs = keras.Input(shape=shape, name="input")
-    x = keras.layers.Conv2D(96, 11, strides=4, activation="relu", name="conv1_conv")(inputs)
+    inputs, x = model_input("alexnet", shape, include_preprocessing)
+    x = keras.layers.Conv2D(96, 11, strides=4, activation="relu", name="conv1_conv")(x)
     x = _lrn("conv1_lrn")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="conv1_pool")(x)
     x = keras.layers.Conv2D(256, 5, padding="same", groups=2, activation="relu",
@@ -119,6 +124,7 @@ def zfnet(
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     name: str = "zfnet",
+    include_preprocessing: bool = True,
 ) -> keras.Model:
     """ZFNet: AlexNet revised after visualising its filters (Zeiler and Fergus 2014, figure 3).
 
@@ -141,12 +147,15 @@ def zfnet(
         classes: number of classes.
         classifier_activation: activation of the output layer.
         name: model name.
+        include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+            registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+            network.
     """
     validate_args("zfnet", include_top=include_top, weights=weights, classes=classes,
                   pooling=pooling)
     shape = resolve_input_shape("zfnet", input_shape, include_top)
-    inputs = keras.Input(shape=shape, name="input")
-    x = keras.layers.ZeroPadding2D(1, name="conv1_pad")(inputs)
+    inputs, x = model_input("zfnet", shape, include_preprocessing)
+    x = keras.layers.ZeroPadding2D(1, name="conv1_pad")(x)
     x = keras.layers.Conv2D(96, 7, strides=2, activation="relu", name="conv1_conv")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="conv1_pool")(x)
     x = _lrn("conv1_lrn")(x)

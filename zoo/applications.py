@@ -18,6 +18,15 @@ and the weights are then loaded by the zoo, in this order:
    three-second reachability check, so an offline machine gets one clear
    :class:`~zoo.errors.WeightsError` saying what to do instead of a hang.
 
+Every model takes raw 0-255 RGB pixels: with ``include_preprocessing=True`` (the default) its first
+layers, named ``preprocess_*``, do what ``keras.applications.<module>.preprocess_input`` does (the
+family's mode in :data:`FAMILIES`). Where Keras itself offers ``include_preprocessing`` (ConvNeXt,
+EfficientNetV2, MobileNetV3) the zoo turns it off and adds its own layers of the same function, so
+that every model's preprocessing is named and built alike. EfficientNet (v1) is the exception:
+Keras builds its rescaling and an adapted ``Normalization`` (whose statistics are in the ImageNet
+file) into the network itself, so it takes raw pixels with or without ``include_preprocessing``
+(mode ``"none"``).
+
 Block names ("unfreeze from block N") are layer-name prefixes in layer order: the first layer
 whose name starts with a block name begins that block. Where Keras leaves the layers inside a
 module unnamed (Inception), the names are those of the modules' outputs, so unfreezing from
@@ -39,7 +48,8 @@ from pathlib import Path
 
 import keras
 
-from zoo._common import load_weights, resolve_input_shape, validate_args
+from zoo._common import (
+    PREPROCESS_PREFIX, load_weights, model_input, resolve_input_shape, validate_args)
 from zoo.errors import InputShapeError, WeightsError, ZooError
 from zoo.registry import ModelSpec, add_spec
 
@@ -70,11 +80,22 @@ class WeightFile:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """What a keras.applications module shares: the paper and the input preprocessing."""
+    """What a keras.applications module shares: the paper and the input preprocessing.
+
+    Attributes:
+        paper: reference of the paper.
+        year: its year.
+        preprocessing: the registry mode: what ``keras.applications.<module>.preprocess_input``
+            does, or for modules where that is a pass-through, what the layers Keras adds with
+            ``include_preprocessing=True`` do.
+        keras_preprocessing: the constructors take ``include_preprocessing`` (the zoo always
+            passes ``False`` and adds its own layers).
+    """
 
     paper: str
     year: int
-    preprocessing: str  # what keras.applications.<module>.preprocess_input does
+    preprocessing: str
+    keras_preprocessing: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +114,8 @@ class Application:
             default size only, ``None`` any size (a fully convolutional head).
         static_size: height and width must be given (NASNet builds a different network, whose
             weights do not fit, when they are ``None``).
+        preprocessing: the registry mode when it differs from the family's (EfficientNetV2-S/M/L
+            scale by 1/128 where B0-B3 normalise with the ImageNet statistics).
     """
 
     constructor: str
@@ -104,6 +127,7 @@ class Application:
     min_size: int = 32
     top_sizes: tuple[int, ...] | None = ()
     static_size: bool = False
+    preprocessing: str | None = None
 
     @property
     def name(self) -> str:
@@ -113,15 +137,23 @@ class Application:
     def family(self) -> Family:
         return FAMILIES[self.module]
 
+    @property
+    def mode(self) -> str:
+        """The registry's preprocessing mode of this model."""
+        return self.preprocessing or self.family.preprocessing
+
 
 FAMILIES: dict[str, Family] = {
-    "convnext": Family("Liu et al. 2022, A ConvNet for the 2020s", 2022, "none"),
+    # Keras's ConvNeXt normalises 0-255 pixels with the ImageNet statistics ("PreStem").
+    "convnext": Family("Liu et al. 2022, A ConvNet for the 2020s", 2022, "torch",
+                       keras_preprocessing=True),
     "densenet": Family("Huang et al. 2017, Densely connected convolutional networks", 2017,
                        "torch"),
     "efficientnet": Family("Tan and Le 2019, EfficientNet: rethinking model scaling for "
                            "convolutional neural networks", 2019, "none"),
+    # B0-B3 as EfficientNet v1 (ImageNet mean and std); S, M and L override it ("tf128").
     "efficientnet_v2": Family("Tan and Le 2021, EfficientNetV2: smaller models and faster "
-                              "training", 2021, "none"),
+                              "training", 2021, "torch", keras_preprocessing=True),
     "inception_resnet_v2": Family("Szegedy et al. 2017, Inception-v4, Inception-ResNet and the "
                                   "impact of residual connections on learning", 2017, "tf"),
     "inception_v3": Family("Szegedy et al. 2016, Rethinking the Inception architecture for "
@@ -130,7 +162,8 @@ FAMILIES: dict[str, Family] = {
                         "networks for mobile vision applications", 2017, "tf"),
     "mobilenet_v2": Family("Sandler et al. 2018, MobileNetV2: inverted residuals and linear "
                            "bottlenecks", 2018, "tf"),
-    "mobilenet_v3": Family("Howard et al. 2019, Searching for MobileNetV3", 2019, "none"),
+    "mobilenet_v3": Family("Howard et al. 2019, Searching for MobileNetV3", 2019, "tf",
+                           keras_preprocessing=True),
     "nasnet": Family("Zoph et al. 2018, Learning transferable architectures for scalable image "
                      "recognition", 2018, "tf"),
     "resnet": Family("He et al. 2016, Deep residual learning for image recognition", 2016,
@@ -201,10 +234,13 @@ def _efficientnet(variant: str, size: int, top: str, notop: str) -> Application:
 
 def _efficientnet_v2(variant: str, size: int, stages: int, top: str,
                      notop: str) -> Application:
+    # Keras's include_preprocessing: B variants use v1's ImageNet normalisation, the others
+    # Rescaling(1 / 128, offset=-1).
     return Application(f"EfficientNetV2{variant.upper()}", "efficientnet_v2", size,
                        _numbered("block", 1, stages) + ("top",), "block6",
                        _suffixed(f"{_KA}efficientnet_v2/", f"efficientnetv2-{variant}", top,
-                                 notop))
+                                 notop),
+                       preprocessing=None if variant.startswith("b") else "tf128")
 
 
 def _convnext(variant: str, top: str, notop: str) -> Application:
@@ -346,6 +382,7 @@ def build(
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     model_name: str | None = None,
+    include_preprocessing: bool = True,
 ) -> keras.Model:
     """Build the keras.applications model registered as ``name``.
 
@@ -360,6 +397,9 @@ def build(
         classifier_activation: activation of the classifier.
         model_name: the model's name; defaults to the registry name. Layer names are Keras's
             own whatever the model is called (they are the "blocks" contract).
+        include_preprocessing: start with the ``preprocess_*`` layers, so the model takes raw
+            0-255 pixels; ``False`` gives the bare Keras network (the same weights), which
+            expects input preprocessed in the registry's mode.
 
     Raises:
         ZooError: an argument that does not fit the model or its weights.
@@ -377,13 +417,22 @@ def build(
         imagenet_path = _imagenet_path(app, imagenet_file(name, include_top=include_top,
                                                           input_shape=shape))
     constructor = getattr(keras.applications, app.constructor)
+    options = {"include_preprocessing": False} if app.family.keras_preprocessing else {}
+    inputs = None
+    if include_preprocessing and app.mode != "none":
+        # Keras builds the network on the preprocessed tensor, so the model stays flat: the
+        # preprocessing layers come first in model.layers, like a classic builder's.
+        inputs, options["input_tensor"] = model_input(name, shape, True, input_name=None)
     try:
         model = constructor(include_top=include_top, weights=None, input_shape=shape,
                             pooling=pooling, classes=classes,
-                            classifier_activation=classifier_activation)
+                            classifier_activation=classifier_activation, **options)
     except ValueError as exc:  # a rule Keras has and the checks above do not
         raise ZooError(f"{name}: keras.applications.{app.constructor} refused the arguments: "
                        f"{exc}") from exc
+    if inputs is not None:
+        # Keras keeps input_tensor's source inputs as a list; one tensor in, like every model.
+        model = keras.Model(inputs, model.output)
     model.name = model_name or name
     if imagenet_path is not None:
         return _load_imagenet(model, app, imagenet_path)
@@ -543,7 +592,8 @@ def _fold_stddev_into_normalization(model: keras.Model) -> None:
     and weight files move between them.
     """
     norm = next(layer for layer in model.layers
-                if isinstance(layer, keras.layers.Normalization))
+                if isinstance(layer, keras.layers.Normalization)
+                and not layer.name.startswith(PREPROCESS_PREFIX))
     norm.adapt_variance.assign(norm.adapt_variance * keras.ops.convert_to_tensor(
         _IMAGENET_STDDEV_RGB, dtype=norm.adapt_variance.dtype))
     norm.finalize_state()
@@ -619,16 +669,19 @@ def _make_builder(app: Application):
         classes: int = 1000,
         classifier_activation: str | None = "softmax",
         name: str | None = None,
+        include_preprocessing: bool = True,
     ) -> keras.Model:
         return build(app.name, include_top=include_top, weights=weights,
                      input_shape=input_shape, pooling=pooling, classes=classes,
-                     classifier_activation=classifier_activation, model_name=name)
+                     classifier_activation=classifier_activation, model_name=name,
+                     include_preprocessing=include_preprocessing)
 
     builder.__name__ = builder.__qualname__ = app.name
     builder.__doc__ = (
         f"keras.applications.{app.constructor}: {app.family.paper}.\n\n"
-        f"Default input {app.size}x{app.size}, at least {app.min_size}x{app.min_size}; "
-        f"preprocessing {app.family.preprocessing!r}. Arguments, weights and errors as in "
+        f"Default input {app.size}x{app.size}, at least {app.min_size}x{app.min_size}; takes "
+        f"raw 0-255 pixels, preprocessing {app.mode!r} inside the model unless "
+        f"include_preprocessing=False. Arguments, weights and errors as in "
         f":func:`zoo.applications.build`; ``name`` defaults to {app.name!r}.")
     return builder
 
@@ -642,7 +695,7 @@ for _app in APPLICATIONS:
         year=_app.family.year,
         default_input_shape=(_app.size, _app.size, 3),
         min_input_size=_app.min_size,
-        preprocessing=_app.family.preprocessing,
+        preprocessing=_app.mode,
         pretrained=("imagenet",),
         blocks=_app.blocks,
         default_unfreeze=_app.default_unfreeze,

@@ -7,7 +7,8 @@ from typing import Callable
 
 import keras
 
-from zoo._common import classifier_head, load_weights, resolve_input_shape, validate_args
+from zoo._common import (
+    classifier_head, load_weights, model_input, resolve_input_shape, validate_args)
 from zoo.registry import register_model
 
 # Table 1 of the paper: number of dense layers in each of the four dense blocks.
@@ -67,6 +68,7 @@ def _make_densenet(model_name: str) -> Callable[..., keras.Model]:
         classes: int = 1000,
         classifier_activation: str | None = "softmax",
         name: str = model_name,
+        include_preprocessing: bool = True,
     ) -> keras.Model:
         """DenseNet-BC (Huang et al. 2017) with the depth named by the builder (Table 1).
 
@@ -92,12 +94,15 @@ def _make_densenet(model_name: str) -> Callable[..., keras.Model]:
             classes: number of classes.
             classifier_activation: activation of the output layer.
             name: model name.
+            include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+                registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+                network.
         """
         validate_args(model_name, include_top=include_top, weights=weights, classes=classes,
                       pooling=pooling)
         shape = resolve_input_shape(model_name, input_shape, include_top)
-        inputs = keras.Input(shape=shape, name="input")
-        x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+        inputs, x = model_input(model_name, shape, include_preprocessing)
+        x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
         x = keras.layers.Conv2D(_STEM_FILTERS, 7, strides=2, use_bias=False,
                                 kernel_initializer=_he_normal(), name="conv1_conv")(x)
         x = _bn_relu(x, "conv1")

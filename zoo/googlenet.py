@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import keras
 
-from zoo._common import classifier_head, load_weights, resolve_input_shape, validate_args
+from zoo._common import (
+    classifier_head, load_weights, model_input, resolve_input_shape, validate_args)
 from zoo.errors import InputShapeError, ZooError
 from zoo.layers import LocalResponseNormalization
 from zoo.registry import register_model
@@ -87,6 +88,7 @@ def googlenet(
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     name: str = "googlenet",
+    include_preprocessing: bool = True,
     aux_classifiers: bool = False,
 ) -> keras.Model:
     """GoogLeNet (Inception v1), the ILSVRC 2014 network of Szegedy et al., as in Table 1.
@@ -120,6 +122,9 @@ def googlenet(
         classes: number of classes.
         classifier_activation: activation of the output layers.
         name: model name.
+        include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+            registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+            network.
         aux_classifiers: add the two auxiliary classifiers (needs ``include_top=True``).
 
     Raises:
@@ -139,8 +144,8 @@ def googlenet(
             f"{_AUX_MIN_INPUT_SIZE}x{_AUX_MIN_INPUT_SIZE} (the auxiliary 5x5 average pooling "
             f"needs a 5x5 map after inception 4a), got {shape[:2]}. Use a larger input or "
             f"aux_classifiers=False.")
-    inputs = keras.Input(shape=shape, name="input")
-    x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    inputs, x = model_input("googlenet", shape, include_preprocessing)
+    x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = _conv(x, 64, 7, "conv1_conv", strides=2, padding="valid")
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="conv1_pool")(x)
     x = _lrn("conv1_lrn")(x)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from zoo.registry import create_model, get_spec
+from zoo.registry import get_spec
 
 
-def model_info(name: str, *, with_stats: bool = True) -> dict[str, Any]:
-    """Registry metadata of ``name``; with ``with_stats``, build it (random weights, default input,
-    the spec's default classes) and count parameters and MACs."""
+def model_info(name: str, *, with_stats: bool = True,
+               input_shape: tuple[int, int, int] | None = None,
+               classes: int | None = None) -> dict[str, Any]:
+    """Registry metadata of ``name``; with ``with_stats``, build it (random weights, with its top)
+    and count parameters and MACs (see :mod:`zoo.stats`).
+
+    Args:
+        name: registry name.
+        with_stats: build the model and add ``params_total``, ``params_trainable``, ``macs``
+            and the ``stats_input_shape`` and ``stats_classes`` they were counted at.
+        input_shape: count at this ``(height, width, channels)``; the model's default if ``None``.
+        classes: count with this many classes; the spec's ``default_classes`` if ``None``.
+
+    The counts at the defaults are also stored (:func:`zoo.stats.stored`), which needs no build.
+    """
     spec = get_spec(name)
     row: dict[str, Any] = {
         "name": spec.name,
@@ -29,14 +40,7 @@ def model_info(name: str, *, with_stats: bool = True) -> dict[str, Any]:
         "default_unfreeze": spec.default_unfreeze,
     }
     if with_stats:
-        import keras
+        from zoo.stats import compute
 
-        from zoo.macs import count_macs
-
-        model = create_model(name, weights=None)
-        row["params_trainable"] = sum(math.prod(w.shape) for w in model.trainable_weights)
-        row["params_total"] = int(model.count_params())
-        row["macs"] = int(count_macs(model))
-        del model
-        keras.backend.clear_session()
+        row.update(compute(name, input_shape=input_shape, classes=classes))
     return row

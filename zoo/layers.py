@@ -1,7 +1,11 @@
-"""Small serialisable layers the builders and transfer models share.
+"""Small serialisable layers of the zoo.
 
 They are registered with Keras so that ``.keras`` files holding them load in safe mode once
 ``zoo`` is imported; SavedModel exports trace them and need nothing from this package.
+
+The zoo's models preprocess with Keras's own layers (:func:`zoo._common.preprocess`), so that
+their ``.keras`` files need only Keras. :class:`Preprocess` stays registered for the files saved
+before that, which hold it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 @keras.saving.register_keras_serializable(package="zoo")
 class Preprocess(keras.layers.Layer):
-    """Turn raw 0-255 RGB pixels into what a backbone expects.
+    """Turn raw 0-255 RGB pixels into what a backbone expects (kept for older ``.keras`` files).
+
+    Registry models no longer use it: they start with Keras's own layers of the same function
+    (:func:`zoo._common.preprocess`), which load without this package.
 
     The mode is data, as in ``keras.applications.imagenet_utils.preprocess_input``:
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import keras
 
-from zoo._common import classifier_head, load_weights, resolve_input_shape, validate_args
+from zoo._common import (
+    classifier_head, load_weights, model_input, resolve_input_shape, validate_args)
 from zoo.registry import register_model
 
 
@@ -30,6 +31,7 @@ def lenet5(
     classes: int = 10,
     classifier_activation: str | None = "softmax",
     name: str = "lenet5",
+    include_preprocessing: bool = True,
 ) -> keras.Model:
     """LeNet-5: C1-S2-C3-S4-C5-F6-output, tanh units and average-pooling subsampling.
 
@@ -37,8 +39,9 @@ def lenet5(
     sparse connection table is dropped), S2/S4 are plain average pooling without trainable
     coefficients, and the RBF output layer is a softmax dense layer. C5 is a 5x5 convolution,
     as in the paper, which on a 32x32 input gives 1x1x120 (same parameters as a dense layer).
-    With 10 classes the model has 61,706 parameters. Glorot-uniform initialisation, the era's
-    practice for tanh units.
+    With 10 classes the model has 61,706 parameters. It takes raw 0-255 grayscale pixels,
+    scaled to [-1, 1] by its first layer (mode ``"tf"``, no weights). Glorot-uniform
+    initialisation, the era's practice for tanh units.
 
     Args:
         include_top: include F6 and the classifier; without it the model ends at C5.
@@ -48,12 +51,15 @@ def lenet5(
         classes: number of classes.
         classifier_activation: activation of the output layer.
         name: model name.
+        include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+            registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+            network.
     """
     validate_args("lenet5", include_top=include_top, weights=weights, classes=classes,
                   pooling=pooling)
     shape = resolve_input_shape("lenet5", input_shape, include_top)
-    inputs = keras.Input(shape=shape, name="input")
-    x = keras.layers.Conv2D(6, 5, activation="tanh", name="c1_conv")(inputs)
+    inputs, x = model_input("lenet5", shape, include_preprocessing)
+    x = keras.layers.Conv2D(6, 5, activation="tanh", name="c1_conv")(x)
     x = keras.layers.AveragePooling2D(2, name="s2_pool")(x)
     x = keras.layers.Conv2D(16, 5, activation="tanh", name="c3_conv")(x)
     x = keras.layers.AveragePooling2D(2, name="s4_pool")(x)

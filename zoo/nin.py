@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from zoo._common import load_weights, pool_features, resolve_input_shape, validate_args
+from zoo._common import (
+    load_weights, model_input, pool_features, resolve_input_shape, validate_args)
 from zoo.registry import register_model
 
 # The ImageNet model of the Caffe model zoo ("NIN-Imagenet"): per mlpconv block the spatial
@@ -47,6 +48,7 @@ def nin(
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     name: str = "nin",
+    include_preprocessing: bool = True,
 ) -> keras.Model:
     """Network in Network, in the ImageNet layout of the Caffe model zoo's NIN-Imagenet.
 
@@ -74,12 +76,14 @@ def nin(
         classes: number of classes.
         classifier_activation: activation applied to the pooled class scores.
         name: model name.
+        include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+            registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+            network.
     """
     validate_args("nin", include_top=include_top, weights=weights, classes=classes,
                   pooling=pooling)
     shape = resolve_input_shape("nin", input_shape, include_top)
-    inputs = keras.Input(shape=shape, name="input")
-    x = inputs
+    inputs, x = model_input("nin", shape, include_preprocessing)
     for block, filters, kernel, strides in _BLOCKS[:-1]:
         x = _mlpconv(x, filters, kernel, strides, block)
         x = keras.layers.MaxPooling2D(3, strides=2, name=f"{block}_pool")(x)

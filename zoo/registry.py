@@ -17,7 +17,7 @@ from zoo.errors import UnknownModelError, ZooError
 if TYPE_CHECKING:
     import keras
 
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "unit", "none")
+PREPROCESSING_MODES = ("caffe", "tf", "tf128", "torch", "unit", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +34,12 @@ class ModelSpec:
         min_input_size: smallest height/width the builder accepts.
         fixed_input_size: ``True`` when only ``default_input_shape`` works (e.g. with a flatten
             head, or NASNet's ImageNet weights).
-        preprocessing: how raw 0-255 pixels are turned into the model's input; one of
-            ``"caffe"`` (BGR, ImageNet mean subtracted), ``"tf"`` (scaled to [-1, 1]),
-            ``"torch"`` (scaled to [0, 1] then ImageNet mean/std), ``"unit"`` (scaled to [0, 1]) or
-            ``"none"`` (the model rescales internally).
+        preprocessing: what the model's first layers do to the raw 0-255 pixels it takes (and
+            so what the bare network, built with ``include_preprocessing=False``, expects); one
+            of ``"caffe"`` (RGB to BGR, ImageNet mean subtracted), ``"tf"`` (scaled to [-1, 1]),
+            ``"tf128"`` (``x / 128 - 1``: EfficientNetV2-S/M/L), ``"torch"`` (scaled to [0, 1]
+            then ImageNet mean/std), ``"unit"`` (scaled to [0, 1]) or ``"none"`` (nothing to
+            add: the network's own layers rescale, as in EfficientNet v1).
         pretrained: names of weight sets the builder can download (``("imagenet",)``).
         blocks: ordered names of the backbone's blocks, as layer-name prefixes; "unfreeze from
             block N" refers to these.
@@ -150,8 +152,12 @@ def create_model(
     include_top: bool = True,
     pooling: str | None = None,
     classifier_activation: str | None = "softmax",
+    include_preprocessing: bool = True,
 ) -> keras.Model:
     """Build a registered model by name.
+
+    Every model takes raw 0-255 pixels: its first layers (named ``preprocess_*``, Keras's own
+    weightless layers) apply the spec's ``preprocessing`` mode.
 
     Args:
         name: registry key (see :func:`list_models`).
@@ -163,6 +169,9 @@ def create_model(
         include_top: whether to include the classification head.
         pooling: ``None``, ``"avg"`` or ``"max"`` when ``include_top=False``.
         classifier_activation: activation of the top layer.
+        include_preprocessing: start with the preprocessing layers (the default); ``False``
+            gives the bare network, which expects input preprocessed in the spec's mode. Both
+            have the same weights, and a weight file of one loads into the other.
 
     Raises:
         UnknownModelError: the name is not registered.
@@ -181,4 +190,5 @@ def create_model(
         pooling=pooling,
         classes=classes,
         classifier_activation=classifier_activation,
+        include_preprocessing=include_preprocessing,
     )

@@ -7,7 +7,8 @@ from typing import Callable
 
 import keras
 
-from zoo._common import classifier_head, load_weights, resolve_input_shape, validate_args
+from zoo._common import (
+    classifier_head, load_weights, model_input, resolve_input_shape, validate_args)
 from zoo.registry import register_model
 
 # Table 1 of the paper: block type and number of blocks in conv2_x .. conv5_x.
@@ -87,6 +88,7 @@ def _make_resnet(model_name: str) -> Callable[..., keras.Model]:
         classes: int = 1000,
         classifier_activation: str | None = "softmax",
         name: str = model_name,
+        include_preprocessing: bool = True,
     ) -> keras.Model:
         """ResNet (He et al. 2015) with the depth named by the builder, torchvision's layout.
 
@@ -117,12 +119,15 @@ def _make_resnet(model_name: str) -> Callable[..., keras.Model]:
             classes: number of classes.
             classifier_activation: activation of the output layer.
             name: model name.
+            include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+                registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+                network.
         """
         validate_args(model_name, include_top=include_top, weights=weights, classes=classes,
                       pooling=pooling)
         shape = resolve_input_shape(model_name, input_shape, include_top)
-        inputs = keras.Input(shape=shape, name="input")
-        x = _conv_bn(inputs, 64, 7, "conv1", strides=2)
+        inputs, x = model_input(model_name, shape, include_preprocessing)
+        x = _conv_bn(x, 64, 7, "conv1", strides=2)
         x = keras.layers.ZeroPadding2D(1, name="conv1_pool_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name="conv1_pool")(x)
         for stage, (width, depth) in enumerate(zip(_WIDTHS, depths), start=2):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from zoo._common import load_weights, validate_args
+from zoo._common import load_weights, model_input, validate_args
 from zoo.errors import InputShapeError, ZooError
 from zoo.registry import get_spec, register_model
 
@@ -133,6 +133,7 @@ def unet(
     classes: int = 2,
     classifier_activation: str | None = "softmax",
     name: str = "unet",
+    include_preprocessing: bool = True,
     padding: str = "valid",
     batch_norm: bool = False,
     base_filters: int = 64,
@@ -154,6 +155,9 @@ def unet(
     has the size of the input, which must be a multiple of ``2**depth``. ``blocks`` in the
     registry name the default depth of 4; ``default_unfreeze`` is the whole expanding path.
 
+    The model takes raw 0-255 one-channel pixels, scaled to [0, 1] by its first layer (mode
+    ``"unit"``; no weights).
+
     Initialisation: He-normal, std sqrt(2/N) with N the fan-in (section 3), zero biases.
 
     Args:
@@ -166,6 +170,9 @@ def unet(
         classes: number of output channels (segmentation classes).
         classifier_activation: per-pixel activation of the output layer.
         name: model name.
+        include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+            registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+            network.
         padding: ``"valid"`` (the paper) or ``"same"``.
         batch_norm: add BatchNormalization after each convolution (not in the paper; the
             convolution then has no bias).
@@ -189,8 +196,7 @@ def unet(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ZooError(f"unet: {option} must be a positive integer, got {value!r}")
     shape = _resolve_input_shape(input_shape, padding, depth)
-    inputs = keras.Input(shape=shape, name="input")
-    x = inputs
+    inputs, x = model_input("unet", shape, include_preprocessing)
     skips = []
     for level in range(1, depth + 1):
         x = _double_conv(x, base_filters * 2 ** (level - 1), f"enc{level}", padding, batch_norm)

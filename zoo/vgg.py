@@ -8,7 +8,8 @@ from typing import Callable
 
 import keras
 
-from zoo._common import classifier_head, load_weights, resolve_input_shape, validate_args
+from zoo._common import (
+    classifier_head, load_weights, model_input, resolve_input_shape, validate_args)
 from zoo.registry import register_model
 
 # Table 1 of the paper: output channels of each 3x3 convolution, "M" for a 2x2/2 max pooling.
@@ -62,6 +63,7 @@ def _make_vgg(config: str, batch_norm: bool) -> Callable[..., keras.Model]:
         classes: int = 1000,
         classifier_activation: str | None = "softmax",
         name: str = model_name,
+        include_preprocessing: bool = True,
     ) -> keras.Model:
         """VGG: stacks of 3x3 convolutions (stride 1, 'same'), five 2x2/2 max poolings, then
         FC 4096-4096-classes with dropout 0.5 after each FC-4096 (Simonyan and Zisserman 2014).
@@ -84,12 +86,15 @@ def _make_vgg(config: str, batch_norm: bool) -> Callable[..., keras.Model]:
             classes: number of classes.
             classifier_activation: activation of the output layer.
             name: model name.
+            include_preprocessing: start with the preprocessing layers (``preprocess_*``, the
+                registry's mode), so the model takes raw 0-255 pixels; ``False`` gives the bare
+                network.
         """
         validate_args(model_name, include_top=include_top, weights=weights, classes=classes,
                       pooling=pooling)
         shape = resolve_input_shape(model_name, input_shape, include_top)
-        inputs = keras.Input(shape=shape, name="input")
-        x = _features(inputs, CFGS[config], batch_norm)
+        inputs, x = model_input(model_name, shape, include_preprocessing)
+        x = _features(x, CFGS[config], batch_norm)
         if include_top:
             x = keras.layers.Flatten(name="flatten")(x)
             for block in ("fc1", "fc2"):

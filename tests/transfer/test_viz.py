@@ -95,7 +95,8 @@ def test_load_for_viz_run_dir_file_and_registry(trained_run, run_model, tmp_path
     assert registry.class_names is None and registry.image_size == 32
     out = np.asarray(registry.model(np.full((2, 32, 32, 3), 200.0, np.float32)))
     assert out.shape == (2, 10) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
-    assert registry.model.get_layer("preprocess").channels == 1  # RGB in, luma to LeNet
+    assert registry.model.input_shape == (None, 32, 32, 3)  # RGB in, luma to LeNet
+    assert registry.model.get_layer("rgb_to_gray").output_shape == (None, None, None, 1)
 
     with pytest.raises(UnknownModelError, match="Did you mean lenet5"):
         load_for_viz("lenet")

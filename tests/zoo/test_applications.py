@@ -13,7 +13,6 @@ import pytest
 import zoo
 from zoo import applications
 from zoo.errors import InputShapeError, WeightsError, ZooError
-from zoo.layers import Preprocess
 from zoo.macs import count_macs
 
 KERAS_MODELS = zoo.list_models(source="keras")
@@ -113,19 +112,6 @@ def test_classifier_with_own_classes(name):
     size = zoo.get_spec(name).min_input_size
     model = zoo.create_model(name, classes=7, input_shape=(size, size, 3))
     assert model.output_shape == (None, 7)
-
-
-@pytest.mark.parametrize("family", sorted({zoo.get_spec(n).family for n in KERAS_MODELS}))
-def test_preprocessing_matches_keras(family):
-    mode = {zoo.get_spec(n).preprocessing for n in KERAS_MODELS
-            if zoo.get_spec(n).family == family}
-    assert len(mode) == 1
-    mode = mode.pop()
-    x = np.random.default_rng(2).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    reference = np.asarray(getattr(keras.applications, family).preprocess_input(x.copy()))
-    if mode == "none":  # the model rescales internally
-        np.testing.assert_array_equal(reference, x)
-    np.testing.assert_allclose(np.asarray(Preprocess(mode)(x)), reference, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])

@@ -2,7 +2,7 @@
 
 Every tool works on one kind of model: a Keras model taking raw 0-255 RGB images of a fixed
 size. :func:`load_for_viz` makes one from a run directory, a ``.keras`` classifier trained by this
-toolkit, or a registry name (the registry model wrapped behind its own ``Preprocess`` layer).
+toolkit, or a registry name (zoo models take raw pixels; one-channel ones get a luma adapter).
 
 Layers are named by their path through nested models, ``"backbone/c1_conv"``; a bare name such
 as ``"c1_conv"`` works when it is unique. :func:`tap_model` builds a model from the image to the
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Layers whose outputs are still the image, not features: never a "feature" layer.
-_IMAGE_LAYERS = ("image", "augmentation", "preprocess")
+_IMAGE_LAYERS = ("image", "augmentation", "preprocess", "rgb_to_gray")
 RANDOM_WEIGHTS_SEED = 0
 
 
@@ -113,7 +113,7 @@ def _load_registry(name: str, weights: str | None, image_size: int | None) -> Vi
     import keras
 
     import zoo
-    from zoo.layers import Preprocess
+    from transfer.model import rgb_adapter
 
     spec = zoo.get_spec(name)
     input_shape = None
@@ -125,11 +125,12 @@ def _load_registry(name: str, weights: str | None, image_size: int | None) -> Vi
         # Random weights, but the same ones every time, so that an index built by one command
         # and queried by another (or two figures) describe the same network.
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
-    inner = zoo.create_model(name, weights=weights, input_shape=input_shape)
-    size = int(inner.input_shape[1])
-    image = keras.Input((size, size, 3), name="image")
-    x = Preprocess(spec.preprocessing, channels=spec.channels, name="preprocess")(image)
-    model = keras.Model(image, inner(x), name=f"{name}_viz")
+    model = zoo.create_model(name, weights=weights, input_shape=input_shape)
+    size = int(model.input_shape[1])
+    adapter = rgb_adapter(spec.channels)
+    if adapter is not None:  # the tools feed RGB images
+        image = keras.Input((size, size, 3), name="image")
+        model = keras.Model(image, model(adapter(image)), name=f"{name}_viz")
     class_names = _imagenet_names() if (weights == "imagenet"
                                         and model.output_shape[-1] == 1000) else None
     return VizModel(model, class_names, size)

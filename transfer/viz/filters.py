@@ -27,6 +27,7 @@ from transfer.viz.common import (
     normalise,
     tile,
     upscale,
+    walk_layers,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,11 @@ def conv_filters(model, layer: str | None = None) -> Filters:
 
 
 def _reads_bgr(model) -> bool:
-    for layer in model.layers:
+    """Whether the first convolution sees BGR: the zoo's caffe-mode preprocessing reorders the
+    channels (``preprocess_bgr``); older classifiers held a ``preprocess`` layer in caffe mode."""
+    for _, layer in walk_layers(model):
+        if layer.name == "preprocess_bgr":
+            return True
         if layer.name == "preprocess":
             return getattr(layer, "mode", None) == "caffe" and getattr(layer, "channels", 3) == 3
     return False
