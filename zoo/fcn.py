@@ -96,7 +96,6 @@ def _vgg16_features(inputs) -> tuple[keras.KerasTensor, dict[str, keras.KerasTen
 
 def _make_fcn(model_name: str) -> Callable[..., keras.Model]:
     """Build and register the builder of one variant; every FCN is built by this code."""
-    variant = VARIANTS[model_name]
 
     def builder(
         *,
@@ -161,6 +160,7 @@ def _make_fcn(model_name: str) -> Callable[..., keras.Model]:
             raise InputShapeError(
                 f"{model_name}: input height and width must be given, got {shape!r}: the "
                 f"skip and output crops are computed from them. Build one model per size.")
+        variant = VARIANTS[model_name]
         inputs = keras.Input(shape=shape, name="input")
         x, pools = _vgg16_features(inputs)
         x = keras.layers.Conv2D(4096, 7, activation="relu", name="fc6")(x)

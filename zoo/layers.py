@@ -109,8 +109,9 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
     """Max pooling that also returns where each maximum came from (SegNet's "pooling indices").
 
     Windows are ``pool_size`` x ``pool_size`` with stride ``pool_size`` (non-overlapping). Sizes
-    that the window does not divide are padded at the bottom/right, as Caffe's ceil-mode pooling
-    and Keras's ``padding="same"`` do: a 45-row map pools to 23 rows.
+    that the window does not divide are padded as ``padding="same"`` pads in Keras and
+    TensorFlow (half the missing rows on top, rounded down); for 2x2 windows that is one row at
+    the bottom, Caffe's ceil-mode pooling: a 45-row map pools to 23 rows.
 
     Returns ``[pooled, indices]``. ``indices`` (int32) has the format of
     ``tf.nn.max_pool_with_argmax(..., include_batch_in_index=False)``: the flat position
@@ -132,7 +133,8 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         k = self.pool_size
         _, height, width, channels = _dims(inputs)
         pad_h, pad_w = (-height) % k, (-width) % k
-        x = ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]],
+        top, left = pad_h // 2, pad_w // 2
+        x = ops.pad(inputs, [[0, 0], [top, pad_h - top], [left, pad_w - left], [0, 0]],
                     constant_values=float("-inf"))
         rows, cols = (height + pad_h) // k, (width + pad_w) // k
         # (batch, rows, k, cols, k, channels) -> one window per trailing axis of k*k values
@@ -140,8 +142,9 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         x = ops.reshape(ops.transpose(x, (0, 1, 3, 5, 2, 4)), (-1, rows, cols, channels, k * k))
         window = ops.cast(ops.argmax(x, axis=-1), "int32")
         pooled = ops.take_along_axis(x, window[..., None], axis=-1)[..., 0]
-        y = ops.reshape(ops.arange(rows, dtype="int32"), (1, -1, 1, 1)) * k + window // k
-        x_pos = ops.reshape(ops.arange(cols, dtype="int32"), (1, 1, -1, 1)) * k + window % k
+        y = ops.reshape(ops.arange(rows, dtype="int32"), (1, -1, 1, 1)) * k + window // k - top
+        x_pos = (ops.reshape(ops.arange(cols, dtype="int32"), (1, 1, -1, 1)) * k + window % k
+                 - left)
         c = ops.reshape(ops.arange(channels, dtype="int32"), (1, 1, 1, -1))
         return [pooled, (y * width + x_pos) * channels + c]
 
@@ -186,15 +189,16 @@ class MaxUnpooling2D(keras.layers.Layer):
             _, height, width, _ = _dims(inputs[2])
         else:
             height, width = rows * k, cols * k
+        top, left = (rows * k - height) // 2, (cols * k - width) // 2  # the pooling's padding
         indices = ops.cast(indices, "int32")
-        y = indices // (width * channels)
-        x = (indices // channels) % width
+        y = indices // (width * channels) + top
+        x = (indices // channels) % width + left
         window = (y % k) * k + x % k
         out = updates[..., None] * ops.one_hot(window, k * k, dtype=updates.dtype)
         out = ops.reshape(out, (-1, rows, cols, channels, k, k))
         out = ops.reshape(ops.transpose(out, (0, 1, 4, 2, 5, 3)),
                           (-1, rows * k, cols * k, channels))
-        return out[:, :height, :width, :]
+        return out[:, top:top + height, left:left + width, :]
 
     def compute_output_spec(self, inputs):
         batch, rows, cols, channels = inputs[0].shape
