@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from zoo.registry import create_model, get_spec
+from zoo.taps import TABLE, get_taps
 
 
 def model_info(name: str, *, with_stats: bool = True) -> dict[str, Any]:
@@ -27,6 +28,7 @@ def model_info(name: str, *, with_stats: bool = True) -> dict[str, Any]:
         "pretrained": list(spec.pretrained),
         "blocks": list(spec.blocks),
         "default_unfreeze": spec.default_unfreeze,
+        "feature_taps": _taps(name),
     }
     if with_stats:
         import keras
@@ -40,3 +42,12 @@ def model_info(name: str, *, with_stats: bool = True) -> dict[str, Any]:
         del model
         keras.backend.clear_session()
     return row
+
+
+def _taps(name: str) -> list[str]:
+    """``"stride: layer"`` per feature tap (``zoo.get_taps``); empty for non-backbones."""
+    if name not in TABLE:
+        return []
+    taps = get_taps(name)
+    return [f"{stride}: {layer}" + (" (approximate)" if stride in taps.approximate else "")
+            for stride, layer in taps.as_dict().items()]

@@ -144,3 +144,12 @@ def test_taps_api():
         zoo.get_taps("resnet19")
     with pytest.raises(dataclasses.FrozenInstanceError):
         resnet.model = "x"  # type: ignore[misc]
+
+
+def test_model_info_lists_the_taps():
+    from zoo.info import model_info
+
+    assert model_info("keras_xception", with_stats=False)["feature_taps"][:2] == [
+        "2: block2_sepconv2_bn (approximate)", "4: block3_sepconv2_bn (approximate)"]
+    assert model_info("resnet18", with_stats=False)["feature_taps"][0] == "2: conv1_relu"
+    assert model_info("segnet", with_stats=False)["feature_taps"] == []
