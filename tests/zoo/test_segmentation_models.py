@@ -38,6 +38,22 @@ def _fresh_session():
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("name", zoo.list_models(task="segmentation"))
+def test_segmentation_blocks_are_in_layer_order(name):
+    """Unfreezing from block N trains the layers from block N's first one on: the registry's
+    blocks must begin in layer order, and the default must leave the encoder frozen."""
+    spec = zoo.get_spec(name)
+    size = {"unet": 188, "unet_same": 32, "segnet": 32}.get(name, 1)
+    model = zoo.create_model(name, input_shape=(size, size, spec.channels))
+    names = [layer.name for layer in model.layers]
+    first = [next(i for i, n in enumerate(names) if n.startswith(f"{block}_"))
+             for block in spec.blocks]
+    assert first == sorted(first)
+    unfrozen = names[first[spec.blocks.index(spec.default_unfreeze)]:]
+    assert not any(n.startswith(("enc", "block")) for n in unfrozen)
+    assert "predictions" in unfrozen
+
+
 # --- argmax pooling and unpooling ---------------------------------------------------------------
 
 
