@@ -124,12 +124,13 @@ def _make_fcn(model_name: str) -> Callable[..., keras.Model]:
         (``score``, at the reference's offset) and ``predictions`` applies the per-pixel
         softmax; any input size works and the output has the input's size.
 
-        Upsampling: transposed convolutions without bias, kernel twice the stride, initialised
-        to bilinear interpolation (:class:`~zoo.layers.BilinearKernel`) and learnable (section
-        3.3). The paper fixes the final one to bilinear (section 4.3; the reference nets fix
-        all of them with ``lr_mult: 0``); set ``model.get_layer(...).trainable = False`` to do
-        the same. Score layers start at zero (section 4.1: "zero-initializing the class
-        scoring layer"), as the reference's Caffe default filler does.
+        Upsampling: transposed convolutions ("backwards strided convolution", section 3.3)
+        without bias, kernel twice the stride, initialised to bilinear interpolation
+        (:class:`~zoo.layers.BilinearKernel`) and learnable, as the paper does for the 2x
+        upsamplings (section 4.2). The paper keeps the final one fixed to bilinear, and the
+        reference nets fix all of them (``lr_mult: 0``); set ``model.get_layer(name).trainable
+        = False`` to do the same. Score layers start at zero, as the paper initialises its
+        class scoring layers and as the reference's Caffe default filler does.
 
         Parameters with 21 classes (PASCAL VOC), all trainable, biases included: FCN-32s
         136,152,917; FCN-16s 134,815,994; FCN-8s 134,489,759 (the paper's Table 1: 134M).

@@ -225,7 +225,7 @@ def _dims(x):
 class BilinearKernel(keras.initializers.Initializer):
     """Kernel of a transposed convolution that upsamples each channel bilinearly.
 
-    FCN's initialisation of its upsampling layers (Long et al. 2015, section 3.3; the
+    FCN's initialisation of its upsampling layers (Long et al. 2015, section 4.2; the
     reference's ``surgery.upsample_filt``): channel ``i`` maps to channel ``i`` through the
     separable kernel ``(1 - |i - center| / factor)`` with ``factor = (size + 1) // 2``; a kernel
     of ``2 * s`` with stride ``s`` interpolates by ``s``. Input and output channels must match.

@@ -97,6 +97,12 @@ def test_pooling_matches_tf_max_pool_with_argmax_and_unpooling_a_scatter(shape, 
     np.testing.assert_array_equal(unpooled, scattered.reshape(shape))
 
 
+def test_ties_go_to_the_first_position_as_in_tensorflow():
+    x = np.random.default_rng(11).integers(0, 2, size=(2, 7, 8, 3)).astype("float32")
+    _, expected = tf.nn.max_pool_with_argmax(x, 2, 2, "SAME", include_batch_in_index=False)
+    np.testing.assert_array_equal(_numpy(MaxPoolingWithArgmax2D()(x)[1]), expected.numpy())
+
+
 def test_pooling_gradient_reaches_the_maxima_only():
     x = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 6, 3)).astype("float32"))
     with tf.GradientTape(persistent=True) as tape:
