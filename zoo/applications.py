@@ -35,6 +35,8 @@ module unnamed (Inception), the names are those of the modules' outputs, so unfr
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -56,6 +58,8 @@ from zoo.registry import ModelSpec, add_spec
 log = logging.getLogger(__name__)
 
 PREFIX = "keras_"
+# Where keras.src.utils.naming keeps the per-prefix counters of auto-generated layer names.
+_NAME_COUNTERS = "object_name_uids"
 REACHABILITY_TIMEOUT_S = 3.0
 # EfficientNet (v1) ImageNet models divide by the standard deviation twice (tensorflow#49930).
 _IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
@@ -424,9 +428,10 @@ def build(
         # preprocessing layers come first in model.layers, like a classic builder's.
         inputs, options["input_tensor"] = model_input(name, shape, True, input_name=None)
     try:
-        model = constructor(include_top=include_top, weights=None, input_shape=shape,
-                            pooling=pooling, classes=classes,
-                            classifier_activation=classifier_activation, **options)
+        with _session_independent_layer_names():
+            model = constructor(include_top=include_top, weights=None, input_shape=shape,
+                                pooling=pooling, classes=classes,
+                                classifier_activation=classifier_activation, **options)
     except ValueError as exc:  # a rule Keras has and the checks above do not
         raise ZooError(f"{name}: keras.applications.{app.constructor} refused the arguments: "
                        f"{exc}") from exc
@@ -439,6 +444,30 @@ def build(
     if weights is not None and str(weights).endswith(".keras"):
         return _load_keras_file(model, Path(weights))
     return load_weights(model, weights)
+
+
+@contextlib.contextmanager
+def _session_independent_layer_names():
+    """Name Keras's unnamed layers as a fresh session would (``activation``, ``activation_1``..).
+
+    keras.applications leaves many layers unnamed (MobileNetV3's activations, Inception's,
+    NASNet's), and Keras numbers unnamed layers with counters global to the session, so the
+    same layer of a model built second would be called ``activation_39`` instead of
+    ``activation_19``. The counters are swapped for fresh ones while the model is built, then
+    restored, so these names are a stable contract (the feature taps of :mod:`zoo.taps` name
+    some of them). Layer names only need to be unique within a model.
+    """
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # a Keras without this module: keep its own naming
+        yield
+        return
+    saved = global_state.get_global_attribute(_NAME_COUNTERS)
+    global_state.set_global_attribute(_NAME_COUNTERS, collections.defaultdict(int))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute(_NAME_COUNTERS, saved)
 
 
 def _check_shape(app: Application, shape: tuple, include_top: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.registry import get_spec
+from zoo.taps import TABLE, get_taps
 
 
 def model_info(name: str, *, with_stats: bool = True,
@@ -38,9 +39,19 @@ def model_info(name: str, *, with_stats: bool = True,
         "pretrained": list(spec.pretrained),
         "blocks": list(spec.blocks),
         "default_unfreeze": spec.default_unfreeze,
+        "feature_taps": _taps(name),
     }
     if with_stats:
         from zoo.stats import compute
 
         row.update(compute(name, input_shape=input_shape, classes=classes))
     return row
+
+
+def _taps(name: str) -> list[str]:
+    """``"stride: layer"`` per feature tap (``zoo.get_taps``); empty for non-backbones."""
+    if name not in TABLE:
+        return []
+    taps = get_taps(name)
+    return [f"{stride}: {layer}" + (" (approximate)" if stride in taps.approximate else "")
+            for stride, layer in taps.as_dict().items()]

@@ -56,9 +56,38 @@ def _inception_params(n1, r3, n3, r5, n5, proj, c_in, *_):
             + conv(5, r5, n5) + conv(1, c_in, proj))
 
 
-# Parameters of each builder with its default arguments (1000 classes; U-Net: 2 classes, 1
-# channel). For BatchNorm models this is the *trainable* count, which is what PyTorch reports
-# (gamma/beta are parameters, running statistics are buffers).
+def upconv(kernel: int, channels: int) -> int:
+    """A bias-free transposed convolution from ``channels`` to ``channels`` (FCN's upscore)."""
+    return kernel * kernel * channels * channels
+
+
+def _unet_params(channels: int) -> int:
+    """Ronneberger et al. 2015, figure 1: 23 convolutional layers, 2 classes."""
+    return (conv(3, channels, 64) + conv(3, 64, 64) + conv(3, 64, 128) + conv(3, 128, 128)
+            + conv(3, 128, 256) + conv(3, 256, 256) + conv(3, 256, 512) + conv(3, 512, 512)
+            + conv(3, 512, 1024) + conv(3, 1024, 1024)
+            + conv(2, 1024, 512) + conv(3, 1024, 512) + conv(3, 512, 512)
+            + conv(2, 512, 256) + conv(3, 512, 256) + conv(3, 256, 256)
+            + conv(2, 256, 128) + conv(3, 256, 128) + conv(3, 128, 128)
+            + conv(2, 128, 64) + conv(3, 128, 64) + conv(3, 64, 64) + conv(1, 64, 2))
+
+
+# VGG16's 13 convolutions (input, output channels), written out independently of zoo.vgg.
+VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+               (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+# SegNet: the encoder, then the decoder of the authors' prototxt (conv5_3_D .. conv1_2_D).
+SEGNET_CONVS = VGG16_CONVS + [
+    (512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 256),
+    (256, 256), (256, 256), (256, 128), (128, 128), (128, 64), (64, 64)]
+# FCN-VGG16 up to score_fr (21 classes).
+_FCN_BASE = (sum(conv(3, c_in, c_out) for c_in, c_out in VGG16_CONVS) + conv(7, 512, 4096)
+             + conv(1, 4096, 4096) + conv(1, 4096, 21))
+
+
+# Parameters of each builder with its default arguments (1000 classes; segmentation models: their
+# spec's default classes and input channels). For BatchNorm models this is the *trainable*
+# count, which is what PyTorch reports (gamma/beta are parameters, running statistics are
+# buffers).
 REFERENCE_PARAMS = {
     "lenet5": 61_706,  # zoo.lenet docstring (C3 fully connected variant)
     # Caffe bvlc_alexnet, the paper's two-tower layout (groups=2 on conv2, conv4, conv5)
@@ -94,13 +123,20 @@ REFERENCE_PARAMS = {
     "densenet169": 14_149_480,
     "densenet201": 20_013_928,
     # Ronneberger et al. 2015, figure 1: 23 convolutional layers, 1 input channel, 2 classes
-    "unet": (conv(3, 1, 64) + conv(3, 64, 64) + conv(3, 64, 128) + conv(3, 128, 128)
-             + conv(3, 128, 256) + conv(3, 256, 256) + conv(3, 256, 512) + conv(3, 512, 512)
-             + conv(3, 512, 1024) + conv(3, 1024, 1024)
-             + conv(2, 1024, 512) + conv(3, 1024, 512) + conv(3, 512, 512)
-             + conv(2, 512, 256) + conv(3, 512, 256) + conv(3, 256, 256)
-             + conv(2, 256, 128) + conv(3, 256, 128) + conv(3, 128, 128)
-             + conv(2, 128, 64) + conv(3, 128, 64) + conv(3, 64, 64) + conv(1, 64, 2)),
+    "unet": _unet_params(channels=1),  # 31,030,658
+    "unet_same": _unet_params(channels=3),  # padding changes no parameter
+    # Badrinarayanan et al. 2017 as the authors' Caffe model (SegNet-Tutorial,
+    # Models/segnet_train.prototxt, CamVid, 11 classes): 25 conv+BN, classifier conv1_1_D without
+    # BN. Trainable: weights, biases, BN gamma/beta; the paper's 29.5M.
+    "segnet": (sum(conv(3, c_in, c_out) + 2 * c_out for c_in, c_out in SEGNET_CONVS)
+               + conv(3, 64, 11)),  # 29,449,355
+    # Long et al. 2015, reference nets voc-fcn{32,16,8}s (21 classes): VGG16 convolutions, fc6
+    # 7x7 and fc7 1x1 convolutions of 4096, 1x1 score layers, bias-free transposed convolutions
+    # of kernel 2 x stride. The paper's Table 1: 134M for FCN-VGG16.
+    "fcn32s": _FCN_BASE + upconv(64, 21),  # 136,152,917
+    "fcn16s": _FCN_BASE + upconv(4, 21) + conv(1, 512, 21) + upconv(32, 21),  # 134,815,994
+    "fcn8s": (_FCN_BASE + upconv(4, 21) + conv(1, 512, 21) + upconv(4, 21) + conv(1, 256, 21)
+              + upconv(16, 21)),  # 134,489,759
 }
 
 # Published multiply-accumulates at the default input size.
