@@ -373,6 +373,11 @@ def test_pascal_voc_layout(tmp_path):
     assert set(np.unique(masks)) == {0, 1, 15, 255}
     assert data.report.split_counts["train"]["person"] == 4
     assert data.report.pixel_counts["cat"] == 0
+    # Another ignore index: VOC's stored 255 borders become it, in normalised copies.
+    other = load_segmentation(tmp_path, ignore_index=100, cache_dir=tmp_path / "cache")
+    assert (other.report.pairs, other.report.skipped) == (6, data.report.skipped)
+    np.testing.assert_array_equal(load_masks(other.train, 40),
+                                  np.where(masks == 255, 100, masks))
 
 
 def test_oxford_pet_trimaps(tmp_path):

@@ -651,7 +651,11 @@ def load_segmentation(data_dir: str | os.PathLike, *, val_split: float = 0.2,
         raise ConfigError(f"ignore_index {ignore_index} is also a class index (classes "
                           f"0-{len(names) - 1}); choose an ignore_index of at least "
                           f"{len(names)}", field="ignore_index")
-    mapping = _Mapping(colours, layout.values, ignore_index)
+    values = layout.values
+    if layout.kind == "voc" and ignore_index != DEFAULT_IGNORE_INDEX:
+        # VOC stores its borders as 255 whatever ignore_index the user trains with.
+        values = (*((i, i) for i in range(len(VOC_CLASSES))), (DEFAULT_IGNORE_INDEX, None))
+    mapping = _Mapping(colours, values, ignore_index)
     report = DataReport(source=str(data_dir), root=str(layout.root))
     report.skipped = list(layout.skipped)
     notes = dict(layout.notes)
