@@ -12,6 +12,10 @@ One module per step, each importing only the ones before it:
   (:func:`load_source`), and :func:`list_image_files`, the one walk of a folder for images.
 - :mod:`~transfer.data.pipelines`: decode, orient and resize into ``tf.data`` datasets
   (:func:`make_dataset`), the ops the exported model runs too.
+- :mod:`~transfer.data.masks`: segmentation: image/mask pairs in the usual layouts
+  (:func:`load_segmentation`), class-index masks (:func:`read_mask`, :func:`load_masks`),
+  median frequency class weights (:func:`class_pixel_weights`) and the joint augmentation of
+  images and masks (:func:`joint_augment`).
 
 Every public name is importable from ``transfer.data`` itself.
 """
@@ -34,6 +38,27 @@ from transfer.data.checks import (
     default_workers,
     load_normalized,
 )
+from transfer.data.masks import (
+    DEFAULT_IGNORE_INDEX,
+    NOTE_MASK_16BIT,
+    NOTE_MASK_GRAY_RGB,
+    NOTE_MASK_MAPPED,
+    NOTE_MASK_RGB,
+    NOTE_UNLISTED,
+    NOTE_UNUSED_IMAGES,
+    PET_CLASSES,
+    VOC_CLASSES,
+    Palette,
+    augment_batches,
+    class_pixel_weights,
+    joint_augment,
+    load_masks,
+    load_segmentation,
+    pixel_frequencies,
+    read_mask,
+    read_palette,
+    voc_colours,
+)
 from transfer.data.pipelines import (
     decode_and_resize,
     decode_rgb,
@@ -44,12 +69,20 @@ from transfer.data.pipelines import (
     split_loader,
 )
 from transfer.data.reports import (
+    SKIP_COLOUR,
     SKIP_CORRUPT,
     SKIP_DUPLICATE,
     SKIP_EMPTY,
+    SKIP_LABELS,
+    SKIP_LOSSY_MASK,
+    SKIP_MASK_MODE,
     SKIP_MISSING,
+    SKIP_NO_IMAGE,
+    SKIP_NO_MASK,
     SKIP_NOT_IMAGE,
     SKIP_OUTSIDE,
+    SKIP_SAME_STEM,
+    SKIP_SIZE_MISMATCH,
     SKIP_SYSTEM,
     SKIP_TOO_LARGE,
     SKIP_TRUNCATED,
@@ -81,15 +114,22 @@ from transfer.data.splits import (
 from transfer.data.checks import _BATCH, _check_batch, _stat_entry  # noqa: F401, E402
 
 __all__ = [
-    "CHECK_VERSION", "DEFAULT_MIN_PER_CLASS", "IMAGE_SUFFIXES", "PILLOW_FORMATS",
-    "SPLIT_FOLDERS", "SYSTEM_FILES", "SYSTEM_FOLDERS", "TFDS_PREFIX",
+    "CHECK_VERSION", "DEFAULT_IGNORE_INDEX", "DEFAULT_MIN_PER_CLASS", "IMAGE_SUFFIXES",
+    "PILLOW_FORMATS", "SPLIT_FOLDERS", "SYSTEM_FILES", "SYSTEM_FOLDERS", "TFDS_PREFIX",
     "NOTE_16BIT", "NOTE_ALPHA", "NOTE_ANIMATION", "NOTE_CMYK", "NOTE_EXIF", "NOTE_GRAY",
     "NOTE_OTHER_MODE", "NOTE_PALETTE", "NOTE_PNG_END", "NOTE_SUFFIX",
-    "SKIP_CORRUPT", "SKIP_DUPLICATE", "SKIP_EMPTY", "SKIP_MISSING", "SKIP_NOT_IMAGE",
-    "SKIP_OUTSIDE", "SKIP_SYSTEM", "SKIP_TOO_LARGE", "SKIP_TRUNCATED", "SKIP_UNREADABLE",
-    "DataReport", "ImageFolderData", "Split",
-    "check_files", "class_weights", "decode_and_resize", "decode_rgb", "default_cache_dir",
-    "default_workers", "image_dataset", "imbalance_ratio", "list_image_files", "load_csv",
-    "load_image_folder", "load_normalized", "load_source", "load_tfds", "make_dataset",
-    "orient_image", "resize_images", "scan_class_folders", "split_loader",
+    "NOTE_MASK_16BIT", "NOTE_MASK_GRAY_RGB", "NOTE_MASK_MAPPED", "NOTE_MASK_RGB",
+    "NOTE_UNLISTED", "NOTE_UNUSED_IMAGES", "PET_CLASSES", "VOC_CLASSES",
+    "SKIP_COLOUR", "SKIP_CORRUPT", "SKIP_DUPLICATE", "SKIP_EMPTY", "SKIP_LABELS",
+    "SKIP_LOSSY_MASK", "SKIP_MASK_MODE", "SKIP_MISSING", "SKIP_NO_IMAGE", "SKIP_NO_MASK",
+    "SKIP_NOT_IMAGE", "SKIP_OUTSIDE", "SKIP_SAME_STEM", "SKIP_SIZE_MISMATCH", "SKIP_SYSTEM",
+    "SKIP_TOO_LARGE", "SKIP_TRUNCATED", "SKIP_UNREADABLE",
+    "DataReport", "ImageFolderData", "Palette", "Split",
+    "augment_batches", "check_files", "class_pixel_weights", "class_weights",
+    "decode_and_resize", "decode_rgb", "default_cache_dir",
+    "default_workers", "image_dataset", "imbalance_ratio", "joint_augment",
+    "list_image_files", "load_csv", "load_image_folder", "load_masks", "load_normalized",
+    "load_segmentation", "load_source", "load_tfds", "make_dataset", "orient_image",
+    "pixel_frequencies", "read_mask", "read_palette", "resize_images", "scan_class_folders",
+    "split_loader", "voc_colours",
 ]

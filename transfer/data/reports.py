@@ -30,6 +30,15 @@ SKIP_TOO_LARGE = "too large"
 SKIP_UNREADABLE = "unreadable"
 SKIP_MISSING = "missing"
 SKIP_DUPLICATE = "listed twice"
+# Segmentation: an image and its mask are used together or not at all (transfer.data.masks).
+SKIP_NO_MASK = "image without mask"
+SKIP_NO_IMAGE = "mask without image"
+SKIP_SIZE_MISMATCH = "mask size differs from image"
+SKIP_LABELS = "mask values outside the classes"
+SKIP_COLOUR = "mask colour not in the colour table"
+SKIP_LOSSY_MASK = "JPEG mask (lossy)"
+SKIP_MASK_MODE = "mask is not class indices"
+SKIP_SAME_STEM = "another file has the same stem"
 
 
 @dataclasses.dataclass
@@ -47,6 +56,12 @@ class DataReport:
         files_checked: files found (usable or not).
         from_cache: files whose check result came from the cache.
         seconds: wall time of listing and checking.
+        pairs: usable image/mask pairs (segmentation only; 0 for classification). For
+            segmentation, ``class_counts`` and ``split_counts`` count the pairs whose mask
+            holds each class.
+        pixel_counts: labelled pixels per class in the training masks (segmentation only).
+        pixel_frequencies: per class, its pixels over the labelled pixels of the training
+            masks that hold it (Eigen & Fergus 2015); 0.0 for a class no training mask holds.
     """
 
     source: str
@@ -59,10 +74,14 @@ class DataReport:
     files_checked: int = 0
     from_cache: int = 0
     seconds: float = 0.0
+    pairs: int = 0
+    pixel_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    pixel_frequencies: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def usable(self) -> int:
-        return sum(self.class_counts.values())
+        # A mask holds several classes, so for segmentation the classes' counts overlap.
+        return self.pairs or sum(self.class_counts.values())
 
     @property
     def reason_counts(self) -> dict[str, int]:
@@ -87,6 +106,9 @@ class DataReport:
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "dropped_classes": self.dropped_classes,
             "notes": self.notes,
+            # Segmentation only, so a classification report reads as it always did.
+            **({"pairs": self.pairs, "pixel_counts": self.pixel_counts,
+                "pixel_frequencies": self.pixel_frequencies} if self.pairs else {}),
         }
 
     @classmethod
@@ -97,7 +119,9 @@ class DataReport:
                    skipped=[(s["path"], s["reason"]) for s in data["skipped"]],
                    dropped_classes=dict(data["dropped_classes"]), notes=dict(data["notes"]),
                    files_checked=data["files_checked"], from_cache=data["from_cache"],
-                   seconds=data["seconds"])
+                   seconds=data["seconds"], pairs=data.get("pairs", 0),
+                   pixel_counts=dict(data.get("pixel_counts", {})),
+                   pixel_frequencies=dict(data.get("pixel_frequencies", {})))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the report as JSON (``RUN_DIR/data_report.json``)."""
@@ -109,10 +133,17 @@ class DataReport:
 
     def summary(self, max_paths: int = 5) -> str:
         """A few lines for the terminal: counts per class and per reason, the first paths."""
-        lines = [f"{self.usable} usable image(s) in {len(self.class_counts)} class(es) from "
+        what = "image/mask pair(s) with" if self.pairs else "image(s) in"
+        lines = [f"{self.usable} usable {what} {len(self.class_counts)} class(es) from "
                  f"{self.source} ({self.files_checked} file(s) checked, {self.from_cache} from "
                  f"cache, {self.seconds:.1f} s)"]
-        if self.class_counts:
+        if self.class_counts and self.pairs:
+            counts = ", ".join(f"{name} {n}" for name, n in self.class_counts.items())
+            lines.append(f"  masks holding each class: {counts}")
+            if self.pixel_frequencies:
+                freqs = ", ".join(f"{name} {f:.3g}" for name, f in self.pixel_frequencies.items())
+                lines.append(f"  training pixel frequencies: {freqs}")
+        elif self.class_counts:
             counts = ", ".join(f"{name} {n}" for name, n in self.class_counts.items())
             lines.append(f"  classes: {counts} (largest/smallest {self.imbalance_ratio:.2f})")
         for name, why in self.dropped_classes.items():

@@ -36,12 +36,18 @@ class Split:
     ``sources`` (when given) are the files the pipeline actually reads, position by position:
     the path itself, or its normalised PNG in the cache. ``orientations`` are the EXIF
     orientations (1-8) TensorFlow applies after decoding a source; empty means all 1.
+
+    ``masks`` (segmentation only) are the class-index masks, position by position: the user's
+    mask file, or its normalised copy in the cache (see :mod:`transfer.data.masks`). A
+    segmentation split's ``labels`` are the positions ``0..n-1``, not classes, so
+    :meth:`class_counts` means nothing for it; the report counts the masks holding each class.
     """
 
     paths: tuple[str, ...]
     labels: tuple[int, ...]
     sources: tuple[str, ...] = ()
     orientations: tuple[int, ...] = ()
+    masks: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,12 +62,15 @@ class Split:
             data["sources"] = list(self.sources)
         if any(o != 1 for o in self.orientations):
             data["orientations"] = list(self.orientations)
+        if self.masks:
+            data["masks"] = list(self.masks)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, list]) -> Split:
         return cls(tuple(data["paths"]), tuple(data["labels"]),
-                   tuple(data.get("sources", ())), tuple(data.get("orientations", ())))
+                   tuple(data.get("sources", ())), tuple(data.get("orientations", ())),
+                   tuple(data.get("masks", ())))
 
 
 @dataclasses.dataclass(frozen=True)
