@@ -406,7 +406,7 @@ def segmentation_summary(predicted: np.ndarray, labels: np.ndarray, class_names:
         value = float(-np.mean(np.log(np.clip(true_p.astype(np.float64), EPSILON, 1.0))))
         loss = value if math.isfinite(value) else None
     return {
-        "samples": int(len(labels)),
+        "samples": len(labels),
         "pixels": pixels,
         "pixel_accuracy": float(np.trace(confusion) / pixels),
         "mean_iou": _mean(iou),
