@@ -313,12 +313,12 @@ def worst_figure(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     """The images segmented worst: one row per image, lowest mean IoU first, showing the image
     (0-255 RGB), its true class map and the predicted one, with a legend of the classes shown.
 
-    Images whose IoU is ``None`` (nothing labelled) are left out. ``names`` (one per image, such
-    as its file name) go into the row titles.
+    Images whose IoU is ``None`` or NaN (nothing labelled) are left out. ``names`` (one per
+    image, such as its file name) go into the row titles.
     """
     from matplotlib.patches import Patch
 
-    scored = [i for i, iou in enumerate(ious) if iou is not None]
+    scored = [i for i, iou in enumerate(ious) if iou is not None and math.isfinite(iou)]
     order = sorted(scored, key=lambda i: ious[i])[:limit]  # sorted is stable: ties keep order
     if not order:
         fig = new_figure(4.0, 1.5)

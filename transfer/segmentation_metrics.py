@@ -44,11 +44,13 @@ def _check_num_classes(num_classes: Any) -> int:
 
 
 def _check_class_weights(class_weights: Sequence[float] | None,
-                         num_classes: int) -> list[float] | None:
+                         num_classes: int | None) -> list[float] | None:
+    """The weights as floats; their number is checked against ``num_classes`` when it is known
+    (otherwise against the probabilities' depth, when the loss is first called)."""
     if class_weights is None:
         return None
     weights = [float(w) for w in class_weights]
-    if len(weights) != num_classes:
+    if num_classes is not None and len(weights) != num_classes:
         raise ConfigError(f"class_weights needs one weight per class ({num_classes}), got "
                           f"{len(weights)}: {weights}", field="class_weights")
     if any(not math.isfinite(w) or w < 0 for w in weights):
@@ -63,9 +65,10 @@ class SegmentationLoss(keras.losses.Loss):
     """Shared part of the custom losses: the counted-pixel mask, class weights and config.
 
     Subclasses implement :meth:`pixel_losses`; its values at ignored pixels are discarded.
+    Every subclass takes these arguments; ``name`` defaults to its ``default_name``.
 
     Args:
-        num_classes: K, the depth of the probabilities.
+        num_classes: K, the depth of the probabilities; ``None`` reads it from their last axis.
         ignore_index: target value of unlabelled pixels, or ``None`` when every pixel is labelled.
         class_weights: K weights; each pixel's loss is multiplied by the weight of its true
             class. The mean is still taken over the counted pixels (Keras's ``class_weight``
@@ -76,15 +79,18 @@ class SegmentationLoss(keras.losses.Loss):
         dtype: Keras's loss dtype.
     """
 
-    def __init__(self, *, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
+    default_name = "segmentation_loss"
+
+    def __init__(self, *, num_classes: int | None, ignore_index: int | None = IGNORE_INDEX,
                  class_weights: Sequence[float] | None = None, name: str | None = None,
                  reduction: str = "sum_over_batch_size", dtype: str | None = None) -> None:
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.num_classes = _check_num_classes(num_classes)
+        super().__init__(name=name or self.default_name, reduction=reduction, dtype=dtype)
+        self.num_classes = None if num_classes is None else _check_num_classes(num_classes)
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.class_weights = _check_class_weights(class_weights, self.num_classes)
 
     def call(self, y_true, y_pred):
+        self._check_depth(y_pred)
         labels = ops.cast(y_true, "int32")
         if len(labels.shape) == len(y_pred.shape):  # (b, h, w, 1) targets
             labels = ops.squeeze(labels, axis=-1)
@@ -99,6 +105,22 @@ class SegmentationLoss(keras.losses.Loss):
         scale = ops.divide_no_nan(pixels, ops.sum(ops.cast(counted, y_pred.dtype)))
         # where, not a product with the mask: nothing at an ignored pixel, not even a NaN, counts
         return ops.where(counted, self.pixel_losses(labels, y_pred, counted) * scale, 0.0)
+
+    def _check_depth(self, probabilities) -> None:
+        depth = probabilities.shape[-1]
+        classes = self.num_classes if self.num_classes is not None else depth
+        if classes is None:
+            raise ConfigError("the probabilities' last axis has no static size; give the loss "
+                              "num_classes")
+        if depth is not None and depth != classes:
+            raise ConfigError(f"the loss was made for {classes} classes, the probabilities have "
+                              f"{depth}")
+        if self.class_weights is not None and len(self.class_weights) != classes:
+            raise ConfigError(f"class_weights needs one weight per class ({classes}), got "
+                              f"{len(self.class_weights)}", field="class_weights")
+
+    def _classes(self, probabilities) -> int:
+        return self.num_classes if self.num_classes is not None else probabilities.shape[-1]
 
     def pixel_losses(self, labels, probabilities, counted):
         """The loss of each pixel, ``(b, h, w)``, from labels with ignored pixels set to 0."""
@@ -124,12 +146,7 @@ class WeightedCrossEntropy(SegmentationLoss):
     class weights are given; with all weights 1 this loss equals it.
     """
 
-    def __init__(self, *, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
-                 class_weights: Sequence[float] | None = None, name: str = "cross_entropy",
-                 reduction: str = "sum_over_batch_size", dtype: str | None = None) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index,
-                         class_weights=class_weights, name=name, reduction=reduction,
-                         dtype=dtype)
+    default_name = "cross_entropy"
 
     def pixel_losses(self, labels, probabilities, counted):
         losses = ops.sparse_categorical_crossentropy(labels, probabilities)
@@ -149,12 +166,7 @@ class DiceLoss(SegmentationLoss):
     probability it takes from the true class. ``class_weights`` are not used by Dice.
     """
 
-    def __init__(self, *, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
-                 class_weights: Sequence[float] | None = None, name: str = "dice",
-                 reduction: str = "sum_over_batch_size", dtype: str | None = None) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index,
-                         class_weights=class_weights, name=name, reduction=reduction,
-                         dtype=dtype)
+    default_name = "dice"
 
     def pixel_losses(self, labels, probabilities, counted):
         return ops.broadcast_to(self.dice_loss(labels, probabilities, counted), ops.shape(labels))
@@ -162,8 +174,8 @@ class DiceLoss(SegmentationLoss):
     def dice_loss(self, labels, probabilities, counted):
         """The batch's Dice loss, a scalar."""
         mask = ops.expand_dims(counted, -1)
-        truth = ops.where(mask, ops.one_hot(labels, self.num_classes, dtype=probabilities.dtype),
-                          0.0)
+        one_hot = ops.one_hot(labels, self._classes(probabilities), dtype=probabilities.dtype)
+        truth = ops.where(mask, one_hot, 0.0)
         predicted = ops.where(mask, probabilities, 0.0)
         axes = tuple(range(len(probabilities.shape) - 1))
         intersection = ops.sum(truth * predicted, axis=axes)
@@ -178,12 +190,7 @@ class CrossEntropyDiceLoss(DiceLoss):
     """Cross-entropy (class-weighted when weights are given) plus the Dice loss, both over the
     counted pixels."""
 
-    def __init__(self, *, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
-                 class_weights: Sequence[float] | None = None, name: str = "ce_dice",
-                 reduction: str = "sum_over_batch_size", dtype: str | None = None) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index,
-                         class_weights=class_weights, name=name, reduction=reduction,
-                         dtype=dtype)
+    default_name = "ce_dice"
 
     def pixel_losses(self, labels, probabilities, counted):
         cross_entropy = ops.sparse_categorical_crossentropy(labels, probabilities)
@@ -202,9 +209,11 @@ class FocalLoss(SegmentationLoss):
     With ``gamma=0`` it is the (weighted) cross-entropy.
     """
 
-    def __init__(self, *, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
+    default_name = "focal"
+
+    def __init__(self, *, num_classes: int | None, ignore_index: int | None = IGNORE_INDEX,
                  class_weights: Sequence[float] | None = None, gamma: float = 2.0,
-                 name: str = "focal", reduction: str = "sum_over_batch_size",
+                 name: str | None = None, reduction: str = "sum_over_batch_size",
                  dtype: str | None = None) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index,
                          class_weights=class_weights, name=name, reduction=reduction,
@@ -214,7 +223,7 @@ class FocalLoss(SegmentationLoss):
         self.gamma = float(gamma)
 
     def pixel_losses(self, labels, probabilities, counted):
-        truth = ops.one_hot(labels, self.num_classes, dtype=probabilities.dtype)
+        truth = ops.one_hot(labels, self._classes(probabilities), dtype=probabilities.dtype)
         losses = keras.losses.categorical_focal_crossentropy(
             truth, probabilities, alpha=1.0, gamma=self.gamma)
         weights = self._class_weight_map(labels, losses.dtype)
@@ -224,14 +233,15 @@ class FocalLoss(SegmentationLoss):
         return {**super().get_config(), "gamma": self.gamma}
 
 
-def make_loss(name: str, *, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
+def make_loss(name: str, *, num_classes: int | None, ignore_index: int | None = IGNORE_INDEX,
               class_weights: Sequence[float] | None = None) -> keras.losses.Loss:
     """The segmentation loss called ``name``, with ``ignore_index`` pixels left out.
 
     Args:
         name: ``"ce"`` (cross-entropy), ``"dice"`` (soft Dice), ``"ce+dice"`` (their sum) or
             ``"focal"`` (gamma 2).
-        num_classes: K, the depth of the model's probabilities.
+        num_classes: K, the depth of the model's probabilities; ``None`` reads it from the
+            probabilities when the loss is first called.
         ignore_index: target value of unlabelled pixels, or ``None``.
         class_weights: K weights applied per pixel by its true class to the cross-entropy and
             focal terms (Dice does not use them).
@@ -242,7 +252,7 @@ def make_loss(name: str, *, num_classes: int, ignore_index: int | None = IGNORE_
     Raises:
         ConfigError: an unknown name, or class weights that do not fit ``num_classes``.
     """
-    num_classes = _check_num_classes(num_classes)
+    num_classes = None if num_classes is None else _check_num_classes(num_classes)
     class_weights = _check_class_weights(class_weights, num_classes)
     common = {"num_classes": num_classes, "ignore_index": ignore_index,
               "class_weights": class_weights}

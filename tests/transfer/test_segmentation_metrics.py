@@ -135,6 +135,19 @@ def test_losses_agree_in_graph_mode_and_round_trip_through_keras_serialization(n
     assert value(clone) == value(loss)
 
 
+@pytest.mark.parametrize("name", sm.LOSSES)
+def test_num_classes_none_reads_the_depth_of_the_probabilities(name):
+    weights = None if name == "ce" else [1.0, 2.0, 3.0]
+    known = sm.make_loss(name, num_classes=3, class_weights=weights)
+    from_probs = sm.make_loss(name, num_classes=None, class_weights=weights)
+    assert value(from_probs) == value(known)
+    if name != "ce":
+        with pytest.raises(ConfigError, match="one weight per class \\(3\\), got 2"):
+            value(sm.make_loss(name, num_classes=None, class_weights=[1.0, 2.0]))
+        with pytest.raises(ConfigError, match="made for 4 classes, the probabilities have 3"):
+            value(sm.make_loss(name, num_classes=4))
+
+
 def test_make_loss_rejects_unknown_names_and_bad_weights():
     with pytest.raises(ConfigError, match="'ce', 'dice', 'ce\\+dice', 'focal'"):
         sm.make_loss("lovasz", num_classes=3)
@@ -280,7 +293,7 @@ def test_compile_fit_evaluate_and_reload_a_tiny_segmenter(tmp_path):
     inputs = keras.Input((4, 4, 3))
     outputs = keras.layers.Conv2D(4, 1, activation="softmax", name="head")(inputs)
     model = keras.Model(inputs, outputs)
-    loss = sm.make_loss("ce+dice", num_classes=4, class_weights=[0.5, 1.0, 1.5, 1.0])
+    loss = sm.make_loss("ce+dice", num_classes=None, class_weights=[0.5, 1.0, 1.5, 1.0])
     model.compile(optimizer="adam", loss=loss,
                   metrics=sm.segmentation_metrics_for_compile(4, IGNORE))
     images = np.random.default_rng(0).random((2, 4, 4, 3)).astype(np.float32)
@@ -355,7 +368,7 @@ def test_worst_figure_orders_rows_by_iou_lowest_first():
     images = rng.integers(0, 256, (4, 4, 4, 3), dtype=np.uint8)
     labels = np.concatenate([TRUE, TRUE])
     predicted = np.concatenate([PRED, PRED])
-    ious = [0.9, None, 0.2, 0.5]
+    ious = np.array([0.9, np.nan, 0.2, 0.5])  # NaN, like None: nothing labelled
     fig = plots.worst_figure(images, labels, predicted, ious, NAMES, plots.palette(4), limit=2,
                              names=["a.png", "b.png", "c.png", "d.png"])
     titles = [ax.get_title() for ax in fig.axes]
@@ -370,6 +383,9 @@ def test_worst_figure_orders_rows_by_iou_lowest_first():
     assert [ax.get_title() for ax in everything.axes[::3]] == [
         "#2: mean IoU 0.200", "#3: mean IoU 0.500", "#0: mean IoU 0.900"]
     assert plots.figure_png(everything).startswith(b"\x89PNG")
+    assert [ax.get_title() for ax in plots.worst_figure(
+        images, labels, predicted, [0.9, None, 0.2, 0.5], NAMES, plots.palette(4)).axes[::3]] == [
+        "#2: mean IoU 0.200", "#3: mean IoU 0.500", "#0: mean IoU 0.900"]
     empty = plots.worst_figure(images[:1], labels[:1], predicted[:1], [None], NAMES,
                                plots.palette(4))
     assert "no labelled pixels in 1 images" in empty.texts[0].get_text()
