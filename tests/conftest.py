@@ -54,3 +54,37 @@ def trained_run(image_folder, tmp_path_factory):
     return transfer.train(image_folder, output=out, model="lenet5", mode="full-retrain",
                           weights=None, epochs=4, batch_size=8, verbose=0,
                           early_stopping_patience=0)
+
+
+def make_segmentation_folder(root: Path, *, count: int = 24, size: int = 64, seed: int = 0,
+                             classes: tuple[str, ...] = ("background", "square", "disc")) -> Path:
+    """``images/`` + ``masks/`` pairs: noisy backgrounds with a bright square (class 1) and a
+    dark disc (class 2) at random places, a one-pixel 255 (ignore) band around the disc, and
+    ``classes.txt``."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(count):
+        image = (rng.random((size, size, 3)) * 80 + 60).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        side = int(rng.integers(size // 5, size // 3))
+        top, left = (int(v) for v in rng.integers(0, size - side, 2))
+        image[top:top + side, left:left + side] = (230, 220, 40)
+        mask[top:top + side, left:left + side] = 1
+        radius = int(rng.integers(size // 8, size // 5))
+        cy, cx = (int(v) for v in rng.integers(radius + 1, size - radius - 1, 2))
+        distance = np.hypot(yy - cy, xx - cx)
+        image[distance <= radius] = (20, 30, 140)
+        mask[distance <= radius] = 2
+        mask[(distance > radius) & (distance <= radius + 1)] = 255
+        Image.fromarray(image).save(root / "images" / f"img_{i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"img_{i:03d}.png")
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def seg_folder(tmp_path_factory) -> Path:
+    """A read-only folder of 24 image/mask pairs at 64 px, three classes and an ignore band."""
+    return make_segmentation_folder(tmp_path_factory.mktemp("data") / "shapes")

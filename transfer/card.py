@@ -13,6 +13,7 @@ from typing import Any
 
 from transfer.rundir import RunDir, atomic_write
 from transfer.serving import DEFAULT_TOP_K
+from transfer.tasks import get_task
 
 
 def write_model_card(run_dir: str | os.PathLike, *,
@@ -37,15 +38,8 @@ def write_model_card(run_dir: str | os.PathLike, *,
              f"Run directory `{run.path}`, written by cnn-zoo.", "", "## Data", "",
              f"- data root: `{split.get('root', 'unknown')}`",
              f"- {k} classes, in label order (index: name); the outputs follow this order", ""]
-    splits = [s for s in ("train", "val", "test") if s in split]
-    lines += ["| index | class | " + " | ".join(splits) + " |",
-              "|---:|---|" + "---:|" * len(splits)]
-    for i, name in enumerate(names):
-        counts = [str(split[s]["labels"].count(i)) for s in splits]
-        lines.append(f"| {i} | {name} | " + " | ".join(counts) + " |")
-    lines.append("| | **total** | " + " | ".join(str(len(split[s]["labels"])) for s in splits)
-                 + " |")
-
+    task = get_task(contract.task, **contract.task_options())
+    lines += task.card_data(split, names, run.read_json("data_report.json", {}))
     lines += ["", "## Training", "",
               f"- backbone: `{config.get('model', 'unknown')}`, weights: "
               f"`{config.get('weights')}`",
@@ -66,36 +60,26 @@ def write_model_card(run_dir: str | os.PathLike, *,
     val = metrics.get("val")
     lines += ["", "## Validation metrics", ""]
     if val:
-        lines += [f"- {val['samples']} images: top-1 accuracy {val['top1_accuracy']:.4f}, "
-                  f"top-{val['top_k']} accuracy {val['top5_accuracy']:.4f}, loss "
-                  + (f"{val['loss']:.4f}" if val.get("loss") is not None else "n/a"),
-                  f"- macro precision / recall / F1: {_prf(val['macro'])}",
-                  f"- weighted precision / recall / F1: {_prf(val['weighted'])}", "",
-                  "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-        for name, row in val["per_class"].items():
-            lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
-                         f"{row['f1']:.3f} | {row['support']} |")
+        lines += task.card_metrics(val)
     else:
         lines.append("No metrics.json in the run directory.")
 
     s = f"{size}" if size else "size"
+    outputs = task.card_outputs(k, top_k, s)
     lines += ["", "## Exports and their input contracts", "",
               "Class names are in label order above and in `class_names.json`.", "",
               "| export | signature | inputs | outputs |", "|---|---|---|---|",
               f"| SavedModel (`saved_model/`, `zoo export --format savedmodel`) | "
               f"`serving_default` = `serve_images` | `images`: uint8 `[batch, height, width, 3]`"
-              f" RGB, any size (resized inside to {s} x {s}) | `probabilities` float32 "
-              f"`[batch, {k}]`; `top_scores` float32, `top_indices` int32, `top_classes` string,"
-              f" each `[batch, {top_k}]` |",
+              f" RGB, any size (resized inside to {s} x {s}) | {outputs['savedmodel']} |",
               "| | `serve_bytes` | `image_bytes`: string `[batch]` of encoded JPEG / PNG / GIF / "
               "BMP / WebP files | as `serve_images` |",
               f"| | `class_names` | none | string `[{k}]` |",
               f"| Keras (`model.keras`, `zoo export --format keras`) | `model(x)` | float32 "
-              f"`[batch, {s}, {s}, 3]` raw 0-255 RGB, already resized | probabilities "
-              f"`[batch, {k}]` |",
+              f"`[batch, {s}, {s}, 3]` raw 0-255 RGB, already resized | {outputs['keras']} |",
               f"| TFLite / LiteRT (`zoo export --format tflite`, float32, float16 or int8) | "
               f"`serving_default` | `images`: uint8 `[1, {s}, {s}, 3]` raw RGB, resized "
-              f"(bilinear) to {s} x {s} by the caller | `probabilities` float32 `[1, {k}]` |",
+              f"(bilinear) to {s} x {s} by the caller | {outputs['tflite']} |",
               "", "Loading:", "", "```python",
               "import tensorflow as tf",
               f'model = tf.saved_model.load("{run.saved_model_dir}")',
@@ -108,7 +92,3 @@ def write_model_card(run_dir: str | os.PathLike, *,
               "layers (preprocessing included), the SavedModel and TFLite files need only "
               "TensorFlow or LiteRT.", ""]
     return atomic_write(run / "MODEL_CARD.md", "\n".join(lines))
-
-
-def _prf(row: dict) -> str:
-    return f"{row['precision']:.3f} / {row['recall']:.3f} / {row['f1']:.3f}"

@@ -156,14 +156,16 @@ def mark_finished(run_dir: Path) -> None:
     (folder / "state.json").write_text(json.dumps({"finished": True}) + "\n")
 
 
-def constant_variables(model: keras.Model, backbone: str, *, full: bool) -> frozenset[int]:
+def constant_variables(model: keras.Model, backbone: keras.Model | None, *,
+                       full: bool) -> frozenset[int]:
     """Indices into ``model.variables`` of what a phase leaves unchanged: in the head and
-    fine-tune phases the backbone runs in inference mode, so its variables that do not train
+    fine-tune phases the ``backbone`` (the frozen nested model) runs in inference mode, so its
+    variables that do not train
     (its weights, or the frozen part and every BatchNorm statistic) stay as they are. In the
     full phase (``full``) anything may change."""
-    if full:
+    if full or backbone is None:
         return frozenset()
-    held = {id(v) for v in model.get_layer(backbone).variables}
+    held = {id(v) for v in backbone.variables}
     training = {id(v) for v in model.trainable_variables}
     return frozenset(i for i, v in enumerate(model.variables)
                      if id(v) in held and id(v) not in training)

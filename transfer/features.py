@@ -39,26 +39,29 @@ class FeatureCache:
         self.memory_mb = memory_mb
         self.image_size = image_size
         self.verbose = verbose
-        self.arrays: dict[str, np.ndarray] = {}
+        self.arrays: dict[str, list[np.ndarray]] = {}
 
     def get(self, extractor: keras.Model, splits: dict[str, data_lib.Split], *,
-            batch_size: int) -> dict[str, np.ndarray]:
-        """Features of every split, ``{name: [items, *feature_shape]}`` float32, in split
-        order, computed ``batch_size`` images per forward pass."""
+            batch_size: int) -> dict[str, list[np.ndarray]]:
+        """Features of every split, ``{name: [one float32 array per extractor output]}`` (a
+        classifier's backbone has one output, a segmentation encoder one per tapped stride),
+        each ``[items, *feature_shape]`` in split order, computed ``batch_size`` images per
+        forward pass."""
         if self.arrays:
             return self.arrays
         import tensorflow as tf
 
         forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
-        feature_shape = tuple(int(d) for d in extractor.output.shape[1:])
-        per_item = int(np.prod(feature_shape)) * 4
+        shapes = [tuple(int(d) for d in output.shape[1:]) for output in extractor.outputs]
+        per_item = sum(int(np.prod(shape)) for shape in shapes) * 4
         total = sum(len(split) for split in splits.values())
         on_disk = self.folder is not None and total * per_item > self.memory_mb * 2**20
         done = self.folder / "complete.json" if self.folder is not None else None
+        files = {name: [f"{name}_{k}.npy" for k in range(len(shapes))] for name in splits}
         if on_disk and done.is_file():
             log.info("reusing the backbone features cached in %s", self.folder)
-            self.arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r")
-                           for name in splits}
+            self.arrays = {name: [np.load(self.folder / f, mmap_mode="r") for f in names]
+                           for name, names in files.items()}
             return self.arrays
         if on_disk:
             self.folder.mkdir(exist_ok=True)
@@ -69,27 +72,32 @@ class FeatureCache:
                                         verbose=1 if self.verbose in (1, "auto") else 2)
                     if self.verbose else None)
         for name, split in splits.items():
-            shape = (len(split), *feature_shape)
-            out = (np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+",
-                                             dtype="float32", shape=shape)
-                   if on_disk else np.empty(shape, np.float32))
+            outs = [np.lib.format.open_memmap(self.folder / f, mode="w+", dtype="float32",
+                                              shape=(len(split), *shape))
+                    if on_disk else np.empty((len(split), *shape), np.float32)
+                    for f, shape in zip(files[name], shapes)]
             filled = 0
             ds = data_lib.make_dataset(split, image_size=self.image_size,
                                        batch_size=batch_size, shuffle=False, cache=False)
             for images, _ in ds:
-                batch = np.asarray(forward(images))
-                if filled + len(batch) <= len(out):
-                    out[filled:filled + len(batch)] = batch
-                filled += len(batch)
+                batch = forward(images)
+                batch = [np.asarray(b) for b in (batch if isinstance(batch, (list, tuple))
+                                                 else [batch])]
+                if filled + len(batch[0]) <= len(split):
+                    for out, part in zip(outs, batch):
+                        out[filled:filled + len(part)] = part
+                filled += len(batch[0])
                 if progress:
-                    progress.add(len(batch))
+                    progress.add(len(batch[0]))
             if filled != len(split):  # a file dropped: features and labels would misalign
                 raise files_changed(len(split) - filled)
             if on_disk:
-                out.flush()
-            self.arrays[name] = out
+                for out in outs:
+                    out.flush()
+            self.arrays[name] = outs
         if on_disk:
-            done.write_text(json.dumps({n: list(f.shape) for n, f in self.arrays.items()}))
+            done.write_text(json.dumps({n: [list(a.shape) for a in arrays]
+                                        for n, arrays in self.arrays.items()}))
         return self.arrays
 
     def release(self) -> None:

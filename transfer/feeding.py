@@ -102,22 +102,29 @@ def mix_batch(mixup: float, cutmix: float) -> Callable | None:
     return apply
 
 
-def fetch_arrays(x: np.ndarray, targets) -> Callable:
-    """A batched fetch (index vector -> (rows, targets)) for :func:`epoch_dataset`: gathered
-    from a constant, or read from a memory-mapped array on disk."""
+def fetch_arrays(xs: list[np.ndarray], targets) -> Callable:
+    """A batched fetch (index vector -> (inputs, targets)) for :func:`epoch_dataset`: each
+    array of ``xs`` (one per model input) gathered from a constant, or read from a
+    memory-mapped array on disk."""
     import tensorflow as tf
 
-    if not isinstance(x, np.memmap):
-        xs = tf.constant(x)
-        return lambda i: (tf.gather(xs, i), tf.gather(targets, i))
+    def gather(x):
+        if not isinstance(x, np.memmap):
+            constant = tf.constant(x)
+            return lambda i: tf.gather(constant, i)
 
-    def read(i):
-        rows = tf.numpy_function(lambda index: np.asarray(x[index]), [i], tf.float32,
-                                 stateful=False)
-        rows.set_shape([None, *x.shape[1:]])
-        return rows, tf.gather(targets, i)
+        def read(i):
+            rows = tf.numpy_function(lambda index: np.asarray(x[index]), [i], tf.float32,
+                                     stateful=False)
+            rows.set_shape([None, *x.shape[1:]])
+            return rows
 
-    return read
+        return read
+
+    readers = [gather(x) for x in xs]
+    if len(readers) == 1:
+        return lambda i: (readers[0](i), tf.gather(targets, i))
+    return lambda i: (tuple(read(i) for read in readers), tf.gather(targets, i))
 
 
 class ImageFeed:

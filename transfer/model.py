@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BACKBONE = "backbone"
 RGB_ADAPTER = "rgb_to_gray"
+FROZEN_PARTS = (BACKBONE, "encoder")  # zoo.segmentation.ENCODER
 LEGACY_PREPROCESS = "preprocess"  # the layer classifiers held before the zoo's models did
 HEAD_LAYERS = ("head_dropout", "classifier")
 
@@ -221,6 +222,15 @@ class TrainableSummary:
                 f"{self.trainable_params:,} trainable / {self.frozen_params:,} frozen parameters")
 
 
+def frozen_part(model: keras.Model) -> keras.Model | None:
+    """The nested model that the feature-extractor and fine-tune modes freeze: a classifier's
+    ``backbone`` or a segmenter's ``encoder``; ``None`` for a model that trains whole."""
+    for layer in model.layers:
+        if layer.name in FROZEN_PARTS and isinstance(layer, keras.Model):
+            return layer
+    return None
+
+
 def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...] = (),
                   unfreeze_from: str | None = None) -> TrainableSummary:
     """The one function that decides what trains. Recompile the model after calling it.
@@ -232,12 +242,14 @@ def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...
             stay frozen. Without ``unfreeze_from`` the whole backbone is unfrozen (BN excepted).
         ``"full"``: everything trains, BatchNormalization included.
     """
-    backbone = classifier.get_layer(BACKBONE)
+    backbone = frozen_part(classifier)
     classifier.trainable = True
     if phase == "full":
-        for _, layer in walk_layers(backbone):
+        for _, layer in walk_layers(classifier):
             layer.trainable = True
-        backbone.trainable = True
+    elif backbone is None:
+        raise ConfigError(f"model {classifier.name!r} has no backbone or encoder to freeze; "
+                          f"it trains whole (mode full-retrain)")
     elif phase == "head":
         backbone.trainable = False
     elif phase == "fine-tune":
@@ -260,8 +272,9 @@ def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...
             layer.trainable = i >= start and not is_bn
     else:
         raise ConfigError(f"unknown phase {phase!r}; expected 'head', 'fine-tune' or 'full'")
-    for name in HEAD_LAYERS:
-        classifier.get_layer(name).trainable = True
+    for layer in classifier.layers:  # the head (or decoder): everything but the backbone
+        if layer is not backbone:
+            layer.trainable = True
     trainable = sum(math.prod(w.shape) for w in classifier.trainable_weights)
     frozen = sum(math.prod(w.shape) for w in classifier.non_trainable_weights)
     return TrainableSummary(phase, len(classifier.trainable_weights), trainable, frozen,
@@ -304,7 +317,7 @@ def layer_lr_multipliers(classifier: keras.Model, *, blocks: tuple[str, ...],
     """
     if ratio < 1:
         raise ConfigError(f"discriminative learning-rate ratio must be >= 1, got {ratio}")
-    layers = list(leaf_layers(classifier.get_layer(BACKBONE)))
+    layers = list(leaf_layers(frozen_part(classifier)))
     starts = []
     for block in blocks:
         index = next((i for i, layer in enumerate(layers) if layer.name.startswith(block)), None)

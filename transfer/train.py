@@ -32,10 +32,10 @@ from transfer.features import FeatureCache
 from transfer.feeding import ImageFeed, epoch_dataset, fetch_arrays, unknown_length_ok
 from transfer.finish import RunRecord, finish_run
 from transfer.model import (
-    BACKBONE,
     BackboneInfo,
     TrainableSummary,
     backbone_info,
+    frozen_part,
     layer_lr_multipliers,
     resolve_unfreeze,
     set_trainable,
@@ -432,7 +432,8 @@ class Trainer:
         phase = self.plan[phase_index].name if optimizer is not None else "full"
         ckpt.save(self.run_dir.path, state=state, model=self.model, optimizer=optimizer,
                   best_weights=best,
-                  frozen=ckpt.constant_variables(self.model, BACKBONE, full=phase == "full"),
+                  frozen=ckpt.constant_variables(self.model, frozen_part(self.model),
+                                                 full=phase == "full"),
                   frozen_tag=f"phase-{phase_index}")
 
     def finish(self) -> TrainResult:
@@ -452,7 +453,8 @@ class Trainer:
         result = None
         if features and self.config.mode is TransferMode.FEATURE_EXTRACTOR:
             _, head = self.task.feature_split(self.model)
-            outputs = head.predict(features["val"], verbose=0)
+            inputs = features["val"]
+            outputs = head.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)
             result = Predictions(outputs, self.task.labels(val, self.config.image_size),
                                  tuple(val.paths))
         self.features.release()

@@ -112,6 +112,20 @@ class Task(abc.ABC):
                         class_names: Sequence[str], out_dir: str | os.PathLike) -> dict[str, Path]:
         """The evaluation figures, as PNG files in ``out_dir``."""
 
+    # ---- the model card ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def card_data(self, split: dict[str, Any], names: Sequence[str],
+                  report: dict[str, Any]) -> list[str]:
+        """Markdown lines about the data (from ``split.json`` and ``data_report.json``)."""
+
+    @abc.abstractmethod
+    def card_metrics(self, val: dict[str, Any]) -> list[str]:
+        """Markdown lines about the validation metrics (a :meth:`summarise` result)."""
+
+    @abc.abstractmethod
+    def card_outputs(self, k: int, top_k: int, size: str) -> dict[str, str]:
+        """The outputs of each export (``savedmodel``, ``keras``, ``tflite``), in words."""
+
     # ---- serving ----------------------------------------------------------------------------
     @abc.abstractmethod
     def serving_outputs(self, outputs: tf.Tensor, class_names: tf.Tensor, top_k: int,

@@ -109,6 +109,38 @@ class ClassificationTask(Task):
                           written["mistakes"])
         return written
 
+    # ---- the model card ---------------------------------------------------------------------
+    def card_data(self, split, names, report):
+        splits = [s for s in ("train", "val", "test") if s in split]
+        lines = ["| index | class | " + " | ".join(splits) + " |",
+                 "|---:|---|" + "---:|" * len(splits)]
+        for i, name in enumerate(names):
+            counts = [str(split[s]["labels"].count(i)) for s in splits]
+            lines.append(f"| {i} | {name} | " + " | ".join(counts) + " |")
+        lines.append("| | **total** | " + " | ".join(str(len(split[s]["labels"]))
+                                                    for s in splits) + " |")
+        return lines
+
+    def card_metrics(self, val):
+        lines = [f"- {val['samples']} images: top-1 accuracy {val['top1_accuracy']:.4f}, "
+                 f"top-{val['top_k']} accuracy {val['top5_accuracy']:.4f}, loss "
+                 + (f"{val['loss']:.4f}" if val.get("loss") is not None else "n/a"),
+                 f"- macro precision / recall / F1: {_prf(val['macro'])}",
+                 f"- weighted precision / recall / F1: {_prf(val['weighted'])}", "",
+                 "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+        for name, row in val["per_class"].items():
+            lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
+                         f"{row['f1']:.3f} | {row['support']} |")
+        return lines
+
+    def card_outputs(self, k, top_k, size):
+        return {"savedmodel": f"`probabilities` float32 `[batch, {k}]`; `top_scores` float32, "
+                              f"`top_indices` int32, `top_classes` string, each "
+                              f"`[batch, {top_k}]`",
+                "keras": f"probabilities `[batch, {k}]`",
+                "tflite": f"`probabilities` float32 `[1, {k}]`"}
+
+    # ---- serving ----------------------------------------------------------------------------
     def serving_outputs(self, outputs, class_names, top_k, input_size):
         import tensorflow as tf
 
@@ -173,3 +205,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
         "confusion_matrix": confusion.tolist(),
         "class_names": list(class_names),
     }
+
+
+def _prf(row: dict) -> str:
+    return f"{row['precision']:.3f} / {row['recall']:.3f} / {row['f1']:.3f}"

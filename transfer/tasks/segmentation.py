@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 
 from transfer import plots
+from transfer import segmentation_metrics as seg_metrics
+from transfer.data import masks as masks_lib
 from transfer.errors import ConfigError
+from transfer.model import frozen_part
 from transfer.tasks.base import Predictions, Task
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ class SegmentationTask(Task):
         return tf.constant(self.labels(split, image_size))
 
     def labels(self, split, image_size):
-        return masks_lib.load_masks(split, image_size)
+        return masks_lib.load_masks(split, image_size, ignore_index=self.ignore_index)
 
     def describe(self, data):
         return (f"{data.num_classes} classes ({', '.join(data.class_names)}), "
@@ -61,7 +64,8 @@ class SegmentationTask(Task):
         """``None`` for ``fit``: per-pixel class weights (median-frequency balancing) go into
         the loss itself, when ``class_weights`` is on, or auto and the classes' pixel counts
         are imbalanced."""
-        frequencies = masks_lib.pixel_frequencies(split, num_classes)
+        frequencies = masks_lib.pixel_frequencies(self.labels(split, config.image_size),
+                                                  num_classes, ignore_index=self.ignore_index)
         present = [f for f in frequencies if f > 0]
         ratio = max(present) / min(present) if present else 1.0
         if config.class_weights == "on" or (config.class_weights == "auto"
@@ -120,27 +124,28 @@ class SegmentationTask(Task):
     def feature_split(self, model):
         import keras
 
-        from transfer.model import frozen_part
-
         encoder = frozen_part(model)
+        if encoder is None:
+            raise ConfigError(f"model {model.name!r} has no encoder whose features could be "
+                              f"cached")
         taps = list(encoder._inbound_nodes[0].output_tensors)
         features = keras.Model(model.inputs, taps, name="features")
         decoder = keras.Model(taps, model.outputs, name="head")
         return features, decoder
 
     def loss(self, config):
-        return make_loss(DEFAULT_LOSS if config.loss == "auto" else config.loss,
-                         num_classes=None, ignore_index=self.ignore_index,
-                         class_weights=self.pixel_weights)
+        return seg_metrics.make_loss(DEFAULT_LOSS if config.loss == "auto" else config.loss,
+                                     num_classes=None, ignore_index=self.ignore_index,
+                                     class_weights=self.pixel_weights)
 
     def metrics(self, num_classes):
-        return segmentation_metrics_for_compile(num_classes, self.ignore_index)
+        return seg_metrics.segmentation_metrics_for_compile(num_classes, self.ignore_index)
 
     # ---- evaluation -------------------------------------------------------------------------
     def summarise(self, outputs, labels, class_names):
-        return segmentation_summary(np.asarray(outputs).argmax(-1), np.asarray(labels),
-                                    class_names, ignore_index=self.ignore_index,
-                                    probabilities=outputs)
+        return seg_metrics.segmentation_summary(
+            np.asarray(outputs).argmax(-1), np.asarray(labels), class_names,
+            ignore_index=self.ignore_index, probabilities=np.asarray(outputs))
 
     def headline(self, metrics: dict[str, Any]) -> str:
         return (f"mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
@@ -153,7 +158,8 @@ class SegmentationTask(Task):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = {"confusion_matrix": out / "confusion_matrix.png", "worst": out / "worst.png"}
-        plots.save_figure(plots.confusion_figure(metrics["confusion_matrix"], class_names),
+        plots.save_figure(plots.pixel_confusion_figure(metrics["confusion_matrix"],
+                                                       class_names),
                           written["confusion_matrix"])
         ious = np.asarray([np.nan if v is None else v for v in metrics["per_image_iou"]])
         order = np.argsort(np.nan_to_num(ious, nan=2.0), kind="stable")[:8]
@@ -165,6 +171,37 @@ class SegmentationTask(Task):
                                  ignore_index=self.ignore_index)
         plots.save_figure(fig, written["worst"])
         return written
+
+    # ---- the model card ---------------------------------------------------------------------
+    def card_data(self, split, names, report):
+        splits = [s for s in ("train", "val", "test") if s in split]
+        frequencies = report.get("pixel_frequencies") or {}
+        lines = ["| index | class | pixel frequency (train) |", "|---:|---|---:|"]
+        for i, name in enumerate(names):
+            share = frequencies.get(name)
+            lines.append(f"| {i} | {name} | {share:.4f} |" if share is not None
+                         else f"| {i} | {name} | |")
+        lines += ["", "Image/mask pairs: " + ", ".join(f"{s} {len(split[s]['paths'])}"
+                                                        for s in splits)
+                  + f"; mask value {self.ignore_index} is ignored (unlabelled)."]
+        return lines
+
+    def card_metrics(self, val):
+        lines = [f"- {val['samples']} images, {val['pixels']:,} labelled pixels: mean IoU "
+                 f"{val['mean_iou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}, Dice "
+                 f"{val['dice']:.4f}", "", "| class | IoU | Dice |", "|---|---:|---:|"]
+        for name, iou in val["per_class_iou"].items():
+            dice = val["per_class_dice"].get(name)
+            lines.append(f"| {name} | {'absent' if iou is None else f'{iou:.3f}'} | "
+                         f"{'' if dice is None else f'{dice:.3f}'} |")
+        return lines
+
+    def card_outputs(self, k, top_k, size):
+        return {"savedmodel": f"`class_ids` uint8 `[batch, height, width]` and `probabilities` "
+                              f"float32 `[batch, height, width, {k}]` at the input's own size; "
+                              f"`sizes` int32 `[batch, 2]`",
+                "keras": f"probabilities `[batch, {size}, {size}, {k}]`",
+                "tflite": f"`probabilities` float32 `[1, {size}, {size}, {k}]`"}
 
     # ---- serving ----------------------------------------------------------------------------
     def serving_outputs(self, outputs, class_names, top_k, input_size):

@@ -76,9 +76,14 @@ def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None
 
     name = html.escape(run.path.resolve().name)
     parts = [f"<h1>Training report: {name}</h1>", _summary(config, metrics, loaded)]
+    curve_metric = "mean_iou" if contract.task == "segmentation" else "accuracy"
     sections: list[tuple[str, Callable[[], str]]] = [
         ("Training curves", lambda: _png_tag(
-            figure_png(plots.curves_figure(history)), "training curves")),
+            figure_png(plots.curves_figure(history, curve_metric)), "training curves"))]
+    if contract.task == "segmentation":
+        sections += _segmentation_sections(run, contract, metrics, predictions)
+    else:
+        sections += [
         ("Confusion matrix (validation)", lambda: _png_tag(
             figure_png(plots.confusion_figure(metrics["val"]["confusion_matrix"],
                                               contract.class_names)), "confusion matrix")),
@@ -86,7 +91,7 @@ def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None
          lambda: _mistakes(run, loaded, val, predictions, max_mistakes)),
         ("First-layer filters", lambda: _filters(loaded)),
         ("Grad-CAM on validation images", lambda: _gradcams(loaded, val, max_gradcam)),
-    ]
+        ]
     for title, build in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")
         try:
@@ -100,6 +105,30 @@ def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None
     out = atomic_write(run / "report.html", page)
     log.debug("wrote %s", out)
     return out
+
+
+def _segmentation_sections(run: RunDir, contract: InputContract, metrics: dict,
+                           predictions: Predictions | None) -> list[tuple[str, Callable]]:
+    """IoU per class, the pixel confusion matrix, and the worst-segmented validation images
+    with their overlays (``worst.png``, drawn at the end of training or by ``zoo evaluate``)."""
+    val = metrics.get("val") or {}
+
+    def worst() -> str:
+        for existing in (run / "worst.png", run / "evaluation" / "val" / "worst.png"):
+            if existing.is_file():
+                return _png_tag(existing.read_bytes(), "worst-segmented images")
+        return _note("no worst.png in the run directory")
+
+    return [
+        ("IoU per class (validation)", lambda: _note(
+            f"mean IoU {val['mean_iou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}, "
+            f"Dice {val['dice']:.4f}") + _png_tag(
+            figure_png(plots.iou_bar_figure(val["per_class_iou"])), "IoU per class")),
+        ("Confusion matrix over pixels (validation)", lambda: _png_tag(
+            figure_png(plots.pixel_confusion_figure(val["confusion_matrix"],
+                                                    contract.class_names)), "confusion matrix")),
+        ("Worst-segmented validation images: image, truth, prediction", worst),
+    ]
 
 
 def _note(text: str) -> str:
@@ -116,7 +145,12 @@ def _summary(config: dict, metrics: dict, loaded: VizModel) -> str:
             ("weights", config.get("weights") or "none"), ("image size", loaded.image_size),
             ("classes", ", ".join(loaded.class_names or []) or None)]
     val = metrics.get("val") or {}
-    if val:
+    if val and "mean_iou" in val:
+        rows += [("validation images", val.get("samples")),
+                 ("mean IoU", f"{val['mean_iou']:.4f}"),
+                 ("pixel accuracy", f"{val['pixel_accuracy']:.4f}"),
+                 ("Dice", f"{val['dice']:.4f}")]
+    elif val:
         rows += [("validation images", val.get("samples")),
                  ("top-1 accuracy", f"{val['top1_accuracy']:.4f}"),
                  (f"top-{val.get('top_k', 5)} accuracy", f"{val['top5_accuracy']:.4f}"),
