@@ -27,8 +27,9 @@ def evaluate_command(source: str, data_dir: str | None, split: str, output_dir: 
                      batch_size: int, as_json: bool) -> None:
     """Evaluate a run directory or .keras model on DATA_DIR, or on its saved split.
 
-    DATA_DIR holds one sub-folder per class, named as the model's classes. Writes metrics.json,
-    confusion_matrix.png and mistakes.png.
+    DATA_DIR holds one sub-folder per class, named as the model's classes (segmentation:
+    images/ and masks/). Writes metrics.json, confusion_matrix.png and mistakes.png (worst.png:
+    the worst-segmented images).
     """
     from transfer.evaluate import evaluate
 
@@ -36,6 +37,9 @@ def evaluate_command(source: str, data_dir: str | None, split: str, output_dir: 
                       batch_size=batch_size)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if "mean_iou" in result:
+        _print_segmentation(result)
         return
     loss = f"{result['loss']:.4f}" if result["loss"] is not None else "n/a"
     click.echo(f"top-1 accuracy {result['top1_accuracy']:.4f}, top-{result['top_k']} accuracy "
@@ -54,6 +58,18 @@ def evaluate_command(source: str, data_dir: str | None, split: str, output_dir: 
     artifacts = result["artifacts"]
     click.echo(f"wrote {artifacts['metrics']}, {artifacts['confusion_matrix']}, "
                f"{artifacts['mistakes']}")
+
+
+def _print_segmentation(result: dict) -> None:
+    click.echo(f"mean IoU {result['mean_iou']:.4f}, pixel accuracy "
+               f"{result['pixel_accuracy']:.4f}, Dice {result['dice']:.4f} on "
+               f"{result['samples']} images ({result['data']})")
+    click.echo(f"{'class':<20} {'IoU':>7} {'Dice':>7}")
+    for name, iou in result["per_class_iou"].items():
+        dice = result["per_class_dice"].get(name)
+        click.echo(f"{name:<20} {'absent' if iou is None else f'{iou:.3f}':>7} "
+                   f"{'' if dice is None else f'{dice:.3f}':>7}")
+    click.echo("wrote " + ", ".join(str(p) for p in result["artifacts"].values()))
 
 
 @click.command("export")

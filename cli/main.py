@@ -212,9 +212,15 @@ def info_command(name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--csv", "as_csv", is_flag=True,
               help="CSV with a header: path, label_1, score_1, ..., error.")
+@click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
+              help="Segmentation: folder for each image's mask (palette PNG of class ids) and "
+                   "overlay.")
 def predict_command(source: str, images: tuple[str, ...], top_k: int, batch_size: int,
-                    as_json: bool, as_csv: bool) -> None:
+                    as_json: bool, as_csv: bool, output_dir: str | None) -> None:
     """Top-k classes for IMAGES (files, folders or globs) from a run directory or model.
+
+    A segmentation model writes a mask and an overlay per image into --output, and prints the
+    classes found with the share of the image each covers (--json: per-image class areas).
 
     With more than 20 files and the output going to a file or pipe, a progress bar is drawn on
     stderr.
@@ -227,7 +233,7 @@ def predict_command(source: str, images: tuple[str, ...], top_k: int, batch_size
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive; choose one")
     paths = expand_inputs(images)
-    predictor = Predictor(source, top_k=top_k)
+    predictor = Predictor(source, top_k=top_k, output_dir=output_dir)
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n") if as_csv else None
     if writer:
         writer.writerow(csv_header(predictor.top_k))
@@ -248,7 +254,7 @@ def predict_command(source: str, images: tuple[str, ...], top_k: int, batch_size
                 click.echo(f"{p.path}\tERROR: {p.error}")
             else:
                 top = "  ".join(f"{label} {score:.3f}" for label, score in zip(p.labels, p.scores))
-                click.echo(f"{p.path}\t{top}")
+                click.echo(f"{p.path}\t{top}" + (f"\t-> {p.files[0]}" if p.files else ""))
     if failed:
         click.echo(f"{failed} of {len(paths)} file(s) could not be read", err=True)
 

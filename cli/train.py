@@ -11,7 +11,7 @@ from cli.options import ConfigCommand, config_options
 
 @click.command("train", cls=ConfigCommand)
 @click.argument("data_dir", required=False)
-@config_options("model", "mode", "weights")
+@config_options("model", "mode", "weights", "task", "backbone")
 @click.option("--output", "-o", type=click.Path(file_okay=False),
               help="Run directory to create.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
@@ -26,18 +26,21 @@ from cli.options import ConfigCommand, config_options
               help="Cache of image checks and normalised images (default ~/.cache/cnn-zoo).")
 @click.option("--tfds-data-dir", type=click.Path(file_okay=False),
               help="Local TensorFlow Datasets store, for DATA_DIR = tfds:NAME.")
-@config_options("augment", "mixup", "cutmix", "class_weights", "cache_features",
+@config_options("augment", "mixup", "cutmix", "class_weights", "loss", "ignore_index",
+                "palette", "cache_features",
                 "memory_cache_mb", "precision", "jit", "strategy", "seed", "deterministic")
 def train_command(data_dir: str | None, output: str | None, resume_dir: str | None,
                   overwrite: bool, cache_dir: str | None, tfds_data_dir: str | None,
                   **options) -> None:
-    """Train a classifier on DATA_DIR and export it.
+    """Train a classifier (or a segmenter) on DATA_DIR and export it.
 
     DATA_DIR is a folder with one sub-folder per class (or train/ val/ [test/] folders laid out
-    so), a CSV file of path,label rows, or tfds:NAME.
+    so), a CSV file of path,label rows, or tfds:NAME. For segmentation it holds images/ and
+    masks/ (or train/ val/ [test/] laid out so, Pascal VOC, or Oxford-IIIT Pet).
 
     \b
     zoo train photos/ --model keras_mobilenetv2 --mode fine-tune --output runs/photos
+    zoo train scenes/ --model unet --backbone keras_mobilenetv2 --output runs/scenes
     zoo train --resume runs/photos      # after a crash, a kill or Ctrl-C
     """
     import transfer
@@ -62,9 +65,14 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
         click.echo(f"Interrupted: {exc}", err=True)
         sys.exit(130)
     val = result.metrics["val"]
-    click.echo(f"validation accuracy {val['top1_accuracy']:.4f} "
-               f"(top-{val['top_k']} {val['top5_accuracy']:.4f}) on {val['samples']} images; "
-               f"run directory {result.run_dir}")
+    if "mean_iou" in val:
+        click.echo(f"validation mean IoU {val['mean_iou']:.4f} (pixel accuracy "
+                   f"{val['pixel_accuracy']:.4f}) on {val['samples']} images; run directory "
+                   f"{result.run_dir}")
+    else:
+        click.echo(f"validation accuracy {val['top1_accuracy']:.4f} "
+                   f"(top-{val['top_k']} {val['top5_accuracy']:.4f}) on {val['samples']} "
+                   f"images; run directory {result.run_dir}")
 
 
 @click.command("lr-find", cls=ConfigCommand)

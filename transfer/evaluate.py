@@ -175,9 +175,10 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
         raise DataError(f"split must be one of {SPLIT_FOLDERS}, got {split!r}")
     classifier = load_classifier(source)
     home = classifier.run_dir or Path(source).parent
+    task = get_task(classifier.contract.task, **classifier.contract.task_options())
     skipped: list[str] = []
     if data_dir is not None:
-        data, skipped = folder_split(data_dir, classifier.class_names, split=split)
+        data, skipped = task.evaluation_split(data_dir, classifier.class_names, split=split)
         described, used_split = str(data_dir), None
         default_out = home / "evaluation" / Path(data_dir).resolve().name
     else:
@@ -186,7 +187,6 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
         default_out = home / "evaluation" / split
     out_dir = Path(output_dir) if output_dir is not None else default_out
 
-    task = get_task(classifier.contract.task, **classifier.contract.task_options())
     predictions = predict_split(classifier.model, data, batch_size=batch_size,
                                 truth=task.labels(data, classifier.image_size))
     metrics = task.summarise(predictions.outputs, predictions.labels, classifier.class_names)

@@ -56,9 +56,6 @@ def backbone_info(model: str) -> BackboneInfo:
         stamp = path.stat().st_mtime_ns if path.is_file() else 0
         return _model_file_info(str(path.resolve()), stamp)
     spec = zoo.get_spec(model)
-    if spec.task != "classification":
-        raise ConfigError(f"model {model!r} is a {spec.task} model and cannot be a classifier "
-                          f"backbone")
     return BackboneInfo(name=spec.name, preprocessing=spec.preprocessing, channels=spec.channels,
                         default_size=spec.default_input_shape[0], min_size=spec.min_input_size,
                         blocks=spec.blocks, default_unfreeze=spec.default_unfreeze)
@@ -158,6 +155,9 @@ def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
     full-retrain mode they train normally.
     """
     info = backbone_info(model)
+    if not _is_model_file(model) and zoo.get_spec(model).task != "classification":
+        raise ConfigError(f"model {model!r} is a {zoo.get_spec(model).task} model and cannot "
+                          f"be a classifier backbone")
     size = image_size or info.default_size
     if size < info.min_size:
         raise ConfigError(f"image size {size} is below the minimum {info.min_size} of "

@@ -9,8 +9,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
+from PIL import Image
+
+from transfer import plots
 from transfer.data import IMAGE_SUFFIXES, list_image_files
-from transfer.errors import DataError, RunDirError
+from transfer.errors import ConfigError, DataError, RunDirError
 from transfer.rundir import InputContract, RunDir, load_keras_model
 from transfer.serving import ServingFunctions
 
@@ -26,16 +30,24 @@ DECODABLE_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".jpe", ".jfif")
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """Top-k classes of one image, or the reason it could not be read."""
+    """Top-k classes of one image, or the reason it could not be read.
+
+    For segmentation, ``labels`` and ``scores`` are the classes present and the share of the
+    image's pixels each covers (largest first), and ``files`` the mask and overlay written.
+    """
 
     path: str
     labels: tuple[str, ...] = ()
     scores: tuple[float, ...] = ()
     error: str | None = None
+    files: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         if self.error:
             return {"path": self.path, "error": self.error}
+        if self.files:
+            return {"path": self.path, "areas": dict(zip(self.labels, self.scores)),
+                    "mask": self.files[0], "overlay": self.files[1]}
         return {"path": self.path,
                 "predictions": [{"label": l, "score": s} for l, s in zip(self.labels, self.scores)]}
 
@@ -96,29 +108,38 @@ def load_classifier(source: str | os.PathLike) -> LoadedClassifier:
 
 
 class Predictor:
-    """Loads a trained classifier once and predicts on encoded image files.
+    """Loads a trained model once and predicts on encoded image files.
 
     ``source`` is a run directory (``model.keras`` + ``class_names.json``), a ``.keras`` file
     (class names from a ``class_names.json`` beside it, else the label numbers), or a SavedModel
-    folder exported by this toolkit.
+    folder exported by this toolkit. A segmentation model writes, per image, a palette PNG of
+    class ids (``<stem>_mask.png``) and an overlay (``<stem>_overlay.png``) into ``output_dir``.
     """
 
-    def __init__(self, source: str | os.PathLike, *, top_k: int = 5):
+    def __init__(self, source: str | os.PathLike, *, top_k: int = 5,
+                 output_dir: str | os.PathLike | None = None):
         import tensorflow as tf
 
         path = Path(source)
         self._tf = tf
+        self.output_dir = Path(output_dir) if output_dir is not None else None
         if (path / "saved_model.pb").is_file():
             loaded = tf.saved_model.load(str(path))
             self.class_names = [n.decode() for n in loaded.class_names().numpy()]
             self._serve_bytes = lambda b: loaded.serve_bytes(b)
+            outputs = loaded.signatures["serve_bytes"].structured_outputs
+            self.segmentation = "class_ids" in outputs
             self.top_k = min(top_k, len(self.class_names))
-            return
-        classifier = load_classifier(path)
-        fns = ServingFunctions(classifier.model, classifier.contract, top_k)
-        self.class_names = fns.class_names
-        self.top_k = fns.top_k
-        self._serve_bytes = fns.serve_bytes
+        else:
+            classifier = load_classifier(path)
+            fns = ServingFunctions(classifier.model, classifier.contract, top_k)
+            self.class_names = fns.class_names
+            self.top_k = fns.top_k
+            self._serve_bytes = fns.serve_bytes
+            self.segmentation = classifier.contract.task == "segmentation"
+        if self.segmentation and self.output_dir is None:
+            raise ConfigError("a segmentation model writes a mask and an overlay per image; "
+                              "pass --output FOLDER for them")
 
     def predict_files(self, paths: Sequence[str], *, batch_size: int = 32,
                       progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:
@@ -136,7 +157,10 @@ class Predictor:
                     continue
                 readable.append(path)
                 contents.append(data)
-            if readable:
+            if readable and self.segmentation:
+                out = self._serve_bytes(tf.constant(contents))
+                results.update(self._masks(readable, contents, out))
+            elif readable:
                 out = self._serve_bytes(tf.constant(contents))
                 scores = out["top_scores"].numpy()[:, : self.top_k]
                 labels = out["top_classes"].numpy()[:, : self.top_k]
@@ -148,6 +172,41 @@ class Predictor:
                 yield results[path]
             if progress:
                 progress(len(chunk))
+
+
+    def _masks(self, paths: list[str], contents: list[bytes], out) -> dict[str, Prediction]:
+        """Write each image's mask and overlay; its classes by the share of pixels they cover."""
+        tf = self._tf
+        ids, sizes = out["class_ids"].numpy(), out["sizes"].numpy()
+        colours = plots.palette(len(self.class_names))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        results = {}
+        for i, path in enumerate(paths):
+            height, width = sizes[i]
+            mask = ids[i, :height, :width]
+            stem = _unique_stem(self.output_dir, Path(path).stem)
+            files = (self.output_dir / f"{stem}_mask.png", self.output_dir / f"{stem}_overlay.png")
+            image = tf.io.decode_image(contents[i], channels=3, expand_animations=False).numpy()
+            plots.save_palette_png(mask, files[0], colours)
+            Image.fromarray(plots.overlay(image, mask, colours)).save(files[1])
+            counts = np.bincount(mask.ravel(), minlength=len(self.class_names))
+            order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
+            results[path] = Prediction(
+                path, tuple(self.class_names[c] for c in order),
+                tuple(float(counts[c] / mask.size) for c in order),
+                files=tuple(str(f) for f in files))
+        return results
+
+
+def _unique_stem(folder: Path, stem: str) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``... when a mask of that name is already there: files
+    already in the folder are never overwritten."""
+    candidate, n = stem, 1
+    while (folder / f"{candidate}_mask.png").exists() or \
+            (folder / f"{candidate}_overlay.png").exists():
+        n += 1
+        candidate = f"{stem}_{n}"
+    return candidate
 
 
 def _reason(exc: Exception) -> str:
@@ -178,13 +237,14 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
 
 
 def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
-            batch_size: int = 32,
+            batch_size: int = 32, output_dir: str | os.PathLike | None = None,
             progress: Callable[[int], None] | None = None) -> list[Prediction]:
-    """Top-k predictions for image files, folders or globs (see :class:`Predictor`).
+    """Top-k predictions for image files, folders or globs (see :class:`Predictor`); for a
+    segmentation model, masks and overlays written into ``output_dir``.
 
     ``progress`` is called with the number of files done after each batch.
     """
-    predictor = Predictor(source, top_k=top_k)
+    predictor = Predictor(source, top_k=top_k, output_dir=output_dir)
     return list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
                                         progress=progress))
 

@@ -152,6 +152,7 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     info = backbone_info(task.backbone_name(config))
     config = config.replace(image_size=config.image_size or info.default_size)
     # Checked before anything is written or trained: a typo must not cost the head phase.
+    task.check(config)
     resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
     data = task.load_data(data_dir, config, cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
     log.info("data: %s", data.report.summary())

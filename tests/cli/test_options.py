@@ -22,6 +22,8 @@ TRAIN = [
     "--model, -m text 'keras_mobilenetv2'",
     "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",
     "--weights text 'imagenet'",
+    "--task [auto|classification|segmentation] 'auto'",  # added with segmentation
+    "--backbone text None",
     "--output, -o directory None",
     "--resume directory None",
     "--overwrite boolean None",
@@ -52,6 +54,9 @@ TRAIN = [
     "--mixup x>=0 0.0",
     "--cutmix x>=0 0.0",
     "--class-weights [auto|on|off] 'auto'",
+    "--loss [auto|ce|dice|ce+dice|focal] 'auto'",  # added with segmentation
+    "--ignore-index 0<=x<=255 255",
+    "--palette text None",
     "--cache-features / --no-cache-features boolean True",
     "--memory-cache-mb x>=0 2048",
     "--precision [float32|mixed_float16|mixed_bfloat16] 'float32'",

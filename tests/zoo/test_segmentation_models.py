@@ -219,7 +219,9 @@ def _coordinate_maps(model: keras.Model) -> dict[int, tuple]:
     for layer in model.layers[1:]:
         inputs = layer.input if isinstance(layer.input, list) else [layer.input]
         source = [maps[id(t)] for t in inputs]
-        if isinstance(layer, keras.layers.Add):
+        if layer.name.startswith("preprocess_"):  # per pixel (its crops cut channels, not space)
+            result = source[0]
+        elif isinstance(layer, keras.layers.Add):
             assert all(s == source[0] for s in source), f"{layer.name} adds misaligned maps"
             result = source[0]
         elif isinstance(layer, keras.layers.ZeroPadding2D):

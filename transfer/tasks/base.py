@@ -55,6 +55,13 @@ class Task(abc.ABC):
         """Read, check and split the user's data (files skipped are in its report)."""
 
     @abc.abstractmethod
+    def evaluation_split(self, data_dir: str | os.PathLike, class_names: Sequence[str], *,
+                         split: str = "val") -> tuple[Split, list[str]]:
+        """The usable items of a folder to evaluate a trained model on, labelled as the model's
+        classes, and the files left out (a folder laid out in ``train/ val/ test/`` is read from
+        its ``split``)."""
+
+    @abc.abstractmethod
     def targets(self, split: Split, num_classes: int, image_size: int) -> tf.Tensor:
         """Training targets of ``split``, indexed by position."""
 
@@ -77,6 +84,9 @@ class Task(abc.ABC):
         return None
 
     # ---- model ------------------------------------------------------------------------------
+    def check(self, config: TrainConfig) -> None:
+        """Refuse a config this task cannot train, before anything is written."""
+
     def backbone_name(self, config: TrainConfig) -> str:
         """The registry model (or ``.keras`` file) whose metadata decides the input contract,
         the blocks and the unfreezing defaults."""

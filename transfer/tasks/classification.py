@@ -13,7 +13,7 @@ import numpy as np
 
 from transfer import data as data_lib
 from transfer import plots
-from transfer.errors import DataError
+from transfer.errors import ConfigError, DataError
 from transfer.feeding import mix_batch
 from transfer.model import build_classifier, feature_model, head_model
 from transfer.tasks.base import Predictions, Task
@@ -36,6 +36,11 @@ class ClassificationTask(Task):
             source, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
             min_per_class=config.min_per_class, drop_small_classes=config.drop_small_classes,
             cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
+
+    def evaluation_split(self, data_dir, class_names, *, split="val"):
+        from transfer.evaluate import folder_split
+
+        return folder_split(data_dir, class_names, split=split)
 
     def targets(self, split, num_classes, image_size):
         import tensorflow as tf
@@ -64,6 +69,15 @@ class ClassificationTask(Task):
         log.info("class weights on (largest/smallest class = %.2f): %s", ratio,
                  {k: round(v, 3) for k, v in weights.items()})
         return weights
+
+    def check(self, config):
+        import zoo
+
+        model = str(config.model)
+        if not (model.endswith(".keras") or "/" in model) and \
+                zoo.get_spec(model).task != "classification":
+            raise ConfigError(f"model {model!r} is a {zoo.get_spec(model).task} model and "
+                              f"cannot be a classifier backbone", field="model")
 
     def build_model(self, config, *, num_classes, weights):
         return build_classifier(

@@ -48,6 +48,28 @@ class SegmentationTask(Task):
             source, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
             palette=config.palette, ignore_index=config.ignore_index, cache_dir=cache_dir)
 
+    def evaluation_split(self, data_dir, class_names, *, split="val"):
+        """All the usable pairs of a folder (or of its ``split`` folder when it is laid out in
+        ``train/ val/ test/``); its class names, if it names them, must be the model's."""
+        from transfer.data import Split
+        from transfer.errors import DataError
+
+        root = Path(data_dir)
+        presplit = (root / "train").is_dir() and (root / split).is_dir()
+        data = masks_lib.load_segmentation(root, val_split=0.5, seed=0,
+                                           ignore_index=self.ignore_index)
+        names = tuple(data.class_names)
+        if names != tuple(class_names) and not all(n.startswith("class_") for n in names):
+            raise DataError(f"the classes of {str(root)!r} ({', '.join(names)}) are not the "
+                            f"model's ({', '.join(class_names)})")
+        parts = ([getattr(data, split)] if presplit else
+                 [s for s in (data.train, data.val, data.test) if s is not None])
+        columns = [tuple(v for part in parts for v in getattr(part, column))
+                   for column in ("paths", "labels", "sources", "orientations", "masks")]
+        paths, _, sources, orientations, masks = columns
+        return (Split(paths, tuple(range(len(paths))), sources, orientations, masks),
+                [path for path, _ in data.report.skipped])
+
     def targets(self, split, num_classes, image_size):
         import tensorflow as tf
 
@@ -92,34 +114,43 @@ class SegmentationTask(Task):
             return config.backbone
         return PLAIN_UNET if config.model == "unet" else config.model
 
-    def build_model(self, config, *, num_classes, weights):
-        import keras
-
+    def check(self, config):
+        """The model, backbone and mode fit together (before anything is written)."""
         import zoo
 
-        size = config.image_size
-        keras.utils.set_random_seed(config.seed)
         if config.backbone:
             if config.model not in DECODERS:
                 raise ConfigError(f"--backbone needs --model {' or '.join(DECODERS)} (a decoder "
                                   f"to put on it), got --model {config.model!r}",
                                   field="backbone")
-            return zoo.build_segmenter(decoder=config.model, backbone=config.backbone,
-                                       classes=num_classes, input_shape=(size, size, 3),
-                                       encoder_weights=weights)
-        name = PLAIN_UNET if config.model == "unet" else config.model
+            zoo.get_taps(config.backbone)  # a backbone without taps says so, naming itself
+            return
+        name = self.backbone_name(config)
         spec = zoo.get_spec(name)
         if spec.task != "segmentation":
+            models = ", ".join(zoo.list_models(task="segmentation"))
             raise ConfigError(f"model {config.model!r} is a {spec.task} model; for segmentation "
                               f"give --model unet|fpn --backbone {config.model}, or a "
-                              f"segmentation model ({', '.join(zoo.list_models(task='segmentation'))})",
-                              field="model")
+                              f"segmentation model ({models})", field="model")
         if config.mode.value != "full-retrain":
             raise ConfigError(f"{name} is a whole segmentation network without a pretrained "
                               f"encoder to freeze; use --mode full-retrain, or --model unet|fpn "
                               f"--backbone NAME for the {config.mode.value} mode", field="mode")
-        return zoo.create_model(name, classes=num_classes, input_shape=(size, size, 3),
-                                weights=weights)
+
+    def build_model(self, config, *, num_classes, weights):
+        import keras
+
+        import zoo
+
+        self.check(config)
+        size = config.image_size
+        keras.utils.set_random_seed(config.seed)
+        if config.backbone:
+            return zoo.build_segmenter(decoder=config.model, backbone=config.backbone,
+                                       classes=num_classes, input_shape=(size, size, 3),
+                                       encoder_weights=weights)
+        return zoo.create_model(self.backbone_name(config), classes=num_classes,
+                                input_shape=(size, size, 3), weights=weights)
 
     def feature_split(self, model):
         import keras

@@ -1,0 +1,152 @@
+"""Segmentation end to end: train through the CLI on generated shapes, then evaluate, predict
+and export, and check the SavedModel in a process that imports only TensorFlow."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import transfer
+from cli.main import main
+from transfer.config import TrainConfig, TransferMode
+from transfer.errors import ConfigError
+from transfer.model import frozen_part, set_trainable
+from transfer.tasks import get_task
+
+SIZE = 64
+ARGS = ["--model", "unet", "--backbone", "keras_mobilenet", "--weights", "none",
+        "--image-size", str(SIZE), "--batch-size", "8", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def seg_run(seg_folder, tmp_path_factory):
+    """Feature-extractor U-Net on MobileNet, trained through the CLI; the task is inferred."""
+    out = tmp_path_factory.mktemp("seg") / "run"
+    result = CliRunner().invoke(main, ["train", str(seg_folder), *ARGS, "--mode",
+                                       "feature-extractor", "--epochs", "2", "--output",
+                                       str(out)])
+    assert result.exit_code == 0, result.output
+    assert "validation mean IoU" in result.output
+    return out
+
+
+def test_the_run_directory_describes_a_segmenter(seg_run):
+    contract = json.loads((seg_run / "contract.json").read_text())
+    assert contract == {"task": "segmentation", "image_size": SIZE, "channels": 3,
+                        "preprocessing": "tf", "class_names": ["background", "square", "disc"],
+                        "ignore_index": 255}
+    assert json.loads((seg_run / "config.json").read_text())["task"] == "segmentation"
+    val = json.loads((seg_run / "metrics.json").read_text())["val"]
+    assert set(val["per_class_iou"]) == {"background", "square", "disc"}
+    assert 0 <= val["mean_iou"] <= 1 and 0 <= val["pixel_accuracy"] <= 1
+    assert np.asarray(val["confusion_matrix"]).sum() == val["pixels"]
+    # The decoder trained on cached encoder features: the outputs computed from them for the
+    # metrics agree with Keras's own streaming IoU over the full model in the last epoch.
+    history = json.loads((seg_run / "history.json").read_text())
+    assert val["mean_iou"] == pytest.approx(history[-1]["val_mean_iou"], abs=1e-4)
+    for name in ("worst.png", "confusion_matrix.png", "report.html", "MODEL_CARD.md"):
+        assert (seg_run / name).is_file(), name
+    assert "IoU per class" in (seg_run / "report.html").read_text()
+    assert "| disc |" in (seg_run / "MODEL_CARD.md").read_text()
+
+
+def test_the_three_modes_train_what_they_should(seg_run):
+    """Feature-extractor: the decoder alone; fine-tune: the decoder and the encoder from the
+    default block, BatchNorm frozen; full: everything."""
+    config = TrainConfig(task="segmentation", model="unet", backbone="keras_mobilenet",
+                         weights=None, image_size=SIZE, mode="fine-tune")
+    model = get_task("segmentation").build_model(config, num_classes=3, weights=None)
+    encoder = frozen_part(model)
+    assert encoder.name == "encoder"
+    encoder_ids = {id(w) for w in encoder.weights}
+    decoder = [w for w in model.trainable_weights if id(w) not in encoder_ids]
+
+    head = set_trainable(model, "head")
+    assert head.trainable_weights == len(decoder) == 32
+    assert {id(w) for w in model.trainable_weights}.isdisjoint(encoder_ids)
+
+    fine = set_trainable(model, "fine-tune", blocks=("conv_dw_12",), unfreeze_from="conv_dw_12")
+    unfrozen = [w for w in model.trainable_weights if id(w) in encoder_ids]
+    assert fine.trainable_weights == 32 + len(unfrozen) == 36  # conv_dw_12..13: 4 conv kernels
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+                   for layer in encoder.layers)
+
+    full = set_trainable(model, "full")
+    assert full.trainable_weights == 113 and full.frozen_params == sum(
+        int(np.prod(w.shape)) for w in model.non_trainable_weights)
+
+
+def test_whole_segmentation_models_train_only_whole(seg_folder, tmp_path):
+    with pytest.raises(ConfigError, match="segnet is a whole segmentation network"):
+        transfer.train(seg_folder, output=tmp_path / "r", model="segnet", weights=None,
+                       mode=TransferMode.FINE_TUNE, image_size=SIZE)
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_predict_and_export_agree(seg_run, seg_folder, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate", str(seg_run), str(seg_folder), "--json",
+                                  "--output", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["samples"] == 24 and 0 <= evaluated["mean_iou"] <= 1
+    assert (tmp_path / "eval" / "worst.png").is_file()
+
+    photo = tmp_path / "photo.png"  # not the model's size: masks come back at this size
+    Image.open(seg_folder / "images" / "img_000.png").resize((90, 70)).save(photo)
+    result = runner.invoke(main, ["predict", str(seg_run), str(photo), "--json",
+                                  "--output", str(tmp_path / "masks")])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output.strip().splitlines()[-1])
+    assert sum(row["areas"].values()) == pytest.approx(1.0)
+    with Image.open(row["mask"]) as mask:
+        assert mask.mode == "P" and mask.size == (90, 70)
+        predicted = np.asarray(mask)
+    assert set(np.unique(predicted)) <= {0, 1, 2}
+    with Image.open(row["overlay"]) as overlay:
+        assert overlay.size == (90, 70)
+
+    # The SavedModel in a process that imports only TensorFlow gives the same mask.
+    script = (
+        "import sys, json, numpy as np, tensorflow as tf\n"
+        "from PIL import Image\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        "x = np.asarray(Image.open(sys.argv[2]).convert('RGB'))[None]\n"
+        "out = m.signatures['serving_default'](images=tf.constant(x))\n"
+        "np.save(sys.argv[3], out['class_ids'].numpy()[0])\n"
+        "names = [n.decode() for n in m.class_names().numpy()]\n"
+        "mods = [k for k in sys.modules if k.split('.')[0] in ('zoo', 'transfer', 'cli')]\n"
+        "print(json.dumps({'names': names, 'ours': mods}))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(seg_run / "saved_model"),
+                           str(photo), str(tmp_path / "ids.npy")], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"names": ["background", "square", "disc"], "ours": []}
+    np.testing.assert_array_equal(np.load(tmp_path / "ids.npy"), predicted)
+
+    # TFLite float16 in the LiteRT interpreter agrees with the SavedModel pixel for pixel,
+    # nearly everywhere.
+    from ai_edge_litert.interpreter import Interpreter
+
+    result = runner.invoke(main, ["export", str(seg_run), "--format", "tflite", "--quantize",
+                                  "float16", "--output", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 0, result.output
+    interpreter = Interpreter(model_path=str(tmp_path / "m.tflite"))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    image = np.asarray(Image.open(seg_folder / "images" / "img_001.png"))[None]
+    interpreter.set_tensor(inp["index"], image.astype(np.uint8))
+    interpreter.invoke()
+    lite = interpreter.get_tensor(out["index"])[0].argmax(-1)
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(seg_run / "saved_model"))
+    full = served.signatures["serving_default"](images=tf.constant(image))["class_ids"]
+    agreement = float(np.mean(lite == full.numpy()[0]))
+    assert agreement >= 0.99, agreement
