@@ -12,15 +12,18 @@ One module per step, each importing only the ones before it:
   (:func:`load_source`), and :func:`list_image_files`, the one walk of a folder for images.
 - :mod:`~transfer.data.pipelines`: decode, orient and resize into ``tf.data`` datasets
   (:func:`make_dataset`), the ops the exported model runs too.
-- :mod:`~transfer.data.masks`: segmentation: image/mask pairs in the usual layouts
-  (:func:`load_segmentation`), class-index masks (:func:`read_mask`, :func:`load_masks`),
-  median frequency class weights (:func:`class_pixel_weights`) and the joint augmentation of
-  images and masks (:func:`joint_augment`).
+- :mod:`~transfer.data.pairs`, :mod:`~transfer.data.masks`, :mod:`~transfer.data.augment`:
+  segmentation: image/mask pairs in the usual layouts (:func:`load_segmentation`), class-index
+  masks (:func:`read_mask`, :func:`load_masks`), median frequency class weights
+  (:func:`class_pixel_weights`) and the joint augmentation of images and masks
+  (:func:`joint_augment`).
 
 Every public name is importable from ``transfer.data`` itself.
 """
 
-from transfer.data.checks import (
+# Private helpers that benchmarks/bench_data.py calls directly, to time checking batch by batch.
+from transfer.data.checks import (  # noqa: F401, E402
+    _BATCH,
     CHECK_VERSION,
     NOTE_16BIT,
     NOTE_ALPHA,
@@ -33,11 +36,14 @@ from transfer.data.checks import (
     NOTE_PNG_END,
     NOTE_SUFFIX,
     PILLOW_FORMATS,
+    _check_batch,
+    _stat_entry,
     check_files,
     default_cache_dir,
     default_workers,
     load_normalized,
 )
+from transfer.data.augment import augment_batches, joint_augment
 from transfer.data.masks import (
     DEFAULT_IGNORE_INDEX,
     NOTE_MASK_16BIT,
@@ -49,16 +55,14 @@ from transfer.data.masks import (
     PET_CLASSES,
     VOC_CLASSES,
     Palette,
-    augment_batches,
     class_pixel_weights,
-    joint_augment,
     load_masks,
-    load_segmentation,
     pixel_frequencies,
     read_mask,
     read_palette,
     voc_colours,
 )
+from transfer.data.pairs import load_segmentation
 from transfer.data.pipelines import (
     decode_and_resize,
     decode_rgb,
@@ -109,9 +113,6 @@ from transfer.data.splits import (
     ImageFolderData,
     Split,
 )
-
-# Private helpers that benchmarks/bench_data.py calls directly, to time checking batch by batch.
-from transfer.data.checks import _BATCH, _check_batch, _stat_entry  # noqa: F401, E402
 
 __all__ = [
     "CHECK_VERSION", "DEFAULT_IGNORE_INDEX", "DEFAULT_MIN_PER_CLASS", "IMAGE_SUFFIXES",

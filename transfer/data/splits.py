@@ -19,9 +19,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from transfer.config import check_field, check_splits
 from transfer.data.checks import _Entry, check_files
 from transfer.data.reports import SKIP_OUTSIDE, DataReport, _error
-from transfer.config import check_field, check_splits
 
 log = logging.getLogger(__name__)
 

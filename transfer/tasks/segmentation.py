@@ -13,7 +13,7 @@ import numpy as np
 
 from transfer import plots
 from transfer import segmentation_metrics as seg_metrics
-from transfer.data import masks as masks_lib
+from transfer import data as data_lib
 from transfer.errors import ConfigError
 from transfer.model import frozen_part
 from transfer.tasks.base import Predictions, Task
@@ -44,7 +44,7 @@ class SegmentationTask(Task):
         if str(source).startswith("tfds:"):
             raise ConfigError("segmentation reads image/mask folders (images/ + masks/, Pascal "
                               "VOC or Oxford-IIIT Pet layouts), not tfds:NAME")
-        return masks_lib.load_segmentation(
+        return data_lib.load_segmentation(
             source, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
             palette=config.palette, ignore_index=config.ignore_index, cache_dir=cache_dir)
 
@@ -56,7 +56,7 @@ class SegmentationTask(Task):
 
         root = Path(data_dir)
         presplit = (root / "train").is_dir() and (root / split).is_dir()
-        data = masks_lib.load_segmentation(root, val_split=0.5, seed=0,
+        data = data_lib.load_segmentation(root, val_split=0.5, seed=0,
                                            ignore_index=self.ignore_index)
         names = tuple(data.class_names)
         if names != tuple(class_names) and not all(n.startswith("class_") for n in names):
@@ -76,7 +76,7 @@ class SegmentationTask(Task):
         return tf.constant(self.labels(split, image_size))
 
     def labels(self, split, image_size):
-        return masks_lib.load_masks(split, image_size, ignore_index=self.ignore_index)
+        return data_lib.load_masks(split, image_size, ignore_index=self.ignore_index)
 
     def describe(self, data):
         return (f"{data.num_classes} classes ({', '.join(data.class_names)}), "
@@ -86,13 +86,13 @@ class SegmentationTask(Task):
         """``None`` for ``fit``: per-pixel class weights (median-frequency balancing) go into
         the loss itself, when ``class_weights`` is on, or auto and the classes' pixel counts
         are imbalanced."""
-        frequencies = masks_lib.pixel_frequencies(self.labels(split, config.image_size),
+        frequencies = data_lib.pixel_frequencies(self.labels(split, config.image_size),
                                                   num_classes, ignore_index=self.ignore_index)
         present = [f for f in frequencies if f > 0]
         ratio = max(present) / min(present) if present else 1.0
         if config.class_weights == "on" or (config.class_weights == "auto"
                                             and ratio > config.imbalance_threshold):
-            self.pixel_weights = masks_lib.class_pixel_weights(frequencies)
+            self.pixel_weights = data_lib.class_pixel_weights(frequencies)
             log.info("pixel class weights on (largest/smallest class = %.1f): %s", ratio,
                      [round(w, 3) for w in self.pixel_weights])
         return None
@@ -104,7 +104,7 @@ class SegmentationTask(Task):
 
         def augment(batch, seed):
             images, masks = batch
-            return masks_lib.joint_augment(images, masks, seed, ignore_index=ignore)
+            return data_lib.joint_augment(images, masks, seed, ignore_index=ignore)
 
         return augment
 
