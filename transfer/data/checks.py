@@ -252,6 +252,15 @@ def _reason_for(exc: BaseException) -> str:
     return SKIP_CORRUPT
 
 
+def _size_problem(size: int) -> dict | None:
+    """The check result of a file that cannot be read (stat failed) or is empty."""
+    if size < 0:
+        return {"reason": SKIP_UNREADABLE}
+    if size == 0:
+        return {"reason": SKIP_EMPTY}
+    return None
+
+
 def _check_one(entry: _Entry, image_dir: Path | None) -> dict:
     """Decode one file with Pillow; return the JSON-able result (``reason`` None when usable).
 
@@ -259,10 +268,8 @@ def _check_one(entry: _Entry, image_dir: Path | None) -> dict:
     ``image_dir`` as PNG (unless it is None: a dry run).
     """
     path, size, _ = entry
-    if size < 0:
-        return {"reason": SKIP_UNREADABLE}
-    if size == 0:
-        return {"reason": SKIP_EMPTY}
+    if (problem := _size_problem(size)) is not None:
+        return problem
     try:
         file = open(path, "rb")
     except OSError as exc:

@@ -45,6 +45,7 @@ from transfer.data.checks import (
     _open_first_frame,
     _reason_for,
     _save_png,
+    _size_problem,
     _usable_cache_dir,
     default_workers,
 )
@@ -326,10 +327,8 @@ def _check_mask(entry: _Entry, mapping: _Mapping, mask_dir: Path | None) -> dict
     from PIL import Image
 
     path, size, _ = entry
-    if size < 0:
-        return {"reason": SKIP_UNREADABLE}
-    if size == 0:
-        return {"reason": SKIP_EMPTY}
+    if (problem := _size_problem(size)) is not None:
+        return problem
     try:
         with open(path, "rb") as file:
             image, _ = _open_first_frame(file)
