@@ -13,7 +13,6 @@ checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import keras
 import numpy as np
 
 from transfer.errors import RunDirError
+from transfer.rundir import atomic_write
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -63,15 +63,6 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
                 "best_epoch": int(self.best_epoch)}
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save(run_dir: Path, *, state: dict[str, Any], model: keras.Model,
          optimizer: keras.optimizers.Optimizer | None,
          best_weights: list[np.ndarray] | None, frozen: frozenset[int] = frozenset(),
@@ -93,7 +84,7 @@ def save(run_dir: Path, *, state: dict[str, Any], model: keras.Model,
         if _frozen_tag(folder) != frozen_tag:
             arrays = {f"model_{i}": np.asarray(variables[i]) for i in sorted(frozen)}
             arrays["tag"] = np.array(frozen_tag)
-            _atomic_write_bytes(folder / "frozen.npz", lambda f: np.savez(f, **arrays))
+            atomic_write(folder / "frozen.npz", lambda f: np.savez(f, **arrays))
     arrays = {f"model_{i}": np.asarray(v) for i, v in enumerate(variables) if i not in frozen}
     if optimizer is not None:
         arrays.update({f"opt_{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
@@ -101,9 +92,9 @@ def save(run_dir: Path, *, state: dict[str, Any], model: keras.Model,
         arrays[f"best_{i}"] = np.asarray(w)
     state = {**state, "num_best_weights": len(best_weights or []),
              "frozen_tag": frozen_tag if frozen else None}
-    _atomic_write_bytes(folder / "variables.npz", lambda f: np.savez(f, **arrays))
+    atomic_write(folder / "variables.npz", lambda f: np.savez(f, **arrays))
     # state.json is written last: it names the epoch whose variables are on disk.
-    _atomic_write_bytes(folder / "state.json",
+    atomic_write(folder / "state.json",
                         lambda f: f.write(json.dumps(state, indent=1).encode()))
 
 

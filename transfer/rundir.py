@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 from transfer.errors import ConfigError, RunDirError
 
@@ -41,15 +41,18 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.keras"
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[BinaryIO], Any]) -> Path:
     """Write ``data`` to ``path`` through a temporary sibling and a rename, so a crash leaves
-    either the old file or the new one, never half of one."""
+    either the old file or the new one, never half of one. ``data`` is text, bytes, or a
+    function that writes into the open binary file (``lambda f: np.savez(f, ...)``)."""
     path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
