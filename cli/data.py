@@ -19,27 +19,38 @@ def data_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Where check results are cached (default ~/.cache/cnn-zoo).")
-@config_options("val_split", "test_split", "min_per_class", "drop_small_classes")
+@config_options("val_split", "test_split", "min_per_class", "drop_small_classes", "palette",
+                "ignore_index")
 @click.option("--tfds-data-dir", type=click.Path(file_okay=False),
               help="Local TFDS store for tfds:NAME (default $TFDS_DATA_DIR or "
                    "~/tensorflow_datasets).")
 @click.option("--workers", type=click.IntRange(min=1), help="Checking threads.")
 def check_command(source: str, as_json: bool, cache_dir: str | None, val_split: float,
                   test_split: float, min_per_class: int, drop_small_classes: bool,
-                  tfds_data_dir: str | None, workers: int | None) -> None:
+                  palette: str | None, ignore_index: int, tfds_data_dir: str | None,
+                  workers: int | None) -> None:
     """Check every file of SOURCE and report what training would use; change nothing.
 
     SOURCE is an image folder (one sub-folder per class, or train/ val/ test/ folders), a CSV
-    file of 'path,label' rows, or tfds:NAME. Exit status 0 when it is usable, 1 when not.
+    file of 'path,label' rows, or tfds:NAME; or, for segmentation, a folder of image/mask pairs
+    (images/ + masks/, Pascal VOC or Oxford-IIIT Pet). Exit status 0 when it is usable, 1 when
+    not.
     """
     from transfer import data as data_lib
     from transfer.errors import DataError
+    from transfer.tasks.segmentation import looks_like_segmentation
 
     try:
-        folder = data_lib.load_source(
-            source, tfds_data_dir=tfds_data_dir, val_split=val_split, test_split=test_split,
-            min_per_class=min_per_class, drop_small_classes=drop_small_classes,
-            cache_dir=cache_dir, workers=workers, dry_run=True)
+        if looks_like_segmentation(source):
+            folder = data_lib.load_segmentation(
+                source, val_split=val_split, test_split=test_split, palette=palette,
+                ignore_index=ignore_index, cache_dir=cache_dir, workers=workers, dry_run=True)
+        else:
+            folder = data_lib.load_source(
+                source, tfds_data_dir=tfds_data_dir, val_split=val_split,
+                test_split=test_split, min_per_class=min_per_class,
+                drop_small_classes=drop_small_classes, cache_dir=cache_dir, workers=workers,
+                dry_run=True)
     except DataError as exc:
         if as_json:
             report = getattr(exc, "report", None)

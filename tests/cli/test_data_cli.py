@@ -1,6 +1,7 @@
 """``zoo data check`` through Click's CliRunner."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +64,17 @@ def test_check_tfds_offline_is_a_clean_error(tmp_path):
                                        str(tmp_path), "--cache-dir", str(tmp_path / "c")])
     assert result.exit_code == 1
     assert result.output.startswith("Error: TFDS dataset 'mnist' is not prepared")
+
+
+def test_check_reports_segmentation_pairs_and_messy_ones(seg_folder, tmp_path):
+    import shutil
+
+    messy = tmp_path / "pairs"
+    shutil.copytree(seg_folder, messy)
+    (messy / "masks" / "img_000.png").unlink()  # an image without its mask
+    result = CliRunner().invoke(main, ["data", "check", str(messy), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["ok"] and report["pairs"] == 23
+    assert [Path(s["path"]).name for s in report["skipped"]] == ["img_000.png"]
+    assert set(report["pixel_frequencies"]) == {"background", "square", "disc"}

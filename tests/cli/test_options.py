@@ -86,6 +86,8 @@ DATA_CHECK = [
     "--test-split 0<=x<1 0.0",
     "--min-per-class x>=1 2",
     "--drop-small-classes boolean False",
+    "--palette text None",  # added with segmentation
+    "--ignore-index 0<=x<=255 255",
     "--tfds-data-dir directory None",
     "--workers x>=1 None",
 ]
