@@ -99,7 +99,7 @@ def _click_type(check: Any, numbers_only: bool) -> click.ParamType | None:
 
 
 def _build(pending: _Pending) -> list[click.Option]:
-    from transfer.config import Flag, TrainConfig
+    from transfer.config import Augment, Flag, TrainConfig
 
     fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
     options = []
@@ -112,7 +112,10 @@ def _build(pending: _Pending) -> list[click.Option]:
                                     "help": pending.help.get(name, field.metadata["help"]),
                                     "show_default": default is not None}
         decls = OPTION_NAMES.get(name, (option_name(name),))
-        if isinstance(check, Flag) and name in SWITCHES:
+        if isinstance(check, Augment):  # --augment alone: the default policy
+            settings.update(is_flag=False, flag_value="default", metavar="[POLICY]",
+                            show_default=False)
+        elif isinstance(check, Flag) and name in SWITCHES:
             settings.update(is_flag=True, show_default=False)
         elif isinstance(check, Flag):
             decls = (f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:])

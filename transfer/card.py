@@ -49,7 +49,7 @@ def write_model_card(run_dir: str | os.PathLike, *,
                  if config.get("mode") == "fine-tune" else "")
               + f", optimizer `{config.get('optimizer')}`, learning rate "
               f"{config.get('learning_rate')}, batch size {config.get('batch_size')}, "
-              f"augmentation {'on' if config.get('augment') else 'off'}, seed "
+              f"augmentation {_augmentation(config.get('augment'))}, seed "
               f"{config.get('seed')}",
               f"- input size: {size} x {size} RGB"
               + (f" (the backbone sees {contract.channels} channel)" if contract.channels == 1
@@ -92,3 +92,9 @@ def write_model_card(run_dir: str | os.PathLike, *,
               "layers (preprocessing included), the SavedModel and TFLite files need only "
               "TensorFlow or LiteRT.", ""]
     return atomic_write(run / "MODEL_CARD.md", "\n".join(lines))
+
+
+def _augmentation(value) -> str:
+    if value is True:  # config.json written before augmentation became a list
+        return "on"
+    return f"`{value}`" if value else "off"

@@ -130,6 +130,43 @@ class Flag:
         return "True or False"
 
 
+AUGMENT_OPS = ("flip", "vflip", "crop", "scale", "rotate", "colour")
+AUGMENT_POLICIES = {
+    "none": (),
+    "default": ("flip", "crop", "rotate", "colour"),  # photos: mirror-symmetric scenes
+    # digits and text: no flips; small shifts, scale and rotation (LeCun et al. 1998's
+    # distortions)
+    "digits": ("crop", "scale", "rotate"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """An augmentation policy: a name of :data:`AUGMENT_POLICIES`, a comma-separated list of
+    :data:`AUGMENT_OPS`, or True/False (the default policy / none); normalised to the list in
+    :data:`AUGMENT_OPS` order, ``""`` for none, so ``config.json`` records exactly what runs."""
+
+    def parse(self, value: Any) -> str:
+        if isinstance(value, bool):
+            ops: tuple[str, ...] = AUGMENT_POLICIES["default"] if value else ()
+        elif isinstance(value, str):
+            text = value.strip().lower().replace("color", "colour")
+            if text in AUGMENT_POLICIES or not text:  # "": none, as config.json records it
+                ops = AUGMENT_POLICIES.get(text, ())
+            else:
+                ops = tuple(part.strip() for part in text.split(",") if part.strip())
+                if not ops or any(op not in AUGMENT_OPS for op in ops) \
+                        or len(set(ops)) != len(ops):
+                    raise ValueError(value)
+        else:
+            raise ValueError(value)
+        return ",".join(op for op in AUGMENT_OPS if op in ops)
+
+    def describe(self) -> str:
+        return (f"a policy ({', '.join(AUGMENT_POLICIES)}) or a comma-separated list of "
+                f"{', '.join(AUGMENT_OPS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Text:
     """A non-empty string; with ``none_ok``, also None, and each of ``none_words`` means None."""
@@ -148,7 +185,7 @@ class Text:
         return "a non-empty string" + (" or None" if self.none_ok else "")
 
 
-Check = Range | Choice | Flag | Text
+Check = Range | Choice | Flag | Text | Augment
 
 
 def _field(default: Any, check: Check, help: str) -> Any:
@@ -191,7 +228,9 @@ class TrainConfig:
         min_per_class: classes with fewer usable images stop the run with an error...
         drop_small_classes: ...unless this is set, which drops them with a warning.
         seed: fixes the split, the initialisation and the augmentation.
-        augment: random flips, crops and colour changes during training.
+        augment: the augmentation that runs while training, as the comma-separated operations
+            of :data:`AUGMENT_OPS` in a fixed order (``""``: none); given as a policy name of
+            :data:`AUGMENT_POLICIES`, a list, or ``True``/``False`` (the default policy / none).
         lr_patience: epochs without validation-loss improvement before the LR is halved.
         early_stopping_patience: epochs without improvement before training stops (best weights
             are restored); 0 disables early stopping.
@@ -284,8 +323,10 @@ class TrainConfig:
     seed: int = _field(
         42, Range(min=0, max=2**32 - 1, integer=True),
         "Fixes the split, the initialisation and the augmentation.")
-    augment: bool = _field(
-        False, Flag(), "Random flips, crops, rotations and colour changes while training.")
+    augment: str = _field(
+        "", Augment(),
+        "Augmentation while training: a policy (default, digits, none) or a list of "
+        f"{', '.join(AUGMENT_OPS)}, e.g. 'crop,rotate' (no flips for digits and text).")
     lr_patience: int = _field(
         2, Range(min=1, integer=True),
         "Plateau schedule: epochs without val-loss improvement before the LR is halved.")

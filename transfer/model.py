@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 
 import zoo
-from transfer.config import TransferMode
+from transfer.config import Augment, TransferMode
 from transfer.errors import ConfigError
 from transfer.rundir import load_keras_model
 from zoo._common import leaf_layers, walk_layers
@@ -131,22 +131,29 @@ def build_backbone(model: str, *, image_size: int, weights: str | None) -> keras
                             input_shape=(image_size, image_size, spec.channels))
 
 
-def augmentation(seed: int) -> keras.Sequential:
-    """Flips, crops (zoom + translation), small rotations and colour changes; training only."""
-    layers = keras.layers
-    return keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
-        layers.RandomZoom((-0.15, 0.0), fill_mode="reflect", seed=seed + 2),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
-        layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 4),
-        layers.RandomContrast(0.15, value_range=(0, 255), seed=seed + 5),
-    ], name="augmentation")
+def augmentation(seed: int, ops: str = "flip,crop,rotate,colour") -> keras.Sequential | None:
+    """The training-only augmentation layers of ``ops`` (see ``TrainConfig.augment``), or
+    ``None``: horizontal / vertical flips, crops (zoom in + translation), scale (zoom in and
+    out), small rotations and colour changes (brightness, contrast)."""
+    layers, chosen = keras.layers, set(filter(None, ops.split(",")))
+    steps = [
+        ("flip", lambda: layers.RandomFlip("horizontal", seed=seed)),
+        ("vflip", lambda: layers.RandomFlip("vertical", seed=seed + 6)),
+        ("rotate", lambda: layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1)),
+        ("crop", lambda: layers.RandomZoom((-0.15, 0.0), fill_mode="reflect", seed=seed + 2)),
+        ("scale", lambda: layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed + 7)),
+        ("crop", lambda: layers.RandomTranslation(0.1, 0.1, fill_mode="reflect",
+                                                  seed=seed + 3)),
+        ("colour", lambda: layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 4)),
+        ("colour", lambda: layers.RandomContrast(0.15, value_range=(0, 255), seed=seed + 5)),
+    ]
+    built = [make() for op, make in steps if op in chosen]
+    return keras.Sequential(built, name="augmentation") if built else None
 
 
 def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
                      image_size: int | None = None, weights: str | None = None,
-                     dropout: float = 0.2, weight_decay: float = 0.0, augment: bool = False,
+                     dropout: float = 0.2, weight_decay: float = 0.0, augment: str = "",
                      seed: int = 42) -> keras.Model:
     """Backbone + new head taking raw 0-255 RGB images of ``image_size``.
 
@@ -167,7 +174,9 @@ def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
     backbone.name = BACKBONE  # a public contract for freezing and feature extraction
 
     inputs = keras.Input((size, size, 3), name="image")
-    x = augmentation(seed)(inputs) if augment else inputs
+    augment = Augment().parse(augment)  # True/False or a policy name, as TrainConfig takes
+    augmenter = augmentation(seed, augment) if augment else None
+    x = augmenter(inputs) if augmenter is not None else inputs
     adapter = rgb_adapter(info.channels)
     if adapter is not None:
         x = adapter(x)

@@ -261,6 +261,7 @@ class Trainer:
         self.val_predictions: Predictions | None = None
         self.class_weight = self.task.loss_weights(config, data.train, self.num_classes)
         log.info("data: %s", self.task.describe(data))
+        log.info("augmentation: %s", config.augment or "none")
         if self.replicas > 1:
             log.info("%d replicas: global batch %d, learning rates scaled by %d",
                      self.replicas, self.global_batch, self.replicas)
@@ -309,8 +310,8 @@ class Trainer:
         phase, config = self.plan[index], self.config
         cached = phase.name == "head" and config.cache_features and not config.augment
         if phase.name == "head" and not cached and config.augment:
-            log.info("augmentation is on: the head trains with full forward passes through "
-                     "the frozen backbone (features cannot be cached)")
+            log.info("augmentation (%s) is on: the head trains with full forward passes "
+                     "through the frozen backbone (features cannot be cached)", config.augment)
         summary = set_trainable(
             self.model, phase.name, blocks=self.info.blocks,
             unfreeze_from=self.unfreeze_from if phase.name == "fine-tune" else None)

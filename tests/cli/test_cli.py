@@ -156,3 +156,30 @@ def test_unusable_strategy_is_one_clean_line(runner, image_folder, tmp_path, mon
     assert result.exit_code == 1 and message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "r").exists()  # nothing written before the strategy was usable
+
+
+def test_augment_policy_runs_and_is_recorded(runner, image_folder, tmp_path):
+    import keras
+
+    from transfer.model import augmentation
+
+    # The default policy builds the layers (and seeds) augmentation always had.
+    assert [type(layer).__name__ for layer in augmentation(7).layers] == [
+        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomBrightness",
+        "RandomContrast"]
+    out = tmp_path / "digits"
+    result = runner.invoke(main, ["train", str(image_folder), "--model", "lenet5", "--mode",
+                                  "full-retrain", "--weights", "none", "--epochs", "1",
+                                  "--augment", "digits", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["augment"] == "crop,scale,rotate"
+    model = keras.saving.load_model(out / "model.keras")
+    kinds = [type(layer).__name__ for layer in model.get_layer("augmentation").layers]
+    assert kinds == ["RandomRotation", "RandomZoom", "RandomZoom", "RandomTranslation"]
+    assert "`crop,scale,rotate`" in (out / "MODEL_CARD.md").read_text()
+    result = runner.invoke(main, ["train", str(image_folder), "--model", "lenet5", "--augment",
+                                  "--mode", "full-retrain", "--weights", "none", "--epochs",
+                                  "0", "--output", str(tmp_path / "default")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "default" / "config.json").read_text())
+    assert saved["augment"] == "flip,crop,rotate,colour"

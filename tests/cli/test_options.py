@@ -50,7 +50,7 @@ TRAIN = [
     "--drop-small-classes boolean False",
     "--cache-dir directory None",
     "--tfds-data-dir directory None",
-    "--augment / --no-augment boolean False",
+    "--augment text ''",  # a policy or a list since issue 15 (alone: the default policy)
     "--mixup x>=0 0.0",
     "--cutmix x>=0 0.0",
     "--class-weights [auto|on|off] 'auto'",

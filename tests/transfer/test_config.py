@@ -6,7 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from transfer.config import Choice, Flag, Range, Text, TrainConfig, TransferMode, check_field
+from transfer.config import (
+    Augment,
+    Choice,
+    Flag,
+    Range,
+    Text,
+    TrainConfig,
+    TransferMode,
+    check_field,
+)
 from transfer.errors import ConfigError
 
 # Values each field must refuse. Written by hand, not derived from the checks, so the test says
@@ -34,7 +43,7 @@ BAD = {
     "min_per_class": [0, -2, 1.5],
     "drop_small_classes": ["yes", 1, None],
     "seed": [-1, 2**32, 4.2, "42"],
-    "augment": ["no", 0],
+    "augment": ["no", 0, "flip,mirror", "flip,flip"],
     "lr_patience": [-1, 0, 1.5],
     "early_stopping_patience": [-1, "5"],
     "class_weights": ["balanced", True],
@@ -75,7 +84,7 @@ def test_every_field_refuses_a_bad_value_naming_that_field(name):
 @pytest.mark.parametrize("name", FIELDS)
 def test_every_field_has_a_check_and_help_and_its_default_passes(name):
     field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
-    assert isinstance(field.metadata["check"], (Range, Choice, Flag, Text))
+    assert isinstance(field.metadata["check"], (Range, Choice, Flag, Text, Augment))
     help_text = field.metadata["help"]
     assert help_text and "\n" not in help_text
     assert check_field(name, field.default) == field.default
@@ -172,7 +181,8 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     path.write_text(json.dumps(earlier, indent=2) + "\n")
     config = TrainConfig.load(path)
     later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": 255,
-             "palette": None}  # fields added since, at their defaults
+             "palette": None,  # fields added since, at their defaults
+             "augment": ""}  # False, as the list of operations it means (none)
     assert config.to_dict() == {**earlier, **later}
     config.save(tmp_path / "again.json")
     assert TrainConfig.load(tmp_path / "again.json") == config
@@ -197,3 +207,12 @@ def test_unknown_field_in_config_json_is_named():
 ])
 def test_checks_describe_what_they_allow(check, text):
     assert check.describe() == text
+
+
+@pytest.mark.parametrize("given,recorded", [
+    (True, "flip,crop,rotate,colour"), (False, ""), ("none", ""), ("", ""),
+    ("default", "flip,crop,rotate,colour"), ("digits", "crop,scale,rotate"),
+    ("rotate, Color,crop", "crop,rotate,colour"), ("vflip", "vflip"),
+])
+def test_augment_takes_a_policy_or_a_list_and_records_exactly_what_runs(given, recorded):
+    assert TrainConfig(augment=given).augment == recorded

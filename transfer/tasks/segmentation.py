@@ -100,11 +100,14 @@ class SegmentationTask(Task):
     def batch_fn(self, config):
         if not config.augment:
             return None
-        ignore = config.ignore_index
+        ops = set(config.augment.split(","))
+        options = {"flip": "flip" in ops, "rotate": 10.0 if "rotate" in ops else 0.0,
+                   "scale": (0.75, 1.25) if ops & {"crop", "scale"} else None,
+                   "colour": "colour" in ops, "ignore_index": self.ignore_index}
 
         def augment(batch, seed):
             images, masks = batch
-            return data_lib.joint_augment(images, masks, seed, ignore_index=ignore)
+            return data_lib.joint_augment(images, masks, seed, **options)
 
         return augment
 
@@ -118,6 +121,9 @@ class SegmentationTask(Task):
         """The model, backbone and mode fit together (before anything is written)."""
         import zoo
 
+        if "vflip" in config.augment.split(","):
+            raise ConfigError("augment: vflip is for classification; segmentation flips "
+                              "images and masks horizontally ('flip')", field="augment")
         if config.backbone:
             if config.model not in DECODERS:
                 raise ConfigError(f"--backbone needs --model {' or '.join(DECODERS)} (a decoder "
