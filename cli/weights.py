@@ -24,8 +24,9 @@ WEIGHTS_HELP = ("Registry models only: 'imagenet', 'none' (random init) or a wei
 def weights_option(default: str) -> Callable[[F], F]:
     """``--weights``; unset it reaches the command as ``None`` and means ``default``, so that a
     command can tell "not given" from ``none`` (see :func:`resolve_weights`)."""
-    return click.option("--weights", default=None, show_default=default,
-                        metavar="imagenet|none|PATH", help=WEIGHTS_HELP)
+    # Click would show a string show_default in parentheses; written out as it writes others.
+    return click.option("--weights", default=None, metavar="imagenet|none|PATH",
+                        help=f"{WEIGHTS_HELP}  [default: {default}]")
 
 
 def parse_weights(value: str | None, default: str = "none") -> str | None:
