@@ -9,13 +9,16 @@ import json
 
 import click
 
+from cli.weights import ModelSource, resolve_weights, weights_option
+
 FORMATS = ("savedmodel", "keras", "tflite")
 QUANTIZATIONS = ("none", "float16", "int8")
 
 
 @click.command("evaluate")
-@click.argument("source", metavar="RUN_DIR_OR_MODEL", type=click.Path(exists=True))
+@click.argument("source", metavar="RUN_DIR_OR_MODEL", type=ModelSource())
 @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@weights_option("imagenet")
 @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val",
               show_default=True,
               help="Saved split to evaluate without DATA_DIR (or sub-folder of a split DATA_DIR).")
@@ -23,18 +26,22 @@ QUANTIZATIONS = ("none", "float16", "int8")
               help="Folder for metrics.json and the plots (default: RUN_DIR/evaluation/...).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_command(source: str, data_dir: str | None, split: str, output_dir: str | None,
-                     batch_size: int, as_json: bool) -> None:
-    """Evaluate a run directory or .keras model on DATA_DIR, or on its saved split.
+def evaluate_command(source: str, data_dir: str | None, weights: str | None, split: str,
+                     output_dir: str | None, batch_size: int, as_json: bool) -> None:
+    """Evaluate a run directory, .keras model or registry model on DATA_DIR, or on its saved
+    split.
 
     DATA_DIR holds one sub-folder per class, named as the model's classes (segmentation:
-    images/ and masks/). Writes metrics.json, confusion_matrix.png and mistakes.png (worst.png:
-    the worst-segmented images).
+    images/ and masks/). For a registry model (a pretrained ImageNet classifier built with
+    --weights) the sub-folders are ImageNet class names or WordNet ids ('Egyptian cat/',
+    'n02124075/'); top-1/top-5 are over the 1000 classes, the rows over the classes present.
+    Writes metrics.json, confusion_matrix.png and mistakes.png (worst.png: the worst-segmented
+    images).
     """
     from transfer.evaluate import evaluate
 
     result = evaluate(source, data_dir, output_dir=output_dir, split=split,
-                      batch_size=batch_size)
+                      batch_size=batch_size, weights=resolve_weights(source, weights))
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -45,12 +52,13 @@ def evaluate_command(source: str, data_dir: str | None, split: str, output_dir: 
     click.echo(f"top-1 accuracy {result['top1_accuracy']:.4f}, top-{result['top_k']} accuracy "
                f"{result['top5_accuracy']:.4f}, loss {loss} on {result['samples']} images "
                f"({result['data']})")
-    click.echo(f"{'class':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
     rows = [*result["per_class"].items(), ("macro avg", result["macro"]),
             ("weighted avg", result["weighted"])]
+    width = max(20, *(len(name) for name, _ in rows))
+    click.echo(f"{'class':<{width}} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
     for name, row in rows:
         support = row.get("support", result["samples"])
-        click.echo(f"{name:<20} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+        click.echo(f"{name:<{width}} {row['precision']:>9.3f} {row['recall']:>7.3f} "
                    f"{row['f1']:>7.3f} {support:>8}")
     if result["unreadable"]:
         click.echo(f"{len(result['unreadable'])} file(s) could not be read and were left out",
@@ -73,7 +81,8 @@ def _print_segmentation(result: dict) -> None:
 
 
 @click.command("export")
-@click.argument("source", metavar="RUN_DIR", type=click.Path(exists=True))
+@click.argument("source", metavar="RUN_DIR_OR_MODEL", type=ModelSource())
+@weights_option("imagenet")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="savedmodel",
               show_default=True)
 @click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
@@ -81,15 +90,22 @@ def _print_segmentation(result: dict) -> None:
 @click.option("--output", "-o", required=True, type=click.Path(),
               help="Folder (savedmodel) or file (.keras, .tflite) to write.")
 @click.option("--calibration-data", type=click.Path(exists=True),
-              help="int8: folder of images to calibrate on (default: the run's training images).")
+              help="int8: folder of images to calibrate on (default: the run's training "
+                   "images; required for a registry model or a lone .keras file).")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
-def export_command(source: str, fmt: str, quantize: str, output: str,
+def export_command(source: str, weights: str | None, fmt: str, quantize: str, output: str,
                    calibration_data: str | None, force: bool) -> None:
-    """Export RUN_DIR as a SavedModel, a .keras file or a TFLite model (see MODEL_CARD.md)."""
+    """Export a run directory, .keras model or registry model as a SavedModel, a .keras file or a
+    TFLite model (see MODEL_CARD.md).
+
+    A registry name exports the pretrained classifier built with --weights, with the serving
+    signatures of a trained run (serving_default = serve_images, serve_bytes, class_names) and
+    the ImageNet names as its classes for 1000-class models.
+    """
     from transfer.export import export
 
     path = export(source, format=fmt, quantize=quantize, output=output, force=force,
-                  calibration_data=calibration_data)
+                  calibration_data=calibration_data, weights=resolve_weights(source, weights))
     size = path.stat().st_size if path.is_file() else sum(
         p.stat().st_size for p in path.rglob("*") if p.is_file())
     variant = f" ({'float32' if quantize == 'none' else quantize})" if fmt == "tflite" else ""

@@ -14,8 +14,9 @@ import sys
 
 import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from cli.weights import ModelSource, resolve_weights, weights_option
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class ZooGroup(click.Group):
@@ -205,9 +206,10 @@ def info_command(name: str, as_json: bool) -> None:
 
 
 @main.command("predict")
-@click.argument("source", type=click.Path(exists=True))
+@click.argument("source", metavar="RUN_DIR_OR_MODEL", type=ModelSource())
 @click.argument("images", nargs=-1, required=True)
-@click.option("--top-k", "-k", type=click.IntRange(min=1), default=3, show_default=True)
+@weights_option("imagenet")
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--csv", "as_csv", is_flag=True,
@@ -215,9 +217,14 @@ def info_command(name: str, as_json: bool) -> None:
 @click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
               help="Segmentation: folder for each image's mask (palette PNG of class ids) and "
                    "overlay.")
-def predict_command(source: str, images: tuple[str, ...], top_k: int, batch_size: int,
-                    as_json: bool, as_csv: bool, output_dir: str | None) -> None:
-    """Top-k classes for IMAGES (files, folders or globs) from a run directory or model.
+def predict_command(source: str, images: tuple[str, ...], weights: str | None, top_k: int,
+                    batch_size: int, as_json: bool, as_csv: bool,
+                    output_dir: str | None) -> None:
+    """Top-k classes for IMAGES (files, folders or globs) from a model.
+
+    RUN_DIR_OR_MODEL is a run directory, a .keras file, a SavedModel folder, or a registry name
+    (see 'zoo list'): a pretrained classifier built with --weights, whose classes are the
+    ImageNet names for 1000-class models ('zoo predict keras_mobilenet cat.jpg').
 
     A segmentation model writes a mask and an overlay per image into --output, and prints the
     classes found with the share of the image each covers (--json: per-image class areas).
@@ -232,8 +239,9 @@ def predict_command(source: str, images: tuple[str, ...], top_k: int, batch_size
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive; choose one")
+    weights = resolve_weights(source, weights)
     paths = expand_inputs(images)
-    predictor = Predictor(source, top_k=top_k, output_dir=output_dir)
+    predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights)
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n") if as_csv else None
     if writer:
         writer.writerow(csv_header(predictor.top_k))

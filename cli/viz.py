@@ -13,11 +13,9 @@ from pathlib import Path
 
 import click
 
+from cli.weights import parse_weights, weights_option
+
 EPSILONS = "0,1,2,4,8,16"
-
-
-def _weights(value: str | None) -> str | None:
-    return None if value in (None, "none", "None") else value
 
 
 def model_options(func):
@@ -27,16 +25,13 @@ def model_options(func):
         help="Folder for the figures [default: the run directory, else ./viz].")(func)
     func = click.option("--image-size", type=click.IntRange(min=8),
                         help="Registry models only: input size (default: the model's own).")(func)
-    func = click.option("--weights", default="none", show_default=True,
-                        help="Registry models only: 'none' (random), 'imagenet' or a weights "
-                             "file.")(func)
-    return func
+    return weights_option("none")(func)
 
 
 def _load(model: str, weights: str | None, image_size: int | None):
     from transfer.viz.common import load_for_viz
 
-    return load_for_viz(model, _weights(weights), image_size=image_size)
+    return load_for_viz(model, parse_weights(weights), image_size=image_size)
 
 
 def _output_dir(output: str | None, model: str) -> Path:
@@ -247,8 +242,7 @@ def adversarial_command(model: str, target: str, eps: float, label: str | None, 
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--output", "-o", "index", required=True,
               help="Index to write: INDEX.npz (embeddings) and INDEX.json (paths, labels).")
-@click.option("--weights", default="none", show_default=True,
-              help="Registry models only: 'none' (random), 'imagenet' or a weights file.")
+@weights_option("none")
 @click.option("--image-size", type=click.IntRange(min=8),
               help="Registry models only: input size (default: the model's own).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
@@ -257,7 +251,7 @@ def embed_command(model: str, data_dir: str, index: str, weights: str, image_siz
     """Embed every image under DATA_DIR with MODEL's penultimate layer into an index."""
     from transfer.viz.embed import build_index, index_paths
 
-    built = build_index(model, data_dir, index, weights=_weights(weights),
+    built = build_index(model, data_dir, index, weights=parse_weights(weights),
                         image_size=image_size, batch_size=batch_size)
     _echo_paths(index_paths(index))
     click.echo(f"{len(built.paths)} images, {built.embeddings.shape[1]} dimensions "

@@ -1,6 +1,8 @@
 """Exports that work outside the toolkit: SavedModel, ``.keras`` and TFLite (LiteRT).
 
-:func:`export` writes one of three formats from a run directory (or a ``.keras`` classifier):
+:func:`export` writes one of three formats from a run directory, a ``.keras`` classifier, or a
+registry model built with its weights (``export("keras_mobilenet", weights="imagenet", ...)``: a
+serving ImageNet classifier with the same endpoints, the 1000 ImageNet names as its classes):
 
 - ``savedmodel``: a SavedModel for plain TensorFlow and TF Serving (endpoints below).
 - ``keras``: the Keras classifier, reloadable with ``keras.saving.load_model(path,
@@ -17,7 +19,8 @@
   - ``quantize="none"``: float32 weights and activations;
   - ``"float16"``: float16 weights, dequantised to float32 at load (half the size);
   - ``"int8"``: post-training full-integer quantisation; weights and activations are int8,
-    calibrated on up to 100 training images from ``split.json`` (or ``calibration_data``).
+    calibrated on up to 100 training images from ``split.json`` (or ``calibration_data``, which
+    a ``.keras`` file without a run directory and a registry model need).
     Only the input cast and the final dequantisation of the probabilities run in float.
 
 Every export is written to a temporary sibling and renamed into place (:class:`atomic_output`): a
@@ -43,7 +46,7 @@ import tensorflow as tf
 from transfer.card import write_model_card
 from transfer.data import ImageFolderData, Split, image_dataset
 from transfer.errors import ConfigError, DataError, RunDirError
-from transfer.predict import expand_inputs, load_classifier
+from transfer.predict import expand_inputs, is_model_name, load_classifier
 from transfer.rundir import InputContract, RunDir, atomic_output
 from transfer.serving import DEFAULT_TOP_K, export_saved_model
 
@@ -57,12 +60,13 @@ CALIBRATION_SAMPLES = 100
 def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A002
            quantize: str = "none", output: str | os.PathLike, force: bool = False,
            calibration_data: str | os.PathLike | Sequence[str] | np.ndarray | None = None,
-           top_k: int = DEFAULT_TOP_K) -> Path:
-    """Export a trained classifier as a SavedModel, a ``.keras`` file or a TFLite flatbuffer.
+           top_k: int = DEFAULT_TOP_K, weights: str | None = "imagenet") -> Path:
+    """Export a classifier as a SavedModel, a ``.keras`` file or a TFLite flatbuffer.
 
     Args:
-        source: a run directory or a ``.keras`` classifier (class names from a
-            ``class_names.json`` beside it).
+        source: a run directory, a ``.keras`` classifier (class names from a
+            ``class_names.json`` beside it), or a registry model name (built with ``weights``;
+            see :func:`transfer.predict.pretrained_classifier`).
         format: ``"savedmodel"``, ``"keras"`` or ``"tflite"`` (contracts in the module docstring).
         quantize: for TFLite only: ``"none"``, ``"float16"`` or ``"int8"``.
         output: the folder (SavedModel) or file to write; a ``.keras`` export must end in
@@ -72,6 +76,7 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
             or a uint8 array ``[n, size, size, 3]``. Default: the training images of the run
             directory's ``split.json``. At most 100 are used (an even, seeded sample).
         top_k: classes in the SavedModel's ``top_*`` outputs.
+        weights: registry models only: ``"imagenet"``, ``None`` (random) or a weights file.
 
     Returns:
         ``output`` as a :class:`~pathlib.Path`.
@@ -81,6 +86,7 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
         RunDirError: ``source`` is not a run directory or ``.keras`` file, or ``output``
             exists and ``force`` is not set.
         DataError: int8 calibration images are missing or unreadable.
+        WeightsError: a registry model's weights cannot be found or do not fit.
     """
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"export format must be one of {EXPORT_FORMATS}, got {format!r}")
@@ -93,7 +99,12 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
     if format == "keras" and output.suffix != ".keras":
         raise ConfigError(f"a keras export must be a file ending in .keras, got {str(output)!r}")
     _refuse_existing(output, force)
-    classifier = load_classifier(source)
+    if quantize == "int8" and calibration_data is None and is_model_name(source):
+        # Said before the model is built (and its weights maybe downloaded).
+        raise DataError(f"int8 quantisation calibrates on images, and registry model "
+                        f"{str(source)!r} has no training images; pass calibration_data "
+                        f"(--calibration-data DIR)")
+    classifier = load_classifier(source, weights=weights)
     run_dir = classifier.run_dir
     if run_dir is not None and output.resolve() == run_dir.resolve():
         raise RunDirError(f"output {str(output)!r} is the run directory itself; choose a path "

@@ -1,4 +1,10 @@
-"""Predictions from a run directory, a ``.keras`` classifier or a SavedModel folder."""
+"""Predictions from a run directory, a ``.keras`` classifier, a SavedModel folder or a registry
+model (pretrained classifiers: ``zoo predict keras_mobilenet cat.jpg``).
+
+Every source becomes a :class:`LoadedClassifier` (a Keras model and its
+:class:`~transfer.rundir.InputContract`), served by :class:`~transfer.serving.ServingFunctions`:
+the code the SavedModel export runs too.
+"""
 
 from __future__ import annotations
 
@@ -87,15 +93,38 @@ class LoadedClassifier:
         return self.contract.image_size
 
 
-def load_classifier(source: str | os.PathLike) -> LoadedClassifier:
-    """Load a run directory's ``model.keras`` or a ``.keras`` file in Keras safe mode.
+def is_model_name(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names a registry model rather than a file or folder.
 
-    The input contract comes from the run directory (or the folder of the ``.keras`` file); class
-    names without a ``class_names.json`` are the label numbers.
+    A path that exists wins over a model of the same name; so does anything that looks like a
+    path (a separator, a ``.keras`` suffix), so a mistyped run directory is reported as missing.
+    """
+    text = os.fspath(source)
+    looks_like_path = any(sep in text for sep in (os.sep, os.altsep) if sep)
+    return not (looks_like_path or text.endswith(".keras") or Path(text).exists())
+
+
+def load_classifier(source: str | os.PathLike, *,
+                    weights: str | None = "imagenet") -> LoadedClassifier:
+    """Load a run directory's ``model.keras``, a ``.keras`` file, or a registry classifier.
+
+    For a run directory or ``.keras`` file the model is loaded in Keras safe mode and the input
+    contract comes from the run directory (or the folder of the ``.keras`` file); class names
+    without a ``class_names.json`` are the label numbers. A registry name is built with
+    ``weights`` (:func:`pretrained_classifier`).
+
+    Args:
+        source: a run directory, a ``.keras`` file or a registry model name.
+        weights: registry names only (a trained model keeps its weights): ``"imagenet"``,
+            ``None`` for random initialisation, or a ``.h5``/``.weights.h5``/``.keras`` file.
 
     Raises:
-        RunDirError: ``source`` is neither, or its class names do not fit the model.
+        RunDirError: ``source`` is a path to neither, or its class names do not fit the model.
+        UnknownModelError: ``source`` is neither a path nor a registered model.
+        WeightsError: the weights cannot be found (offline, not cached) or do not fit.
     """
+    if is_model_name(source):
+        return pretrained_classifier(os.fspath(source), weights=weights)
     run, model_path = RunDir.source(source)
     model = load_keras_model(model_path)
     contract = run.contract(model) if run is not None else InputContract.of_model(model)
@@ -107,23 +136,68 @@ def load_classifier(source: str | os.PathLike) -> LoadedClassifier:
                             run.model_path == model_path else None)
 
 
+def pretrained_classifier(name: str, *, weights: str | None = "imagenet") -> LoadedClassifier:
+    """A registry classifier with its top, as a :class:`LoadedClassifier` (``run_dir=None``).
+
+    The model is ``zoo.create_model(name, weights=weights)`` at the spec's default input size;
+    it takes raw 0-255 pixels (its preprocessing is inside). One-channel models (LeNet-5) get
+    :func:`transfer.model.rgb_adapter` in front, so that every classifier takes RGB images. The
+    contract's class names are the ImageNet names (:func:`zoo.imagenet_class_names`) for a
+    1000-class model, else the label numbers.
+
+    Raises:
+        UnknownModelError: ``name`` is not registered (close names are suggested).
+        ConfigError: the model is not a classifier.
+        WeightsError: the weights cannot be found (offline, not cached) or do not fit.
+    """
+    import keras
+
+    import zoo
+    from transfer.model import rgb_adapter
+    from zoo.errors import UnknownModelError
+
+    try:
+        spec = zoo.get_spec(name)
+    except UnknownModelError as exc:
+        raise UnknownModelError(f"{exc} No file or folder {name!r} exists either.") from None
+    if spec.task != "classification":
+        raise ConfigError(f"{name!r} is a {spec.task} model; registry models are predicted, "
+                          f"evaluated and exported as classifiers only. Train it on your data "
+                          f"first ('zoo train DATA_DIR --model {name}') and use its run "
+                          f"directory")
+    model = zoo.create_model(name, weights=weights)
+    size = int(model.input_shape[1])
+    adapter = rgb_adapter(spec.channels)
+    if adapter is not None:  # served images are RGB, whatever the network consumes
+        image = keras.Input((size, size, 3), name="image")
+        model = keras.Model(image, model(adapter(image)), name=f"{name}_rgb")
+    outputs = int(model.output_shape[-1])
+    names = (zoo.imagenet_class_names() if outputs == len(zoo.imagenet_classes())
+             else [str(i) for i in range(outputs)])
+    contract = InputContract("classification", size, spec.channels, spec.preprocessing,
+                             tuple(names))
+    return LoadedClassifier(model, contract, run_dir=None)
+
+
 class Predictor:
-    """Loads a trained model once and predicts on encoded image files.
+    """Loads a model once and predicts on encoded image files.
 
     ``source`` is a run directory (``model.keras`` + ``class_names.json``), a ``.keras`` file
-    (class names from a ``class_names.json`` beside it, else the label numbers), or a SavedModel
-    folder exported by this toolkit. A segmentation model writes, per image, a palette PNG of
+    (class names from a ``class_names.json`` beside it, else the label numbers), a SavedModel
+    folder exported by this toolkit, or a registry model built with ``weights``
+    (:func:`pretrained_classifier`). A segmentation model writes, per image, a palette PNG of
     class ids (``<stem>_mask.png``) and an overlay (``<stem>_overlay.png``) into ``output_dir``.
     """
 
     def __init__(self, source: str | os.PathLike, *, top_k: int = 5,
-                 output_dir: str | os.PathLike | None = None):
+                 output_dir: str | os.PathLike | None = None,
+                 weights: str | None = "imagenet"):
         import tensorflow as tf
 
         path = Path(source)
         self._tf = tf
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        if (path / "saved_model.pb").is_file():
+        if not is_model_name(source) and (path / "saved_model.pb").is_file():
             loaded = tf.saved_model.load(str(path))
             self.class_names = [n.decode() for n in loaded.class_names().numpy()]
             self._serve_bytes = lambda b: loaded.serve_bytes(b)
@@ -131,7 +205,7 @@ class Predictor:
             self.segmentation = "class_ids" in outputs
             self.top_k = min(top_k, len(self.class_names))
         else:
-            classifier = load_classifier(path)
+            classifier = load_classifier(source, weights=weights)
             fns = ServingFunctions(classifier.model, classifier.contract, top_k)
             self.class_names = fns.class_names
             self.top_k = fns.top_k
@@ -238,13 +312,15 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
 
 def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
             batch_size: int = 32, output_dir: str | os.PathLike | None = None,
-            progress: Callable[[int], None] | None = None) -> list[Prediction]:
+            progress: Callable[[int], None] | None = None,
+            weights: str | None = "imagenet") -> list[Prediction]:
     """Top-k predictions for image files, folders or globs (see :class:`Predictor`); for a
     segmentation model, masks and overlays written into ``output_dir``.
 
-    ``progress`` is called with the number of files done after each batch.
+    ``progress`` is called with the number of files done after each batch; ``weights`` applies
+    to a registry model name only.
     """
-    predictor = Predictor(source, top_k=top_k, output_dir=output_dir)
+    predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights)
     return list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
                                         progress=progress))
 
