@@ -13,7 +13,6 @@ also for networks with ``valid`` padding).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -131,19 +130,9 @@ def _load_registry(name: str, weights: str | None, image_size: int | None) -> Vi
     if adapter is not None:  # the tools feed RGB images
         image = keras.Input((size, size, 3), name="image")
         model = keras.Model(image, model(adapter(image)), name=f"{name}_viz")
-    class_names = _imagenet_names() if (weights == "imagenet"
-                                        and model.output_shape[-1] == 1000) else None
+    class_names = (list(zoo.imagenet_class_names())
+                   if weights is not None and model.output_shape[-1] == 1000 else None)
     return VizModel(model, class_names, size)
-
-
-def _imagenet_names() -> list[str] | None:
-    """ImageNet class names from Keras's cache, if a download left them there (never fetched)."""
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    path = home / "models" / "imagenet_class_index.json"
-    if not path.is_file():
-        return None
-    index = json.loads(path.read_text())
-    return [index[str(i)][1] for i in range(1000)]
 
 
 # ---- layers -----------------------------------------------------------------------------------
