@@ -252,6 +252,10 @@ class TrainConfig:
         strategy: ``"default"`` (one device), ``"mirrored"`` (all local GPUs or logical devices),
             ``"multiworker"`` (machines listed in ``TF_CONFIG``) or ``"tpu"``. Batch size is per
             replica; the learning rate scales linearly with the number of replicas.
+        bn_momentum: momentum of the moving statistics of the BatchNormalization layers that
+            train in a phase; ``"auto"`` is ``min(0.99, 1 - 1 / steps_per_epoch)``: Keras's 0.99
+            averages over ~100 steps, so a run of a few dozen steps would validate (and keep)
+            statistics still close to their initial values.
         memory_cache_mb: decoded training images, and in feature-extractor mode the backbone
             features, are kept in memory when they fit in this many megabytes; otherwise images
             are decoded again each epoch and features are cached on disk in the run directory.
@@ -357,6 +361,10 @@ class TrainConfig:
     jit: bool = _field(False, Flag(), "Compile the training step with XLA.")
     strategy: str = _field(
         "default", Choice(STRATEGIES), "tf.distribute strategy; multiworker reads TF_CONFIG.")
+    bn_momentum: float | str = _field(
+        "auto", Range(min=0, max=1, max_open=True, words=("auto",)),
+        "Momentum of the BatchNorm statistics that train; auto: min(0.99, 1 - 1/steps per "
+        "epoch), so short runs do not validate on stale statistics.")
     memory_cache_mb: int = _field(
         2048, Range(min=0, integer=True),
         "Keep decoded images and backbone features in memory up to this size; beyond it "

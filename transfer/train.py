@@ -44,6 +44,7 @@ from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks
 from transfer.tasks import Predictions, Task, get_task
+from zoo._common import leaf_layers
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +318,7 @@ class Trainer:
             unfreeze_from=self.unfreeze_from if phase.name == "fine-tune" else None)
         self.phases.append(summary)
         log.info("%s", summary)
+        self.set_bn_momentum()
         multipliers = None
         if phase.name == "fine-tune" and config.discriminative_lr > 1:
             multipliers, by_block = layer_lr_multipliers(
@@ -340,6 +342,20 @@ class Trainer:
                                batch_size=self.global_batch, shuffle=False, batched=True)
         return PhaseSetup(head, phase.learning_rate, multipliers,
                           fetch_arrays(features["train"], encode(train)), True, val_ds)
+
+    def set_bn_momentum(self) -> None:
+        """Give the BatchNorm layers that train this phase the configured momentum (``auto``:
+        ``min(0.99, 1 - 1 / steps_per_epoch)``)."""
+        steps = math.ceil(len(self.data.train) / self.global_batch)
+        momentum = (min(0.99, 1 - 1 / max(steps, 2)) if self.config.bn_momentum == "auto"
+                    else float(self.config.bn_momentum))
+        layers = [layer for layer in leaf_layers(self.model)
+                  if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+        for layer in layers:
+            layer.momentum = momentum
+        if layers:
+            log.info("BatchNorm momentum %.3g for the %d BatchNorm layers that train",
+                     momentum, len(layers))
 
     def train_dataset(self, setup: PhaseSetup, start: int, end: int):
         return epoch_dataset(len(self.data.train), setup.fetch_train, seed=self.config.seed,

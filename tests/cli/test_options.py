@@ -57,6 +57,7 @@ TRAIN = [
     "--loss [auto|ce|dice|ce+dice|focal] 'auto'",  # added with segmentation
     "--ignore-index 0<=x<=255 255",
     "--palette text None",
+    "--bn-momentum float|auto 'auto'",  # issue 15: BatchNorm statistics of short runs
     "--cache-features / --no-cache-features boolean True",
     "--memory-cache-mb x>=0 2048",
     "--precision [float32|mixed_float16|mixed_bfloat16] 'float32'",

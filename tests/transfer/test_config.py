@@ -59,6 +59,7 @@ BAD = {
     "strategy": ["mirror", None],
     "memory_cache_mb": [-1, 2.5, None],
     "task": ["detection", None, 3],
+    "bn_momentum": [-0.1, 1.0, "fast", None],
     "backbone": [3, ["keras_mobilenetv2"]],
     "loss": ["l2", None],
     "ignore_index": [-1, 256, 2.5],
@@ -182,7 +183,8 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     config = TrainConfig.load(path)
     later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": 255,
              "palette": None,  # fields added since, at their defaults
-             "augment": ""}  # False, as the list of operations it means (none)
+             "augment": "",  # False, as the list of operations it means (none)
+             "bn_momentum": "auto"}
     assert config.to_dict() == {**earlier, **later}
     config.save(tmp_path / "again.json")
     assert TrainConfig.load(tmp_path / "again.json") == config
