@@ -164,3 +164,12 @@ def test_evaluate_predict_and_export_agree(seg_run, seg_folder, tmp_path):
     full = served.signatures["serving_default"](images=tf.constant(image))["class_ids"]
     agreement = float(np.mean(lite == full.numpy()[0]))
     assert agreement >= 0.99, agreement
+
+
+def test_predict_without_an_output_folder_is_one_clean_line(seg_run, seg_folder):
+    result = CliRunner().invoke(main, ["predict", str(seg_run),
+                                       str(seg_folder / "images" / "img_000.png")])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()[-1:]
+    assert line == ("Error: a segmentation model writes a mask and an overlay per image; pass "
+                    "--output FOLDER for them")
