@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from transfer import data as data_lib
 from transfer import plots
 from transfer import segmentation_metrics as seg_metrics
-from transfer import data as data_lib
-from transfer.errors import ConfigError
+from transfer.data import Split
+from transfer.errors import ConfigError, DataError
 from transfer.model import frozen_part
 from transfer.tasks.base import Predictions, Task
 
@@ -51,9 +52,6 @@ class SegmentationTask(Task):
     def evaluation_split(self, data_dir, class_names, *, split="val"):
         """All the usable pairs of a folder (or of its ``split`` folder when it is laid out in
         ``train/ val/ test/``); its class names, if it names them, must be the model's."""
-        from transfer.data import Split
-        from transfer.errors import DataError
-
         root = Path(data_dir)
         presplit = (root / "train").is_dir() and (root / split).is_dir()
         data = data_lib.load_segmentation(root, val_split=0.5, seed=0,

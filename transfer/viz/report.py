@@ -29,7 +29,7 @@ from transfer.data import ImageFolderData, Split, image_dataset
 from transfer.errors import DataError
 from transfer.plots import figure_png, new_figure
 from transfer.rundir import InputContract, RunDir, atomic_write
-from transfer.tasks import Predictions
+from transfer.tasks import Predictions, get_task
 from transfer.viz.common import VizModel, label_of
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None
 
     name = html.escape(run.path.resolve().name)
     parts = [f"<h1>Training report: {name}</h1>", _summary(config, metrics, loaded)]
-    curve_metric = "mean_iou" if contract.task == "segmentation" else "accuracy"
+    curve_metric = get_task(contract.task, **contract.task_options()).curve_metric
     sections: list[tuple[str, Callable[[], str]]] = [
         ("Training curves", lambda: _png_tag(
             figure_png(plots.curves_figure(history, curve_metric)), "training curves"))]
