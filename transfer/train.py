@@ -42,7 +42,7 @@ from transfer.model import (
 )
 from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
-from transfer.schedules import policy_callbacks
+from transfer.schedules import policy_callbacks, resolve_schedule
 from transfer.tasks import Predictions, Task, get_task
 from zoo._common import leaf_layers
 
@@ -204,6 +204,9 @@ class _RunLogger(keras.callbacks.Callback):
         trainer = self.trainer
         row = {"epoch": epoch + 1, "phase": trainer.plan[self.phase_index].name}
         row.update({k: float(v) for k, v in (logs or {}).items()})
+        # Every schedule's rate is in the history, a constant one too.
+        row.setdefault("learning_rate",
+                       float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         trainer.history.append(row)
         trainer.epoch = epoch + 1
         trainer.run_dir.write_history(trainer.history)
@@ -263,6 +266,8 @@ class Trainer:
         self.class_weight = self.task.loss_weights(config, data.train, self.num_classes)
         log.info("data: %s", self.task.describe(data))
         log.info("augmentation: %s", config.augment or "none")
+        log.info("learning-rate schedule: %s%s", resolve_schedule(config),
+                 f" (auto, for {config.mode.value})" if config.schedule == "auto" else "")
         if self.replicas > 1:
             log.info("%d replicas: global batch %d, learning rates scaled by %d",
                      self.replicas, self.global_batch, self.replicas)

@@ -11,6 +11,7 @@ import pytest
 import transfer
 from transfer import TrainConfig, TransferMode
 from transfer.errors import ConfigError, DataError, RunDirError
+from transfer.schedules import cosine_with_warmup
 
 RUN_FILES = {"config.json", "class_names.json", "split.json", "model.keras", "saved_model",
              "history.json", "history.csv", "metrics.json", "logs"}
@@ -68,7 +69,7 @@ def test_fine_tune_runs_two_phases_with_a_lower_learning_rate(image_folder, tmp_
     result = transfer.train(image_folder, output=tmp_path / "ft", model="lenet5",
                             mode="fine-tune", weights=None, epochs=2, fine_tune_epochs=2,
                             batch_size=8, learning_rate=1e-3, early_stopping_patience=0,
-                            verbose=0)
+                            schedule="constant", verbose=0)
     assert [p.phase for p in result.phases] == ["head", "fine-tune"]
     assert result.phases[1].unfreeze_from == "c5"
     assert result.phases[1].trainable_weights == 4
@@ -139,3 +140,16 @@ def test_a_trained_run_is_the_backbone_of_a_second_run(trained_run, image_folder
     first = trained_run.model.get_layer("backbone").get_layer("c1_conv").get_weights()[0]
     second = result.model.get_layer("backbone").get_layer("c1_conv").get_weights()[0]
     np.testing.assert_array_equal(first, second)  # the frozen backbone came along unchanged
+
+
+def test_default_fine_tune_warms_up_each_phase_then_decays(image_folder, tmp_path):
+    result = transfer.train(image_folder, output=tmp_path / "ft", model="lenet5",
+                            mode="fine-tune", weights=None, epochs=4, fine_tune_epochs=4,
+                            batch_size=8, learning_rate=1e-3, early_stopping_patience=0,
+                            verbose=0)
+    # 30 training images, batch 8: 4 steps an epoch, 16 a phase, 2 warm-up epochs = 8 steps.
+    # The rate logged at an epoch's end is the one its last step ran at.
+    expected = [cosine_with_warmup(4 * epoch - 1, peak=peak, total=16, warmup=8)
+                for peak in (1e-3, 1e-4) for epoch in (1, 2, 3, 4)]
+    assert [r["learning_rate"] for r in result.history] == pytest.approx(expected, rel=1e-5)
+    assert expected[1] == pytest.approx(1e-3) and expected[5] == pytest.approx(1e-4)
