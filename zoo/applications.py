@@ -299,7 +299,7 @@ APPLICATIONS: tuple[Application, ...] = (
                             "d19885ff4a710c122648d3b5c3b684e4"), min_size=75),
     # MobileNet v1/v2 have one (unhashed) file per square input size; others load the 224 one.
     # MobileNet v1 fine-tunes from the stride-16 stage (conv_dw_7) on: measured with its real
-    # ImageNet weights by benchmarks/bench_policy.py (+2.8/+5.2 points over the frozen backbone
+    # ImageNet weights by benchmarks/bench_policy.py (+2.8/+5.0 points over the frozen backbone
     # on two datasets, against +1.1/+2.0 from the final stage, conv_dw_12).
     Application("MobileNet", "mobilenet", 224, _numbered("conv_dw_", 1, 13), "conv_dw_7",
                 _suffixed(f"{_KA}mobilenet/", "mobilenet_1_0_{rows}_tf", None, None,
