@@ -231,10 +231,11 @@ def run_ours(root: Path, args, mode: str, **options) -> dict:
         epochs = dict(epochs=args.epochs + args.fine_tune_epochs, fine_tune_epochs=0)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
+        settings = {"image_size": args.size, "batch_size": args.batch, **epochs,
+                    **args.overrides, **options}
         result = transfer.train(root / "data", output=Path(tmp) / "run", task="segmentation",
                                 model="unet", backbone=BACKBONE, weights="imagenet", mode=mode,
-                                image_size=args.size, batch_size=args.batch, verbose=0,
-                                **epochs, **{**args.overrides, **options})
+                                verbose=0, **settings)
         trained = time.perf_counter() - start
         heldout = evaluate(result.run_dir, root / "heldout")
     total = trained + heldout.pop("seconds")

@@ -51,7 +51,9 @@ def uninterrupted(image_folder, tmp_path_factory):
 
 
 @pytest.mark.parametrize("kill_epoch,memory_cache_mb", [
-    (2, 2048),  # in the head phase, on features cached in memory
+    # in the head phase, on features cached in memory (the disk case below runs the same
+    # resume path, and more of it)
+    pytest.param(2, 2048, marks=pytest.mark.slow),
     (2, 0),     # in the head phase, on features cached on disk (reused by the resume)
     (5, 2048),  # in fine-tuning
 ])

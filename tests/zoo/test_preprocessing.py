@@ -43,7 +43,8 @@ SLOW = {"fcn8s", "fcn16s", "fcn32s",  # fc6 alone is 103M weights
         "densenet169", "keras_densenet169", "keras_densenet201", "keras_convnextsmall",
         "keras_efficientnetb1", "keras_efficientnetb2", "keras_efficientnetb3",
         "keras_efficientnetb4", "keras_efficientnetv2b1", "keras_efficientnetv2b2",
-        "keras_efficientnetv2b3", "resnet101", "keras_resnet101", "keras_resnet101v2"}
+        "keras_efficientnetv2b3", "resnet101", "keras_resnet101", "keras_resnet101v2",
+        "keras_efficientnetv2s"}
 LRN_MODELS = {"alexnet", "zfnet", "googlenet"}  # a zoo layer of their own, not preprocessing
 
 
