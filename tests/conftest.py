@@ -18,6 +18,25 @@ from PIL import Image  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 
+# The deeper or wider members of a model family whose smallest member runs the same builder in
+# the fast suite (resnet18/50, densenet121, efficientnetb0 and v2b0, convnexttiny, vgg16_bn):
+# tests parametrized over registry names build them only in the slow suite.
+FAMILY_SIBLINGS = frozenset({
+    "keras_convnextsmall", "keras_convnextbase", "keras_densenet169", "keras_densenet201",
+    "keras_efficientnetb1", "keras_efficientnetb2", "keras_efficientnetb3", "keras_efficientnetb4",
+    "keras_efficientnetb5", "keras_efficientnetv2b1", "keras_efficientnetv2b2",
+    "keras_efficientnetv2b3", "keras_efficientnetv2s", "keras_resnet101", "keras_resnet152",
+    "keras_resnet101v2", "keras_resnet152v2", "densenet169", "densenet201", "resnet101",
+    "resnet152", "vgg19_bn"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m 'not slow' deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("name") in FAMILY_SIBLINGS:
+            item.add_marker(pytest.mark.slow(reason="a smaller model of its family runs fast"))
+
 
 def make_image_folder(root: Path, *, per_class: int = 12, size: tuple[int, int] = (40, 48),
                       seed: int = 0, classes: dict | None = None) -> Path:

@@ -54,7 +54,7 @@ def test_mirrored_strategy_on_two_logical_cpus(mirrored_run):
     assert (out / "saved_model" / "saved_model.pb").is_file()
 
 
-@pytest.mark.slow  # two TensorFlow processes side by side: ~25 s of a 2-core machine
+@pytest.mark.slow  # two TensorFlow processes side by side: the suite's longest test
 def test_multiworker_strategy_with_two_local_processes(image_folder, tmp_path, mirrored_run):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

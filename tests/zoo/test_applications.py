@@ -37,19 +37,11 @@ FEATURES = {
     "keras_vgg16": 512, "keras_vgg19": 512, "keras_xception": 2048,
 }
 
-# Measured: a build test of each takes more than ~5 s of CPU time on two cores; and the deeper
-# or wider members of a family whose smallest member runs in the fast suite (the same builder
-# and code path: keras_resnet50, keras_densenet121, keras_efficientnetb0 and v2b0,
-# keras_convnexttiny; NASNet runs in the fast suite of test_preprocessing).
+# Measured: a build test of each takes more than ~5 s of CPU time on two cores (the larger
+# members of a family whose smallest runs fast are conftest.FAMILY_SIBLINGS).
 SLOW = {"keras_convnextlarge", "keras_convnextxlarge", "keras_efficientnetb6",
         "keras_efficientnetb7", "keras_efficientnetv2l", "keras_efficientnetv2m",
-        "keras_inceptionresnetv2", "keras_nasnetlarge",
-        "keras_convnextsmall", "keras_convnextbase", "keras_densenet169", "keras_densenet201",
-        "keras_efficientnetb1", "keras_efficientnetb2", "keras_efficientnetb3",
-        "keras_efficientnetb4", "keras_efficientnetb5", "keras_efficientnetv2b1",
-        "keras_efficientnetv2b2", "keras_efficientnetv2b3", "keras_efficientnetv2s",
-        "keras_nasnetmobile", "keras_resnet101", "keras_resnet152", "keras_resnet101v2",
-        "keras_resnet152v2"}
+        "keras_inceptionresnetv2", "keras_nasnetlarge", "keras_nasnetmobile"}
 
 
 def _models(names):

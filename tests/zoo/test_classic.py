@@ -25,14 +25,6 @@ from zoo.unet import valid_output_size
 
 CLASSIC = zoo.list_models(source="classic")
 CLASSIFIERS = zoo.list_models(source="classic", task="classification")
-# The deepest of a family whose shallower members run the same builder in the fast suite: built
-# and run only in the slow suite (their exact parameter counts stay in the fast one).
-DEEP = {"densenet169", "densenet201", "resnet101", "resnet152", "vgg19_bn"}
-
-
-def _deep_slow(names):
-    return [pytest.param(n, marks=pytest.mark.slow(reason="a shallower sibling runs fast"))
-            if n in DEEP else n for n in names]
 SMALL = 32  # CIFAR-size input, used wherever the architecture allows it
 
 
@@ -197,7 +189,7 @@ def default_model(request):
 # --- shapes -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", _deep_slow(CLASSIFIERS))
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_classifier_output_shape(name):
     spec = zoo.get_spec(name)
     if spec.fixed_input_size:
@@ -213,7 +205,7 @@ def test_classifier_output_shape(name):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", _deep_slow(CLASSIFIERS))
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_backbone_avg_pooling_and_block_names(name):
     shape = _small_shape(name)
     model = zoo.create_model(name, include_top=False, pooling="avg", input_shape=shape)

@@ -32,19 +32,12 @@ WEIGHTS_DIR = Path(os.environ.get(
 # Families whose keras.applications preprocess_input is a pass-through, because Keras builds the
 # preprocessing into the network; the registry's mode is that of those built-in layers.
 KERAS_BUILT_IN = {"convnext", "efficientnet", "efficientnet_v2", "mobilenet_v3"}
-# Big models (more than ~10 s to build twice on two CPU cores), and those taking more than ~4 s
-# where a smaller model of the same family and mode runs in the fast suite (the same code).
+# Big models (more than ~10 s to build twice on two CPU cores); the larger members of a family
+# whose smallest runs fast (the same code) are conftest.FAMILY_SIBLINGS.
 SLOW = {"fcn8s", "fcn16s", "fcn32s",  # fc6 alone is 103M weights
-        "keras_convnextbase", "keras_convnextlarge", "keras_convnextxlarge",
-        "keras_efficientnetb5", "keras_efficientnetb6", "keras_efficientnetb7",
-        "keras_efficientnetv2m", "keras_efficientnetv2l", "keras_inceptionresnetv2",
-        "keras_nasnetlarge", "keras_resnet152", "keras_resnet152v2", "resnet152",
-        "densenet201",
-        "densenet169", "keras_densenet169", "keras_densenet201", "keras_convnextsmall",
-        "keras_efficientnetb1", "keras_efficientnetb2", "keras_efficientnetb3",
-        "keras_efficientnetb4", "keras_efficientnetv2b1", "keras_efficientnetv2b2",
-        "keras_efficientnetv2b3", "resnet101", "keras_resnet101", "keras_resnet101v2",
-        "keras_efficientnetv2s"}
+        "keras_convnextlarge", "keras_convnextxlarge", "keras_efficientnetb6",
+        "keras_efficientnetb7", "keras_efficientnetv2m", "keras_efficientnetv2l",
+        "keras_inceptionresnetv2", "keras_nasnetlarge"}
 LRN_MODELS = {"alexnet", "zfnet", "googlenet"}  # a zoo layer of their own, not preprocessing
 
 
