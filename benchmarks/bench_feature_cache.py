@@ -19,8 +19,6 @@ from pathlib import Path
 from _common import make_jpeg_folder
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import transfer  # noqa: E402
 import zoo  # noqa: E402

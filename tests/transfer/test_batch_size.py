@@ -1,8 +1,6 @@
 import json
 
 import keras
-import numpy as np
-import pytest
 
 import transfer
 from transfer.batch_size import probe_batch_size

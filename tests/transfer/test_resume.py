@@ -1,7 +1,6 @@
 """`--resume` after a SIGKILL mid-epoch reaches the same result as an uninterrupted run."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
