@@ -238,7 +238,9 @@ class TrainConfig:
         early_stopping_patience: epochs without improvement before training stops (best weights
             are restored); 0 disables early stopping.
         class_weights: ``"auto"`` weights classes by inverse frequency when the largest class is
-            more than ``imbalance_threshold`` times the smallest; ``"on"`` always; ``"off"`` never.
+            more than ``imbalance_threshold`` times the smallest (segmentation: pixels, and
+            only with a loss without Dice, which balances classes itself); ``"on"`` always;
+            ``"off"`` never.
         imbalance_threshold: the ratio above which ``"auto"`` turns class weights on.
         cache_features: in feature-extractor mode without augmentation, run the backbone once
             and train the head on the cached features.
@@ -347,7 +349,7 @@ class TrainConfig:
     class_weights: str = _field(
         "auto", Choice(CLASS_WEIGHTS),
         "Weight classes by inverse frequency: always (on), never (off), or when the classes "
-        "are imbalanced (auto).")
+        "are imbalanced (auto; segmentation: only for losses without Dice).")
     imbalance_threshold: float = _field(
         1.5, Range(min=1),
         "Largest-to-smallest class ratio above which class_weights='auto' weights classes.")

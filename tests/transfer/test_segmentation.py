@@ -173,3 +173,19 @@ def test_predict_without_an_output_folder_is_one_clean_line(seg_run, seg_folder)
     (line,) = result.output.strip().splitlines()[-1:]
     assert line == ("Error: a segmentation model writes a mask and an overlay per image; pass "
                     "--output FOLDER for them")
+
+
+@pytest.mark.parametrize("loss, setting, weighted", [
+    ("auto", "auto", False), ("dice", "auto", False), ("ce", "auto", True),
+    ("focal", "auto", True), ("ce+dice", "on", True), ("ce", "off", False)])
+def test_auto_pixel_weights_only_for_losses_without_dice(loss, setting, weighted, monkeypatch):
+    """Masks with 15 background pixels to 1 of class 1 (ratio 15 > 1.5): auto weights the loss
+    by median frequency unless Dice (which balances classes itself) is in it."""
+    task = get_task("segmentation")
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[:, 0, 0] = 1
+    monkeypatch.setattr(task, "labels", lambda split, image_size: masks)
+    config = TrainConfig(task="segmentation", model="unet", backbone="keras_mobilenet",
+                         loss=loss, class_weights=setting)
+    assert task.loss_weights(config, split=None, num_classes=2) is None
+    assert task.pixel_weights == ([8.0 / 15, 8.0] if weighted else None)
