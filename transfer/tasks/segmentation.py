@@ -92,16 +92,15 @@ class SegmentationTask(Task):
         present = [f for f in frequencies if f > 0]
         ratio = max(present) / min(present) if present else 1.0
         loss = self.loss_name(config)
+        auto = config.class_weights == "auto" and ratio > config.imbalance_threshold
         self.pixel_weights = None
-        if config.class_weights == "on" or (config.class_weights == "auto"
-                                            and ratio > config.imbalance_threshold
-                                            and "dice" not in loss):
+        if auto and "dice" in loss:
+            log.info("pixel class weights off: the classes are imbalanced (largest/smallest "
+                     "class = %.1f) but the %s loss balances them already", ratio, loss)
+        elif auto or config.class_weights == "on":
             self.pixel_weights = data_lib.class_pixel_weights(frequencies)
             log.info("pixel class weights on (largest/smallest class = %.1f): %s", ratio,
                      [round(w, 3) for w in self.pixel_weights])
-        elif config.class_weights == "auto" and ratio > config.imbalance_threshold:
-            log.info("pixel class weights off: the classes are imbalanced (largest/smallest "
-                     "class = %.1f) but the %s loss balances them already", ratio, loss)
         return None
 
     def batch_fn(self, config):
