@@ -215,13 +215,16 @@ class TrainConfig:
         fine_tune_epochs: epochs of the second phase of fine-tune.
         optimizer: ``"sgd"`` (with momentum), ``"adam"`` or ``"adamw"``.
         learning_rate: learning rate of the first phase.
-        fine_tune_lr_factor: the second phase runs at ``learning_rate * fine_tune_lr_factor``.
+        fine_tune_lr_factor: the second phase runs at ``learning_rate * fine_tune_lr_factor``;
+            ``None`` is the task's default (:attr:`transfer.tasks.base.Task.fine_tune_lr_factor`:
+            0.1 for classification, 1 for segmentation), decided when training starts.
         momentum: SGD momentum.
         weight_decay: L2 penalty on the head's kernel (decoupled decay for AdamW).
         dropout: dropout rate before the classifier.
         label_smoothing: label smoothing of the cross-entropy.
         unfreeze_from: block of the backbone from which fine-tune unfreezes (a name from the
-            model's ``blocks``); ``None`` uses the model's default.
+            model's ``blocks``); ``None`` uses the model's default (segmentation: the first
+            block, see :attr:`transfer.tasks.base.Task.unfreeze_whole`).
         unfreeze_top: instead of ``unfreeze_from``, unfreeze the top N blocks.
         discriminative_lr: layer-wise learning rates in the fine-tune phase: the earliest
             unfrozen block trains this many times slower than the head, the blocks in between
@@ -304,9 +307,10 @@ class TrainConfig:
         "adam", Choice(OPTIMIZERS), "sgd has momentum; adamw decays weights decoupled.")
     learning_rate: float = _field(
         1e-3, Range(min=0, min_open=True), "Learning rate of the first phase.")
-    fine_tune_lr_factor: float = _field(
-        0.1, Range(min=0, max=1, min_open=True),
-        "Fine-tuning runs at the learning rate times this.")
+    fine_tune_lr_factor: float | None = _field(
+        None, Range(min=0, max=1, min_open=True, none_ok=True),
+        "Fine-tuning runs at the learning rate times this; default: the task's "
+        "(classification 0.1, segmentation 1).")
     momentum: float = _field(0.9, Range(min=0, max=1), "SGD momentum.")
     weight_decay: float = _field(
         1e-4, Range(min=0), "L2 penalty on the head's kernel (decoupled decay for adamw).")
@@ -316,7 +320,8 @@ class TrainConfig:
         0.0, Range(min=0, max=1, max_open=True), "Label smoothing of the cross-entropy.")
     unfreeze_from: str | None = _field(
         None, Text(none_ok=True),
-        "Fine-tune from this block on (see 'zoo info'); default: the model's own.")
+        "Fine-tune from this block on (see 'zoo info'); default: the model's own "
+        "(segmentation: the encoder's first block).")
     unfreeze_top: int | None = _field(
         None, Range(min=1, integer=True, none_ok=True),
         "Fine-tune the top N blocks (instead of naming the first block).")

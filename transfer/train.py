@@ -152,6 +152,7 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     task = get_task(config.task, ignore_index=config.ignore_index)
     info = backbone_info(task.backbone_name(config))
     config = config.replace(image_size=config.image_size or info.default_size)
+    config = task.fine_tune_defaults(config, info.blocks)
     # Checked before anything is written or trained: a typo must not cost the head phase.
     task.check(config)
     resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
@@ -236,8 +237,10 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: data_lib.ImageFolderData,
                  run_dir: RunDir | None, strategy, extra_callbacks: list, verbose):
-        self.config = config
         self.task: Task = get_task(config.task, ignore_index=config.ignore_index)
+        self.info = backbone_info(self.task.backbone_name(config))
+        # train() has decided these already (config.json records them); lr_find has not.
+        self.config = config = self.task.fine_tune_defaults(config, self.info.blocks)
         self.data = data
         self.run_dir = run_dir
         self.strategy = strategy
@@ -245,7 +248,6 @@ class Trainer:
         self.verbose = verbose
         self.replicas = strategy.num_replicas_in_sync
         self.plan = phase_plan(config, self.replicas)
-        self.info = backbone_info(self.task.backbone_name(config))
         self.unfreeze_from = resolve_unfreeze(self.info, unfreeze_from=config.unfreeze_from,
                                               unfreeze_top=config.unfreeze_top)
         self.contract = resolve_contract(config, self.info, data.class_names)

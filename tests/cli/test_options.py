@@ -33,7 +33,7 @@ TRAIN = [
     "--batch-size integer|auto 32",
     "--optimizer [adam|adamw|sgd] 'adam'",
     "--lr x>0 0.001",
-    "--fine-tune-lr-factor 0<x<=1 0.1",
+    "--fine-tune-lr-factor 0<x<=1 None",  # the task decides: 0.1 classification, 1 segmentation
     "--schedule [auto|plateau|cosine|onecycle|constant] 'auto'",
     "--warmup-epochs x>=0 2",
     "--lr-patience x>=1 2",

@@ -40,7 +40,10 @@ def test_the_run_directory_describes_a_segmenter(seg_run):
     assert contract == {"task": "segmentation", "image_size": SIZE, "channels": 3,
                         "preprocessing": "tf", "class_names": ["background", "square", "disc"],
                         "ignore_index": 255}
-    assert json.loads((seg_run / "config.json").read_text())["task"] == "segmentation"
+    config = json.loads((seg_run / "config.json").read_text())
+    assert config["task"] == "segmentation"
+    # config.json records the fine-tune policy the task decided, not "task's default"
+    assert (config["fine_tune_lr_factor"], config["unfreeze_from"]) == (1.0, "conv_dw_1")
     val = json.loads((seg_run / "metrics.json").read_text())["val"]
     assert set(val["per_class_iou"]) == {"background", "square", "disc"}
     assert 0 <= val["mean_iou"] <= 1 and 0 <= val["pixel_accuracy"] <= 1
@@ -93,6 +96,25 @@ def test_the_three_modes_train_what_they_should(seg_run):
     full = set_trainable(model, "full")
     assert full.trainable_weights == 113 and full.frozen_params == sum(
         int(np.prod(w.shape)) for w in model.non_trainable_weights)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ({}, {"segmentation": (1.0, "conv_dw_1", None), "classification": (0.1, None, None)}),
+    ({"fine_tune_lr_factor": 0.3, "unfreeze_from": "conv_dw_7"},
+     {"segmentation": (0.3, "conv_dw_7", None), "classification": (0.3, "conv_dw_7", None)}),
+    ({"unfreeze_top": 2},
+     {"segmentation": (1.0, None, 2), "classification": (0.1, None, 2)}),
+])
+def test_each_task_fills_in_its_own_fine_tune_policy(given, expected):
+    """Unset fine-tune fields get the task's policy (segmentation: the whole encoder at the
+    decoder's rate, bench_segmentation's best); what the user set is kept."""
+    blocks = tuple(f"conv_dw_{i}" for i in range(1, 14))
+    for task, (factor, block, top) in expected.items():
+        config = get_task(task).fine_tune_defaults(TrainConfig(**given), blocks)
+        assert (config.fine_tune_lr_factor, config.unfreeze_from, config.unfreeze_top) == (
+            factor, block, top), task
+    # A backbone without named blocks unfreezes whole anyway (unfreeze_from None).
+    assert get_task("segmentation").fine_tune_defaults(TrainConfig(), ()).unfreeze_from is None
 
 
 def test_whole_segmentation_models_train_only_whole(seg_folder, tmp_path):

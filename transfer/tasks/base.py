@@ -43,6 +43,10 @@ class Task(abc.ABC):
     curve_metric: str = "accuracy"
     #: whether the serving outputs depend on each input's original size
     needs_input_size: bool = False
+    #: fine-tune's second phase when the config leaves it unset: the learning rate times this
+    fine_tune_lr_factor: float = 0.1
+    #: ... and from the backbone's first block (True) or from the model's own default block
+    unfreeze_whole: bool = False
 
     def __init__(self, **options: Any):
         """Options a task does not use are ignored, so callers can pass the contract's."""
@@ -86,6 +90,18 @@ class Task(abc.ABC):
     # ---- model ------------------------------------------------------------------------------
     def check(self, config: TrainConfig) -> None:
         """Refuse a config this task cannot train, before anything is written."""
+
+    def fine_tune_defaults(self, config: TrainConfig, blocks: Sequence[str]) -> TrainConfig:
+        """``config`` with this task's fine-tune policy in the fields it leaves unset
+        (``fine_tune_lr_factor``; ``unfreeze_from`` when :attr:`unfreeze_whole` and neither
+        block option is given), so ``config.json`` records what the second phase runs."""
+        changes: dict[str, Any] = {}
+        if config.fine_tune_lr_factor is None:
+            changes["fine_tune_lr_factor"] = self.fine_tune_lr_factor
+        if (self.unfreeze_whole and blocks and config.unfreeze_from is None
+                and config.unfreeze_top is None):
+            changes["unfreeze_from"] = blocks[0]
+        return config.replace(**changes) if changes else config
 
     def backbone_name(self, config: TrainConfig) -> str:
         """The registry model (or ``.keras`` file) whose metadata decides the input contract,
