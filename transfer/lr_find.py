@@ -23,9 +23,7 @@ from transfer import plots
 from transfer.config import TrainConfig
 from transfer.distribute import make_strategy
 from transfer.errors import ConfigError
-from transfer.model import backbone_info
-from transfer.tasks import get_task
-from transfer.train import Trainer, resolve_task
+from transfer.train import Trainer, resolve_config
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +91,7 @@ def lr_find(data_dir: str | os.PathLike, *, config: TrainConfig | None = None,
     config = (config or TrainConfig()).replace(**overrides)
     if not 0 < start < end:
         raise ConfigError(f"need 0 < start < end for the sweep, got start={start}, end={end}")
-    config = resolve_task(config, data_dir)
-    task = get_task(config.task, ignore_index=config.ignore_index)
-    config = config.replace(image_size=config.image_size
-                            or backbone_info(task.backbone_name(config)).default_size)
+    config, task, _ = resolve_config(config, data_dir)
     data = task.load_data(data_dir, config)
     trainer = Trainer(config, data, None, make_strategy(config.strategy), [], verbose=0)
     model = trainer.build()

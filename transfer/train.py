@@ -123,6 +123,17 @@ def resolve_task(config: TrainConfig, data_dir: str | os.PathLike) -> TrainConfi
     return config.replace(task="segmentation" if segmentation else "classification")
 
 
+def resolve_config(config: TrainConfig, data_dir: str | os.PathLike
+                   ) -> tuple[TrainConfig, Task, BackboneInfo]:
+    """What ``"auto"`` and ``None`` leave open, decided once before training: the task, the
+    image size (the backbone's own) and the task's fine-tune policy."""
+    config = resolve_task(config, data_dir)
+    task = get_task(config.task, ignore_index=config.ignore_index)
+    info = backbone_info(task.backbone_name(config))
+    config = config.replace(image_size=config.image_size or info.default_size)
+    return task.fine_tune_defaults(config, info.blocks), task, info
+
+
 def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
           config: TrainConfig | None = None, overwrite: bool = False,
           callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int | str = "auto",
@@ -148,11 +159,8 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     Raises:
         TrainingInterrupted: on Ctrl-C; the last finished epoch is checkpointed.
     """
-    config = resolve_task((config or TrainConfig()).replace(**overrides), data_dir)
-    task = get_task(config.task, ignore_index=config.ignore_index)
-    info = backbone_info(task.backbone_name(config))
-    config = config.replace(image_size=config.image_size or info.default_size)
-    config = task.fine_tune_defaults(config, info.blocks)
+    config, task, info = resolve_config((config or TrainConfig()).replace(**overrides),
+                                        data_dir)
     # Checked before anything is written or trained: a typo must not cost the head phase.
     task.check(config)
     resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
@@ -237,10 +245,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: data_lib.ImageFolderData,
                  run_dir: RunDir | None, strategy, extra_callbacks: list, verbose):
+        self.config = config  # resolved (resolve_config), as config.json records it
         self.task: Task = get_task(config.task, ignore_index=config.ignore_index)
         self.info = backbone_info(self.task.backbone_name(config))
-        # train() has decided these already (config.json records them); lr_find has not.
-        self.config = config = self.task.fine_tune_defaults(config, self.info.blocks)
         self.data = data
         self.run_dir = run_dir
         self.strategy = strategy
