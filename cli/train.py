@@ -18,9 +18,9 @@ from cli.options import ConfigCommand, config_options
               help="Continue an interrupted run directory from its last finished epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @config_options("epochs", "fine_tune_epochs", "image_size", "batch_size", "optimizer",
-                "learning_rate", "fine_tune_lr_factor", "schedule", "warmup_epochs",
-                "lr_patience", "early_stopping_patience", "weight_decay", "dropout",
-                "label_smoothing", "unfreeze_from", "unfreeze_top", "discriminative_lr",
+                "learning_rate", "fine_tune_lr_factor", "fine_tune_batchnorm", "schedule",
+                "warmup_epochs", "lr_patience", "early_stopping_patience", "weight_decay",
+                "dropout", "label_smoothing", "unfreeze_from", "unfreeze_top", "discriminative_lr",
                 "val_split", "test_split", "min_per_class", "drop_small_classes")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Cache of image checks and normalised images (default ~/.cache/cnn-zoo).")

@@ -151,12 +151,17 @@ def constant_variables(model: keras.Model, backbone: keras.Model | None, *,
                        full: bool) -> frozenset[int]:
     """Indices into ``model.variables`` of what a phase leaves unchanged: in the head and
     fine-tune phases the ``backbone`` (the frozen nested model) runs in inference mode, so its
-    variables that do not train
-    (its weights, or the frozen part and every BatchNorm statistic) stay as they are. In the
-    full phase (``full``) anything may change."""
+    variables that do not train (its weights, or the frozen part and its BatchNorm statistics)
+    stay as they are; the moving statistics of BatchNorm layers that train (fine-tune with
+    ``fine_tune_batchnorm="train"``) change. In the full phase (``full``) anything may change."""
+    from zoo._common import leaf_layers
+
     if full or backbone is None:
         return frozenset()
     held = {id(v) for v in backbone.variables}
     training = {id(v) for v in model.trainable_variables}
+    training |= {id(v) for layer in leaf_layers(backbone)
+                 if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+                 for v in layer.non_trainable_variables}
     return frozenset(i for i, v in enumerate(model.variables)
                      if id(v) in held and id(v) not in training)

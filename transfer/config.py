@@ -30,6 +30,9 @@ class TransferMode(str, enum.Enum):
 OPTIMIZERS = ("adam", "adamw", "sgd")
 CLASS_WEIGHTS = ("auto", "on", "off")
 SCHEDULES = ("auto", "plateau", "cosine", "onecycle", "constant")
+# BatchNorm in fine-tune's second phase: "auto" is the task's choice, filled in at the start
+# (transfer.tasks.base.Task.fine_tune_batchnorm).
+FINE_TUNE_BATCHNORM = ("auto", "frozen", "train")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 TASK_NAMES = ("classification", "segmentation")  # the keys of transfer.tasks.TASKS
@@ -226,6 +229,12 @@ class TrainConfig:
             model's ``blocks``); ``None`` uses the model's default (segmentation: the first
             block, see :attr:`transfer.tasks.base.Task.unfreeze_whole`).
         unfreeze_top: instead of ``unfreeze_from``, unfreeze the top N blocks.
+        fine_tune_batchnorm: the unfrozen blocks' BatchNormalization layers in the fine-tune
+            phase: ``"frozen"`` keeps them in inference mode with their pretrained statistics
+            (the Keras guide's advice for small data); ``"train"`` lets them normalise with
+            batch statistics and update their moving averages and scales, as in full-retrain.
+            ``"auto"`` is the task's choice (:attr:`transfer.tasks.base.Task.fine_tune_batchnorm`:
+            frozen for classification, train for segmentation), decided when training starts.
         discriminative_lr: layer-wise learning rates in the fine-tune phase: the earliest
             unfrozen block trains this many times slower than the head, the blocks in between
             spaced geometrically (ULMFiT/fastai); 1 gives every layer the same rate.
@@ -325,6 +334,10 @@ class TrainConfig:
     unfreeze_top: int | None = _field(
         None, Range(min=1, integer=True, none_ok=True),
         "Fine-tune the top N blocks (instead of naming the first block).")
+    fine_tune_batchnorm: str = _field(
+        "auto", Choice(FINE_TUNE_BATCHNORM),
+        "BatchNorm of the unfrozen blocks when fine-tuning: frozen (inference mode), train "
+        "(batch statistics); auto: the task's (classification frozen, segmentation train).")
     discriminative_lr: float = _field(
         1.0, Range(min=1),
         "Layer-wise LRs when fine-tuning: the earliest unfrozen block trains this many times "

@@ -154,12 +154,14 @@ def augmentation(seed: int, ops: str = "flip,crop,rotate,colour") -> keras.Seque
 def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
                      image_size: int | None = None, weights: str | None = None,
                      dropout: float = 0.2, weight_decay: float = 0.0, augment: str = "",
-                     seed: int = 42) -> keras.Model:
+                     seed: int = 42, train_batchnorm: bool = False) -> keras.Model:
     """Backbone + new head taking raw 0-255 RGB images of ``image_size``.
 
     In feature-extractor and fine-tune modes the backbone is called with ``training=False``, so
     its BatchNormalization layers stay in inference mode whatever ``trainable`` says; in
-    full-retrain mode they train normally.
+    full-retrain mode, and in fine-tune with ``train_batchnorm``, it is called plainly, so they
+    normalise with batch statistics while they are trainable (frozen layers run in inference
+    mode in Keras 3, so the head phase is unchanged).
     """
     info = backbone_info(model)
     if not _is_model_file(model) and zoo.get_spec(model).task != "classification":
@@ -180,7 +182,7 @@ def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
     adapter = rgb_adapter(info.channels)
     if adapter is not None:
         x = adapter(x)
-    if mode is TransferMode.FULL_RETRAIN:
+    if mode is TransferMode.FULL_RETRAIN or (mode is TransferMode.FINE_TUNE and train_batchnorm):
         x = backbone(x)
     else:
         x = backbone(x, training=False)
@@ -224,11 +226,14 @@ class TrainableSummary:
     trainable_params: int
     frozen_params: int
     unfreeze_from: str | None = None
+    batchnorm: str | None = None  # fine-tune: the unfrozen BatchNorm layers "frozen" or "train"
 
     def __str__(self) -> str:
         where = f" from block {self.unfreeze_from!r}" if self.unfreeze_from else ""
+        bn = f", BatchNorm {self.batchnorm}" if self.batchnorm else ""
         return (f"phase {self.phase}{where}: {self.trainable_weights} trainable weight tensors, "
-                f"{self.trainable_params:,} trainable / {self.frozen_params:,} frozen parameters")
+                f"{self.trainable_params:,} trainable / {self.frozen_params:,} frozen "
+                f"parameters{bn}")
 
 
 def frozen_part(model: keras.Model) -> keras.Model | None:
@@ -241,14 +246,16 @@ def frozen_part(model: keras.Model) -> keras.Model | None:
 
 
 def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...] = (),
-                  unfreeze_from: str | None = None) -> TrainableSummary:
+                  unfreeze_from: str | None = None,
+                  train_batchnorm: bool = False) -> TrainableSummary:
     """The one function that decides what trains. Recompile the model after calling it.
 
     Phases:
         ``"head"``: backbone frozen, head trainable (feature-extractor, first phase of fine-tune).
         ``"fine-tune"``: backbone layers from block ``unfreeze_from`` on are trainable, except
-            BatchNormalization layers, which stay frozen (and in inference mode); earlier layers
-            stay frozen. Without ``unfreeze_from`` the whole backbone is unfrozen (BN excepted).
+            BatchNormalization layers, which stay frozen (and in inference mode) unless
+            ``train_batchnorm``; earlier layers stay frozen. Without ``unfreeze_from`` the whole
+            backbone is unfrozen.
         ``"full"``: everything trains, BatchNormalization included.
     """
     backbone = frozen_part(classifier)
@@ -278,7 +285,7 @@ def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...
             start = matches[0]
         for i, layer in enumerate(layers):
             is_bn = isinstance(layer, keras.layers.BatchNormalization)
-            layer.trainable = i >= start and not is_bn
+            layer.trainable = i >= start and (train_batchnorm or not is_bn)
     else:
         raise ConfigError(f"unknown phase {phase!r}; expected 'head', 'fine-tune' or 'full'")
     for layer in classifier.layers:  # the head (or decoder): everything but the backbone
@@ -286,8 +293,10 @@ def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...
             layer.trainable = True
     trainable = sum(math.prod(w.shape) for w in classifier.trainable_weights)
     frozen = sum(math.prod(w.shape) for w in classifier.non_trainable_weights)
+    fine = phase == "fine-tune"
     return TrainableSummary(phase, len(classifier.trainable_weights), trainable, frozen,
-                            unfreeze_from if phase == "fine-tune" else None)
+                            unfreeze_from if fine else None,
+                            ("train" if train_batchnorm else "frozen") if fine else None)
 
 
 def resolve_unfreeze(info: BackboneInfo, *, unfreeze_from: str | None = None,

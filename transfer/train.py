@@ -257,6 +257,8 @@ class Trainer:
         self.plan = phase_plan(config, self.replicas)
         self.unfreeze_from = resolve_unfreeze(self.info, unfreeze_from=config.unfreeze_from,
                                               unfreeze_top=config.unfreeze_top)
+        # resolve_config fills in "auto"; a run written before the field existed froze BN
+        self.train_batchnorm = config.fine_tune_batchnorm == "train"
         self.contract = resolve_contract(config, self.info, data.class_names)
         self.num_classes = data.num_classes
         self.history: list[dict[str, Any]] = []
@@ -329,7 +331,8 @@ class Trainer:
                      "through the frozen backbone (features cannot be cached)", config.augment)
         summary = set_trainable(
             self.model, phase.name, blocks=self.info.blocks,
-            unfreeze_from=self.unfreeze_from if phase.name == "fine-tune" else None)
+            unfreeze_from=self.unfreeze_from if phase.name == "fine-tune" else None,
+            train_batchnorm=self.train_batchnorm)
         self.phases.append(summary)
         log.info("%s", summary)
         self.set_bn_momentum()
@@ -417,7 +420,8 @@ class Trainer:
         last = self.plan[-1]
         saved = [np.array(v) for v in self.model.variables]
         set_trainable(self.model, last.name, blocks=self.info.blocks,
-                      unfreeze_from=self.unfreeze_from if last.name == "fine-tune" else None)
+                      unfreeze_from=self.unfreeze_from if last.name == "fine-tune" else None,
+                      train_batchnorm=self.train_batchnorm)
         with self.strategy.scope():
             self.compile(self.model, last.learning_rate)
         found = probe_batch_size(self.model, self.num_classes,

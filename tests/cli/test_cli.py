@@ -122,6 +122,7 @@ def test_fine_tune_top_blocks_with_discriminative_lrs_via_cli(runner, image_fold
     assert (head["phase"], head["trainable_weights"]) == ("head", 2)
     # LeNet-5's blocks are c1, c3, c5: the top two are c3 and c5 (kernel + bias each) + head.
     assert (fine["unfreeze_from"], fine["trainable_weights"]) == ("c3", 6)
+    assert fine["batchnorm"] == "frozen"  # classification's default (fine_tune_batchnorm auto)
     import keras
 
     optimizer = keras.saving.load_model(out / "model.keras").optimizer

@@ -34,6 +34,7 @@ TRAIN = [
     "--optimizer [adam|adamw|sgd] 'adam'",
     "--lr x>0 0.001",
     "--fine-tune-lr-factor 0<x<=1 None",  # the task decides: 0.1 classification, 1 segmentation
+    "--fine-tune-batchnorm [auto|frozen|train] 'auto'",  # the task decides, like the factor
     "--schedule [auto|plateau|cosine|onecycle|constant] 'auto'",
     "--warmup-epochs x>=0 2",
     "--lr-patience x>=1 2",

@@ -31,6 +31,7 @@ BAD = {
     "optimizer": ["rmsprop", "Adam", None],
     "learning_rate": [0, -1e-3, float("nan"), float("inf"), "1e-3"],
     "fine_tune_lr_factor": [0, 1.5, -0.1],
+    "fine_tune_batchnorm": ["inference", "Train", None, True],
     "momentum": [-0.1, 1.01, None],
     "weight_decay": [-1e-4, "0"],
     "dropout": [1, 1.0, -0.1],
@@ -184,7 +185,9 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": 255,
              "palette": None,  # fields added since, at their defaults
              "augment": "",  # False, as the list of operations it means (none)
-             "bn_momentum": "auto"}
+             "bn_momentum": "auto",
+             # "auto" reaches an old run's resume, and means what it ran: BatchNorm frozen
+             "fine_tune_batchnorm": "auto"}
     assert config.to_dict() == {**earlier, **later}
     config.save(tmp_path / "again.json")
     assert TrainConfig.load(tmp_path / "again.json") == config

@@ -72,6 +72,27 @@ def test_batchnorm_stays_frozen_and_in_inference_mode_when_fine_tuning():
     assert set_trainable(model, "full").trainable_weights == 2 + 4 + 2
 
 
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_fine_tune_batchnorm_frozen_or_training(train_batchnorm):
+    """``fine_tune_batchnorm="train"``: the unfrozen blocks' BN layers train and normalise with
+    batch statistics (their moving mean moves); earlier blocks' stay put either way."""
+    model = build_classifier("keras_mobilenet", num_classes=2, mode=TransferMode.FINE_TUNE,
+                             image_size=32, weights=None, train_batchnorm=train_batchnorm)
+    backbone = model.get_layer("backbone")
+    summary = set_trainable(model, "fine-tune", blocks=("conv_dw_13",),
+                            unfreeze_from="conv_dw_13", train_batchnorm=train_batchnorm)
+    # conv_dw_13 depthwise + conv_pw_13 kernels (+ gamma, beta of their 2 BN), the classifier
+    assert summary.trainable_weights == 2 + 2 + (4 if train_batchnorm else 0)
+    assert summary.batchnorm == ("train" if train_batchnorm else "frozen")
+    top, below = backbone.get_layer("conv_pw_13_bn"), backbone.get_layer("conv_pw_12_bn")
+    top_mean, below_mean = np.array(top.moving_mean), np.array(below.moving_mean)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    model.fit(x, np.eye(2)[np.arange(4) % 2], epochs=1, verbose=0)
+    assert np.array_equal(np.array(top.moving_mean), top_mean) != train_batchnorm
+    np.testing.assert_array_equal(np.array(below.moving_mean), below_mean)
+
+
 def test_feature_and_head_models_share_weights_with_classifier(lenet_classifier):
     x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     composed = head_model(lenet_classifier)(feature_model(lenet_classifier)(x))

@@ -13,6 +13,7 @@ from PIL import Image
 
 import transfer
 from cli.main import main
+from transfer import checkpoint as ckpt
 from transfer.config import TrainConfig, TransferMode
 from transfer.errors import ConfigError
 from transfer.model import frozen_part, set_trainable
@@ -43,7 +44,8 @@ def test_the_run_directory_describes_a_segmenter(seg_run):
     config = json.loads((seg_run / "config.json").read_text())
     assert config["task"] == "segmentation"
     # config.json records the fine-tune policy the task decided, not "task's default"
-    assert (config["fine_tune_lr_factor"], config["unfreeze_from"]) == (1.0, "conv_dw_1")
+    assert (config["fine_tune_lr_factor"], config["unfreeze_from"],
+            config["fine_tune_batchnorm"]) == (1.0, "conv_dw_1", "train")
     val = json.loads((seg_run / "metrics.json").read_text())["val"]
     assert set(val["per_class_iou"]) == {"background", "square", "disc"}
     assert 0 <= val["mean_iou"] <= 1 and 0 <= val["pixel_accuracy"] <= 1
@@ -73,8 +75,8 @@ def test_the_run_directory_describes_a_segmenter(seg_run):
 
 
 def test_the_three_modes_train_what_they_should(seg_run):
-    """Feature-extractor: the decoder alone; fine-tune: the decoder and the encoder from the
-    default block, BatchNorm frozen; full: everything."""
+    """Feature-extractor: the decoder alone; fine-tune: the decoder and the encoder from a
+    block, its BatchNorm frozen or training; full: everything."""
     config = TrainConfig(task="segmentation", model="unet", backbone="keras_mobilenet",
                          weights=None, image_size=SIZE, mode="fine-tune")
     model = get_task("segmentation").build_model(config, num_classes=3, weights=None)
@@ -92,6 +94,29 @@ def test_the_three_modes_train_what_they_should(seg_run):
     assert fine.trainable_weights == 32 + len(unfrozen) == 36  # conv_dw_12..13: 4 conv kernels
     assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
                    for layer in encoder.layers)
+    assert fine.batchnorm == "frozen" and str(fine).endswith("BatchNorm frozen")
+
+    # BatchNorm training: conv_dw_12..13's 4 BN layers add gamma and beta each, and their
+    # moving statistics are no longer constant for the checkpoint.
+    fine = set_trainable(model, "fine-tune", blocks=("conv_dw_12",), unfreeze_from="conv_dw_12",
+                         train_batchnorm=True)
+    assert fine.trainable_weights == 36 + 8 and fine.batchnorm == "train"
+    bn = [layer for layer in encoder.layers
+          if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    assert [layer.name for layer in bn] == ["conv_dw_12_bn", "conv_pw_12_bn", "conv_dw_13_bn",
+                                            "conv_pw_13_bn"]
+    constant = ckpt.constant_variables(model, encoder, full=False)
+    moving = {id(v) for layer in bn for v in layer.non_trainable_variables}
+    assert len(moving) == 8
+    assert not any(id(model.variables[i]) in moving for i in constant)
+    # ...and in a training step they move, while an earlier block's stay put.
+    x = np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    before = [np.array(v) for v in bn[0].non_trainable_variables]
+    early = np.array(encoder.get_layer("conv_pw_11_bn").moving_mean)
+    model(x, training=True)
+    assert not np.array_equal(np.array(bn[0].moving_variance), before[1])
+    np.testing.assert_array_equal(np.array(encoder.get_layer("conv_pw_11_bn").moving_mean),
+                                  early)
 
     full = set_trainable(model, "full")
     assert full.trainable_weights == 113 and full.frozen_params == sum(
@@ -99,20 +124,23 @@ def test_the_three_modes_train_what_they_should(seg_run):
 
 
 @pytest.mark.parametrize("given, expected", [
-    ({}, {"segmentation": (1.0, "conv_dw_1", None), "classification": (0.1, None, None)}),
-    ({"fine_tune_lr_factor": 0.3, "unfreeze_from": "conv_dw_7"},
-     {"segmentation": (0.3, "conv_dw_7", None), "classification": (0.3, "conv_dw_7", None)}),
-    ({"unfreeze_top": 2},
-     {"segmentation": (1.0, None, 2), "classification": (0.1, None, 2)}),
+    ({}, {"segmentation": (1.0, "conv_dw_1", None, "train"),
+          "classification": (0.1, None, None, "frozen")}),
+    ({"fine_tune_lr_factor": 0.3, "unfreeze_from": "conv_dw_7", "fine_tune_batchnorm": "frozen"},
+     {"segmentation": (0.3, "conv_dw_7", None, "frozen"),
+      "classification": (0.3, "conv_dw_7", None, "frozen")}),
+    ({"unfreeze_top": 2, "fine_tune_batchnorm": "train"},
+     {"segmentation": (1.0, None, 2, "train"), "classification": (0.1, None, 2, "train")}),
 ])
 def test_each_task_fills_in_its_own_fine_tune_policy(given, expected):
     """Unset fine-tune fields get the task's policy (segmentation: the whole encoder at the
-    decoder's rate, bench_segmentation's best); what the user set is kept."""
+    decoder's rate with BatchNorm training, bench_segmentation's best); what the user set is
+    kept."""
     blocks = tuple(f"conv_dw_{i}" for i in range(1, 14))
-    for task, (factor, block, top) in expected.items():
+    for task, want in expected.items():
         config = get_task(task).fine_tune_defaults(TrainConfig(**given), blocks)
-        assert (config.fine_tune_lr_factor, config.unfreeze_from, config.unfreeze_top) == (
-            factor, block, top), task
+        assert (config.fine_tune_lr_factor, config.unfreeze_from, config.unfreeze_top,
+                config.fine_tune_batchnorm) == want, task
     # A backbone without named blocks unfreezes whole anyway (unfreeze_from None).
     assert get_task("segmentation").fine_tune_defaults(TrainConfig(), ()).unfreeze_from is None
 

@@ -47,6 +47,8 @@ class Task(abc.ABC):
     fine_tune_lr_factor: float = 0.1
     #: ... and from the backbone's first block (True) or from the model's own default block
     unfreeze_whole: bool = False
+    #: ... with the unfrozen BatchNorm layers in inference mode ("frozen") or training ("train")
+    fine_tune_batchnorm: str = "frozen"
 
     def __init__(self, **options: Any):
         """Options a task does not use are ignored, so callers can pass the contract's."""
@@ -93,11 +95,14 @@ class Task(abc.ABC):
 
     def fine_tune_defaults(self, config: TrainConfig, blocks: Sequence[str]) -> TrainConfig:
         """``config`` with this task's fine-tune policy in the fields it leaves unset
-        (``fine_tune_lr_factor``; ``unfreeze_from`` when :attr:`unfreeze_whole` and neither
-        block option is given), so ``config.json`` records what the second phase runs."""
+        (``fine_tune_lr_factor``, ``fine_tune_batchnorm``; ``unfreeze_from`` when
+        :attr:`unfreeze_whole` and neither block option is given), so ``config.json`` records
+        what the second phase runs."""
         changes: dict[str, Any] = {}
         if config.fine_tune_lr_factor is None:
             changes["fine_tune_lr_factor"] = self.fine_tune_lr_factor
+        if config.fine_tune_batchnorm == "auto":
+            changes["fine_tune_batchnorm"] = self.fine_tune_batchnorm
         if (self.unfreeze_whole and blocks and config.unfreeze_from is None
                 and config.unfreeze_top is None):
             changes["unfreeze_from"] = blocks[0]

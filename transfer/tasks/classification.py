@@ -83,7 +83,8 @@ class ClassificationTask(Task):
         return build_classifier(
             config.model, num_classes=num_classes, mode=config.mode,
             image_size=config.image_size, weights=weights, dropout=config.dropout,
-            weight_decay=config.weight_decay, augment=config.augment, seed=config.seed)
+            weight_decay=config.weight_decay, augment=config.augment, seed=config.seed,
+            train_batchnorm=config.fine_tune_batchnorm == "train")
 
     def feature_split(self, model):
         return feature_model(model), head_model(model)
