@@ -150,9 +150,12 @@ AUGMENT_POLICIES = {
 class Augment:
     """An augmentation policy: a name of :data:`AUGMENT_POLICIES`, a comma-separated list of
     :data:`AUGMENT_OPS`, or True/False (the default policy / none); normalised to the list in
-    :data:`AUGMENT_OPS` order, ``""`` for none, so ``config.json`` records exactly what runs."""
+    :data:`AUGMENT_OPS` order, ``""`` for none, so ``config.json`` records exactly what runs.
+    ``None`` (unset) stays ``None``: the task's default, filled in when training starts."""
 
-    def parse(self, value: Any) -> str:
+    def parse(self, value: Any) -> str | None:
+        if value is None:
+            return None
         if isinstance(value, bool):
             ops: tuple[str, ...] = AUGMENT_POLICIES["default"] if value else ()
         elif isinstance(value, str):
@@ -246,6 +249,9 @@ class TrainConfig:
         augment: the augmentation that runs while training, as the comma-separated operations
             of :data:`AUGMENT_OPS` in a fixed order (``""``: none); given as a policy name of
             :data:`AUGMENT_POLICIES`, a list, or ``True``/``False`` (the default policy / none).
+            ``None`` is the task's default (:attr:`transfer.tasks.base.Task.augment`: none for
+            classification, ``flip`` for segmentation; none in feature-extractor mode, whose
+            features are then cached), decided when training starts.
         lr_patience: epochs without validation-loss improvement before the LR is halved.
         early_stopping_patience: epochs without improvement before training stops (best weights
             are restored); 0 disables early stopping.
@@ -355,10 +361,12 @@ class TrainConfig:
     seed: int = _field(
         42, Range(min=0, max=2**32 - 1, integer=True),
         "Fixes the split, the initialisation and the augmentation.")
-    augment: str = _field(
-        "", Augment(),
+    augment: str | None = _field(
+        None, Augment(),
         "Augmentation while training: a policy (default, digits, none) or a list of "
-        f"{', '.join(AUGMENT_OPS)}, e.g. 'crop,rotate' (no flips for digits and text).")
+        f"{', '.join(AUGMENT_OPS)}, e.g. 'crop,rotate' (no flips for digits and text); "
+        "default: the task's (classification none, segmentation flip; feature-extractor "
+        "none).")
     lr_patience: int = _field(
         2, Range(min=1, integer=True),
         "Plateau schedule: epochs without val-loss improvement before the LR is halved.")

@@ -126,12 +126,12 @@ def resolve_task(config: TrainConfig, data_dir: str | os.PathLike) -> TrainConfi
 def resolve_config(config: TrainConfig, data_dir: str | os.PathLike
                    ) -> tuple[TrainConfig, Task, BackboneInfo]:
     """What ``"auto"`` and ``None`` leave open, decided once before training: the task, the
-    image size (the backbone's own) and the task's fine-tune policy."""
+    image size (the backbone's own) and the task's defaults (augmentation, fine-tune policy)."""
     config = resolve_task(config, data_dir)
     task = get_task(config.task, ignore_index=config.ignore_index)
     info = backbone_info(task.backbone_name(config))
     config = config.replace(image_size=config.image_size or info.default_size)
-    return task.fine_tune_defaults(config, info.blocks), task, info
+    return task.fill_defaults(config, info.blocks), task, info
 
 
 def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,

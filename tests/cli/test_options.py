@@ -51,7 +51,7 @@ TRAIN = [
     "--drop-small-classes boolean False",
     "--cache-dir directory None",
     "--tfds-data-dir directory None",
-    "--augment text ''",  # a policy or a list since issue 15 (alone: the default policy)
+    "--augment text None",  # a policy or a list (alone: the default policy); None: the task's
     "--mixup x>=0 0.0",
     "--cutmix x>=0 0.0",
     "--class-weights [auto|on|off] 'auto'",

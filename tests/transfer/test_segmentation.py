@@ -44,8 +44,8 @@ def test_the_run_directory_describes_a_segmenter(seg_run):
     config = json.loads((seg_run / "config.json").read_text())
     assert config["task"] == "segmentation"
     # config.json records the fine-tune policy the task decided, not "task's default"
-    assert (config["fine_tune_lr_factor"], config["unfreeze_from"],
-            config["fine_tune_batchnorm"]) == (1.0, "conv_dw_1", "train")
+    assert (config["fine_tune_lr_factor"], config["unfreeze_from"], config["fine_tune_batchnorm"],
+            config["augment"]) == (1.0, "conv_dw_1", "train", "")  # "": feature-extractor
     val = json.loads((seg_run / "metrics.json").read_text())["val"]
     assert set(val["per_class_iou"]) == {"background", "square", "disc"}
     assert 0 <= val["mean_iou"] <= 1 and 0 <= val["pixel_accuracy"] <= 1
@@ -124,25 +124,32 @@ def test_the_three_modes_train_what_they_should(seg_run):
 
 
 @pytest.mark.parametrize("given, expected", [
-    ({}, {"segmentation": (1.0, "conv_dw_1", None, "train"),
-          "classification": (0.1, None, None, "frozen")}),
-    ({"fine_tune_lr_factor": 0.3, "unfreeze_from": "conv_dw_7", "fine_tune_batchnorm": "frozen"},
-     {"segmentation": (0.3, "conv_dw_7", None, "frozen"),
-      "classification": (0.3, "conv_dw_7", None, "frozen")}),
-    ({"unfreeze_top": 2, "fine_tune_batchnorm": "train"},
-     {"segmentation": (1.0, None, 2, "train"), "classification": (0.1, None, 2, "train")}),
+    ({}, {"segmentation": (1.0, "conv_dw_1", None, "train", "flip"),
+          "classification": (0.1, None, None, "frozen", "")}),
+    ({"fine_tune_lr_factor": 0.3, "unfreeze_from": "conv_dw_7", "fine_tune_batchnorm": "frozen",
+      "augment": "none"},
+     {"segmentation": (0.3, "conv_dw_7", None, "frozen", ""),
+      "classification": (0.3, "conv_dw_7", None, "frozen", "")}),
+    ({"unfreeze_top": 2, "fine_tune_batchnorm": "train", "augment": "scale,flip"},
+     {"segmentation": (1.0, None, 2, "train", "flip,scale"),
+      "classification": (0.1, None, 2, "train", "flip,scale")}),
+    # feature-extractor: no augmentation unless asked, so the features can be cached
+    ({"mode": "feature-extractor"}, {"segmentation": (1.0, "conv_dw_1", None, "train", ""),
+                                     "classification": (0.1, None, None, "frozen", "")}),
+    ({"mode": "full-retrain"}, {"segmentation": (1.0, "conv_dw_1", None, "train", "flip"),
+                                "classification": (0.1, None, None, "frozen", "")}),
 ])
-def test_each_task_fills_in_its_own_fine_tune_policy(given, expected):
-    """Unset fine-tune fields get the task's policy (segmentation: the whole encoder at the
-    decoder's rate with BatchNorm training, bench_segmentation's best); what the user set is
+def test_each_task_fills_in_its_own_training_policy(given, expected):
+    """Unset fields get the task's policy (segmentation: the whole encoder at the decoder's
+    rate with BatchNorm training, and flips, bench_segmentation's best); what the user set is
     kept."""
     blocks = tuple(f"conv_dw_{i}" for i in range(1, 14))
     for task, want in expected.items():
-        config = get_task(task).fine_tune_defaults(TrainConfig(**given), blocks)
+        config = get_task(task).fill_defaults(TrainConfig(**given), blocks)
         assert (config.fine_tune_lr_factor, config.unfreeze_from, config.unfreeze_top,
-                config.fine_tune_batchnorm) == want, task
+                config.fine_tune_batchnorm, config.augment) == want, task
     # A backbone without named blocks unfreezes whole anyway (unfreeze_from None).
-    assert get_task("segmentation").fine_tune_defaults(TrainConfig(), ()).unfreeze_from is None
+    assert get_task("segmentation").fill_defaults(TrainConfig(), ()).unfreeze_from is None
 
 
 def test_whole_segmentation_models_train_only_whole(seg_folder, tmp_path):

@@ -49,6 +49,9 @@ class Task(abc.ABC):
     unfreeze_whole: bool = False
     #: ... with the unfrozen BatchNorm layers in inference mode ("frozen") or training ("train")
     fine_tune_batchnorm: str = "frozen"
+    #: the augmentation of fine-tune and full-retrain when the config leaves it unset
+    #: (operations of AUGMENT_OPS; "": none)
+    augment: str = ""
 
     def __init__(self, **options: Any):
         """Options a task does not use are ignored, so callers can pass the contract's."""
@@ -93,12 +96,18 @@ class Task(abc.ABC):
     def check(self, config: TrainConfig) -> None:
         """Refuse a config this task cannot train, before anything is written."""
 
-    def fine_tune_defaults(self, config: TrainConfig, blocks: Sequence[str]) -> TrainConfig:
-        """``config`` with this task's fine-tune policy in the fields it leaves unset
-        (``fine_tune_lr_factor``, ``fine_tune_batchnorm``; ``unfreeze_from`` when
+    def fill_defaults(self, config: TrainConfig, blocks: Sequence[str]) -> TrainConfig:
+        """``config`` with this task's training policy in the fields it leaves unset
+        (``augment``, ``fine_tune_lr_factor``, ``fine_tune_batchnorm``; ``unfreeze_from`` when
         :attr:`unfreeze_whole` and neither block option is given), so ``config.json`` records
-        what the second phase runs."""
+        what runs. Feature-extractor mode gets no augmentation unless asked, so the frozen
+        backbone's features can be computed once and cached."""
+        from transfer.config import TransferMode
+
         changes: dict[str, Any] = {}
+        if config.augment is None:
+            extractor = config.mode is TransferMode.FEATURE_EXTRACTOR
+            changes["augment"] = "" if extractor else self.augment
         if config.fine_tune_lr_factor is None:
             changes["fine_tune_lr_factor"] = self.fine_tune_lr_factor
         if config.fine_tune_batchnorm == "auto":

@@ -45,6 +45,9 @@ class SegmentationTask(Task):
     fine_tune_lr_factor = 1.0
     unfreeze_whole = True
     fine_tune_batchnorm = "train"
+    # Mirrored scenes are as likely as the originals, and masks mirror with them; the same
+    # decoder phase, then the encoder with BatchNorm training and flips: 0.794 -> 0.800.
+    augment = "flip"
 
     def __init__(self, *, ignore_index: int = 255, **options: Any):
         super().__init__(**options)
@@ -138,7 +141,7 @@ class SegmentationTask(Task):
         """The model, backbone and mode fit together (before anything is written)."""
         import zoo
 
-        if "vflip" in config.augment.split(","):
+        if "vflip" in (config.augment or "").split(","):
             raise ConfigError("augment: vflip is for classification; segmentation flips "
                               "images and masks horizontally ('flip')", field="augment")
         if config.backbone:
