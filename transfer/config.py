@@ -18,7 +18,8 @@ class TransferMode(str, enum.Enum):
 
     - ``FEATURE_EXTRACTOR``: backbone frozen, only the new head trains (small data).
     - ``FINE_TUNE``: head first with the backbone frozen, then the top of the backbone unfrozen at
-      a lower learning rate, BatchNorm kept in inference mode (medium data).
+      a lower learning rate, BatchNorm kept in inference mode (medium data); each task fills
+      in its own policy (:meth:`transfer.tasks.base.Task.fill_defaults`).
     - ``FULL_RETRAIN``: everything trains from the start (large data, or no useful weights).
     """
 

@@ -47,6 +47,9 @@ from transfer.tasks import Predictions, Task, get_task
 from zoo._common import leaf_layers
 
 log = logging.getLogger(__name__)
+# Below this many images per replica, batch statistics are too noisy for BatchNorm to train on
+# (Wu & He 2018, Group Normalization: BatchNorm's error grows quickly below batches of 8).
+_MIN_BN_BATCH = 8
 
 
 @dataclasses.dataclass
@@ -335,6 +338,10 @@ class Trainer:
             train_batchnorm=self.train_batchnorm)
         self.phases.append(summary)
         log.info("%s", summary)
+        if summary.batchnorm == "train" and int(config.batch_size) < _MIN_BN_BATCH:
+            log.warning("BatchNorm trains on batch statistics of %s images per replica, too few "
+                        "to be reliable; consider --fine-tune-batchnorm frozen or a larger "
+                        "--batch-size", config.batch_size)
         self.set_bn_momentum()
         multipliers = None
         if phase.name == "fine-tune" and config.discriminative_lr > 1:

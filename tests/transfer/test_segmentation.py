@@ -152,6 +152,30 @@ def test_each_task_fills_in_its_own_training_policy(given, expected):
     assert get_task("segmentation").fill_defaults(TrainConfig(), ()).unfreeze_from is None
 
 
+def test_fine_tune_defaults_run_end_to_end(seg_folder, tmp_path, caplog):
+    """Segmentation fine-tune with nothing set: flips, then the whole encoder with its
+    BatchNorm training; a batch under 8 images gets a warning about batch statistics."""
+    caplog.set_level("INFO", logger="transfer")
+    result = transfer.train(seg_folder, output=tmp_path / "run", model="unet",
+                            backbone="keras_mobilenet", weights=None, mode="fine-tune",
+                            image_size=32, batch_size=4, epochs=0, fine_tune_epochs=1, seed=3,
+                            verbose=0)  # epochs=0: straight to the second phase
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["augment"], config["fine_tune_batchnorm"], config["unfreeze_from"]) == (
+        "flip", "train", "conv_dw_1")
+    [fine] = result.metrics["phases"]
+    # decoder 32 tensors; encoder from conv_dw_1 (all but the stem conv1): 26 conv kernels,
+    # 26 BN layers' gamma and beta
+    assert (fine["batchnorm"], fine["trainable_weights"]) == ("train", 32 + 26 + 2 * 26)
+    assert "too few to be reliable" in caplog.text
+    assert "augmentation: flip" in caplog.text
+    encoder = result.model.get_layer("encoder")
+    # random init: moving variances start at 1; the second phase moved the first block's,
+    # while the frozen stem's stayed
+    assert not np.allclose(np.array(encoder.get_layer("conv_dw_1_bn").moving_variance), 1.0)
+    np.testing.assert_array_equal(np.array(encoder.get_layer("conv1_bn").moving_variance), 1.0)
+
+
 def test_whole_segmentation_models_train_only_whole(seg_folder, tmp_path):
     with pytest.raises(ConfigError, match="segnet is a whole segmentation network"):
         transfer.train(seg_folder, output=tmp_path / "r", model="segnet", weights=None,
