@@ -46,7 +46,8 @@ class SegmentationTask(Task):
     unfreeze_whole = True
     fine_tune_batchnorm = "train"
     # Mirrored scenes are as likely as the originals, and masks mirror with them; the same
-    # decoder phase, then the encoder with BatchNorm training and flips: 0.794 -> 0.800.
+    # decoder phase, then the encoder with BatchNorm training and flips: 0.794 -> 0.800. From
+    # scratch, these defaults (flips in both phases) reached 0.801 at 224 px.
     augment = "flip"
 
     def __init__(self, *, ignore_index: int = 255, **options: Any):
