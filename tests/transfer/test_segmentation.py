@@ -152,6 +152,7 @@ def test_each_task_fills_in_its_own_training_policy(given, expected):
     assert get_task("segmentation").fill_defaults(TrainConfig(), ()).unfreeze_from is None
 
 
+@pytest.mark.slow  # 28 s: a whole run (build, train, evaluate, export); unit tests cover the parts
 def test_fine_tune_defaults_run_end_to_end(seg_folder, tmp_path, caplog):
     """Segmentation fine-tune with nothing set: flips, then the whole encoder with its
     BatchNorm training; a batch under 8 images gets a warning about batch statistics."""
