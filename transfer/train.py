@@ -325,6 +325,13 @@ class Trainer:
                 f"zoo train --resume {self.run_dir.path}") from None
         return self.finish()
 
+    def set_trainable(self, phase: str) -> TrainableSummary:
+        """:func:`transfer.model.set_trainable` with this run's fine-tune policy."""
+        fine = phase == "fine-tune"
+        return set_trainable(self.model, phase, blocks=self.info.blocks,
+                             unfreeze_from=self.unfreeze_from if fine else None,
+                             train_batchnorm=self.train_batchnorm)
+
     def setup_phase(self, index: int) -> PhaseSetup:
         """Make what ``plan[index]`` trains trainable and prepare its data."""
         phase, config = self.plan[index], self.config
@@ -332,10 +339,7 @@ class Trainer:
         if phase.name == "head" and not cached and config.augment:
             log.info("augmentation (%s) is on: the head trains with full forward passes "
                      "through the frozen backbone (features cannot be cached)", config.augment)
-        summary = set_trainable(
-            self.model, phase.name, blocks=self.info.blocks,
-            unfreeze_from=self.unfreeze_from if phase.name == "fine-tune" else None,
-            train_batchnorm=self.train_batchnorm)
+        summary = self.set_trainable(phase.name)
         self.phases.append(summary)
         log.info("%s", summary)
         if summary.batchnorm == "train" and int(config.batch_size) < _MIN_BN_BATCH:
@@ -426,9 +430,7 @@ class Trainer:
 
         last = self.plan[-1]
         saved = [np.array(v) for v in self.model.variables]
-        set_trainable(self.model, last.name, blocks=self.info.blocks,
-                      unfreeze_from=self.unfreeze_from if last.name == "fine-tune" else None,
-                      train_batchnorm=self.train_batchnorm)
+        self.set_trainable(last.name)
         with self.strategy.scope():
             self.compile(self.model, last.learning_rate)
         found = probe_batch_size(self.model, self.num_classes,
