@@ -228,7 +228,9 @@ class TrainConfig:
         momentum: SGD momentum.
         weight_decay: L2 penalty on the head's kernel (decoupled decay for AdamW).
         dropout: dropout rate before the classifier.
-        label_smoothing: label smoothing of the cross-entropy.
+        label_smoothing: label smoothing of the cross-entropy; ``None`` is the task's default
+            for the mode (:attr:`transfer.tasks.base.Task.label_smoothing`: 0.1 for
+            classification's fine-tune, otherwise 0), decided when training starts.
         unfreeze_from: block of the backbone from which fine-tune unfreezes (a name from the
             model's ``blocks``); ``None`` uses the model's default (segmentation: the first
             block, see :attr:`transfer.tasks.base.Task.unfreeze_whole`).
@@ -250,9 +252,10 @@ class TrainConfig:
         augment: the augmentation that runs while training, as the comma-separated operations
             of :data:`AUGMENT_OPS` in a fixed order (``""``: none); given as a policy name of
             :data:`AUGMENT_POLICIES`, a list, or ``True``/``False`` (the default policy / none).
-            ``None`` is the task's default (:attr:`transfer.tasks.base.Task.augment`: none for
-            classification, ``flip`` for segmentation; none in feature-extractor mode, whose
-            features are then cached), decided when training starts.
+            ``None`` is the task's default for the mode (:attr:`transfer.tasks.base.Task.augment`:
+            ``flip`` in fine-tune, and in segmentation's full-retrain; none otherwise, and in
+            feature-extractor mode the frozen backbone's features are then cached), decided when
+            training starts.
         lr_patience: epochs without validation-loss improvement before the LR is halved.
         early_stopping_patience: epochs without improvement before training stops (best weights
             are restored); 0 disables early stopping.
@@ -332,8 +335,10 @@ class TrainConfig:
         1e-4, Range(min=0), "L2 penalty on the head's kernel (decoupled decay for adamw).")
     dropout: float = _field(
         0.2, Range(min=0, max=1, max_open=True), "Dropout rate before the classifier.")
-    label_smoothing: float = _field(
-        0.0, Range(min=0, max=1, max_open=True), "Label smoothing of the cross-entropy.")
+    label_smoothing: float | None = _field(
+        None, Range(min=0, max=1, max_open=True, none_ok=True),
+        "Label smoothing of the cross-entropy; default: the task's (classification fine-tune "
+        "0.1, otherwise 0).")
     unfreeze_from: str | None = _field(
         None, Text(none_ok=True),
         "Fine-tune from this block on (see 'zoo info'); default: the model's own "
@@ -366,8 +371,8 @@ class TrainConfig:
         None, Augment(),
         "Augmentation while training: a policy (default, digits, none) or a list of "
         f"{', '.join(AUGMENT_OPS)}, e.g. 'crop,rotate' (no flips for digits and text); "
-        "default: the task's (classification none, segmentation flip; feature-extractor "
-        "none).")
+        "default: the task's (flip in fine-tune, and in segmentation's full-retrain; "
+        "otherwise none).")
     lr_patience: int = _field(
         2, Range(min=1, integer=True),
         "Plateau schedule: epochs without val-loss improvement before the LR is halved.")

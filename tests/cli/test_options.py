@@ -41,7 +41,7 @@ TRAIN = [
     "--patience x>=0 5",
     "--weight-decay x>=0 0.0001",
     "--dropout 0<=x<1 0.2",
-    "--label-smoothing 0<=x<1 0.0",
+    "--label-smoothing 0<=x<1 None",
     "--unfreeze-from text None",
     "--unfreeze-top x>=1 None",
     "--discriminative-lr x>=1 1.0",

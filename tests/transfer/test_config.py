@@ -131,7 +131,7 @@ def test_rules_across_two_fields_name_the_field_to_change(kwargs, field, message
 @pytest.mark.parametrize("kwargs", [
     {"dropout": 0, "label_smoothing": 0.0, "momentum": 0, "weight_decay": 0},
     {"momentum": 1, "fine_tune_lr_factor": 1, "test_split": 0.79, "val_split": 0.2},
-    {"batch_size": "auto", "image_size": None, "unfreeze_top": 1},
+    {"batch_size": "auto", "image_size": None, "unfreeze_top": 1, "label_smoothing": None},
     {"batch_size": 1, "image_size": 8, "seed": 0, "epochs": 0, "fine_tune_epochs": 0},
     {"seed": 2**32 - 1, "lr_patience": 1, "early_stopping_patience": 0, "memory_cache_mb": 0},
     {"imbalance_threshold": 1, "discriminative_lr": 1, "mixup": 0.4, "cutmix": 1.0},

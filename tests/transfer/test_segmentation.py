@@ -124,30 +124,33 @@ def test_the_three_modes_train_what_they_should(seg_run):
 
 
 @pytest.mark.parametrize("given, expected", [
-    ({}, {"segmentation": (1.0, "conv_dw_1", None, "train", "flip"),
-          "classification": (0.1, None, None, "frozen", "")}),
+    ({}, {"segmentation": (1.0, "conv_dw_1", None, "train", "flip", 0.0),
+          "classification": (0.1, None, None, "frozen", "flip", 0.1)}),
     ({"fine_tune_lr_factor": 0.3, "unfreeze_from": "conv_dw_7", "fine_tune_batchnorm": "frozen",
-      "augment": "none"},
-     {"segmentation": (0.3, "conv_dw_7", None, "frozen", ""),
-      "classification": (0.3, "conv_dw_7", None, "frozen", "")}),
-    ({"unfreeze_top": 2, "fine_tune_batchnorm": "train", "augment": "scale,flip"},
-     {"segmentation": (1.0, None, 2, "train", "flip,scale"),
-      "classification": (0.1, None, 2, "train", "flip,scale")}),
+      "augment": "none", "label_smoothing": 0.0},
+     {"segmentation": (0.3, "conv_dw_7", None, "frozen", "", 0.0),
+      "classification": (0.3, "conv_dw_7", None, "frozen", "", 0.0)}),
+    ({"unfreeze_top": 2, "fine_tune_batchnorm": "train", "augment": "scale,flip",
+      "label_smoothing": 0.2},
+     {"segmentation": (1.0, None, 2, "train", "flip,scale", 0.2),
+      "classification": (0.1, None, 2, "train", "flip,scale", 0.2)}),
     # feature-extractor: no augmentation unless asked, so the features can be cached
-    ({"mode": "feature-extractor"}, {"segmentation": (1.0, "conv_dw_1", None, "train", ""),
-                                     "classification": (0.1, None, None, "frozen", "")}),
-    ({"mode": "full-retrain"}, {"segmentation": (1.0, "conv_dw_1", None, "train", "flip"),
-                                "classification": (0.1, None, None, "frozen", "")}),
+    ({"mode": "feature-extractor"},
+     {"segmentation": (1.0, "conv_dw_1", None, "train", "", 0.0),
+      "classification": (0.1, None, None, "frozen", "", 0.0)}),
+    # full-retrain from scratch keeps the measured classification recipes (bench_bn, bench_mnist)
+    ({"mode": "full-retrain"}, {"segmentation": (1.0, "conv_dw_1", None, "train", "flip", 0.0),
+                                "classification": (0.1, None, None, "frozen", "", 0.0)}),
 ])
 def test_each_task_fills_in_its_own_training_policy(given, expected):
     """Unset fields get the task's policy (segmentation: the whole encoder at the decoder's
-    rate with BatchNorm training, and flips, bench_segmentation's best); what the user set is
-    kept."""
+    rate with BatchNorm training, and flips, bench_segmentation's best; classification's
+    fine-tune: flips and label smoothing 0.1, bench_peer's best); what the user set is kept."""
     blocks = tuple(f"conv_dw_{i}" for i in range(1, 14))
     for task, want in expected.items():
         config = get_task(task).fill_defaults(TrainConfig(**given), blocks)
         assert (config.fine_tune_lr_factor, config.unfreeze_from, config.unfreeze_top,
-                config.fine_tune_batchnorm, config.augment) == want, task
+                config.fine_tune_batchnorm, config.augment, config.label_smoothing) == want, task
     # A backbone without named blocks unfreezes whole anyway (unfreeze_from None).
     assert get_task("segmentation").fill_defaults(TrainConfig(), ()).unfreeze_from is None
 

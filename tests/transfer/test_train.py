@@ -153,3 +153,8 @@ def test_default_fine_tune_warms_up_each_phase_then_decays(image_folder, tmp_pat
                 for peak in (1e-3, 1e-4) for epoch in (1, 2, 3, 4)]
     assert [r["learning_rate"] for r in result.history] == pytest.approx(expected, rel=1e-5)
     assert expected[1] == pytest.approx(1e-3) and expected[5] == pytest.approx(1e-4)
+    # classification's fine-tune defaults (bench_peer): flips and label smoothing 0.1, recorded
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert (saved["augment"], saved["label_smoothing"]) == ("flip", 0.1)
+    flips = result.model.get_layer("augmentation").layers
+    assert [type(layer).__name__ for layer in flips] == ["RandomFlip"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -49,9 +50,12 @@ class Task(abc.ABC):
     unfreeze_whole: bool = False
     #: ... with the unfrozen BatchNorm layers in inference mode ("frozen") or training ("train")
     fine_tune_batchnorm: str = "frozen"
-    #: the augmentation of fine-tune and full-retrain when the config leaves it unset
-    #: (operations of AUGMENT_OPS; "": none)
-    augment: str = ""
+    #: the augmentation when the config leaves it unset, by mode (operations of AUGMENT_OPS; a
+    #: mode not named: none). Feature-extractor mode is best left out: without augmentation the
+    #: frozen backbone's features are computed once and cached.
+    augment: Mapping[str, str] = types.MappingProxyType({})
+    #: the label smoothing of the loss when the config leaves it unset, by mode (not named: 0)
+    label_smoothing: Mapping[str, float] = types.MappingProxyType({})
 
     def __init__(self, **options: Any):
         """Options a task does not use are ignored, so callers can pass the contract's."""
@@ -98,16 +102,14 @@ class Task(abc.ABC):
 
     def fill_defaults(self, config: TrainConfig, blocks: Sequence[str]) -> TrainConfig:
         """``config`` with this task's training policy in the fields it leaves unset
-        (``augment``, ``fine_tune_lr_factor``, ``fine_tune_batchnorm``; ``unfreeze_from`` when
-        :attr:`unfreeze_whole` and neither block option is given), so ``config.json`` records
-        what runs. Feature-extractor mode gets no augmentation unless asked, so the frozen
-        backbone's features can be computed once and cached."""
-        from transfer.config import TransferMode
-
+        (``augment`` and ``label_smoothing`` for its mode, ``fine_tune_lr_factor``,
+        ``fine_tune_batchnorm``; ``unfreeze_from`` when :attr:`unfreeze_whole` and neither
+        block option is given), so ``config.json`` records what runs."""
         changes: dict[str, Any] = {}
         if config.augment is None:
-            extractor = config.mode is TransferMode.FEATURE_EXTRACTOR
-            changes["augment"] = "" if extractor else self.augment
+            changes["augment"] = self.augment.get(config.mode.value, "")
+        if config.label_smoothing is None:
+            changes["label_smoothing"] = self.label_smoothing.get(config.mode.value, 0.0)
         if config.fine_tune_lr_factor is None:
             changes["fine_tune_lr_factor"] = self.fine_tune_lr_factor
         if config.fine_tune_batchnorm == "auto":

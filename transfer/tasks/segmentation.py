@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import types
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class SegmentationTask(Task):
     # Mirrored scenes are as likely as the originals, and masks mirror with them; the same
     # decoder phase, then the encoder with BatchNorm training and flips: 0.794 -> 0.800. From
     # scratch, these defaults (flips in both phases) reached 0.801 at 224 px.
-    augment = "flip"
+    augment = types.MappingProxyType({"fine-tune": "flip", "full-retrain": "flip"})
 
     def __init__(self, *, ignore_index: int = 255, **options: Any):
         super().__init__(**options)
