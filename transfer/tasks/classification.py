@@ -38,7 +38,8 @@ class ClassificationTask(Task):
     # 42). Not the other modes: feature-extractor features stay cacheable, and full-retrain
     # from scratch was measured without them (bench_bn, bench_mnist). Digits and text are not
     # mirror-symmetric: on bench_policy's digits flips cost 1.2-1.8 points (seeds 42, 1: 0.970,
-    # 0.980; with --augment none 0.988, 0.992), so they want --augment none or digits.
+    # 0.980; --augment none 0.988, 0.992; --augment digits 0.992, seed 42), so they want
+    # --augment digits or none.
     augment = types.MappingProxyType({"fine-tune": "flip"})
     label_smoothing = types.MappingProxyType({"fine-tune": 0.1})
 
