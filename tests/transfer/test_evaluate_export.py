@@ -1,4 +1,5 @@
-"""Evaluation numbers, plots, and the SavedModel / .keras / TFLite exports run outside the toolkit."""
+"""Evaluation numbers, plots, and the SavedModel / .keras / TFLite exports run outside the
+toolkit."""
 
 import json
 import math
