@@ -103,14 +103,13 @@ def make_dataset(root: Path, name: str, *, train: int, held_out: int) -> tuple[P
 
 def policies(epochs: int, head: int) -> dict[str, dict]:
     """Each policy as ``transfer.train`` fields, at ``epochs`` in total."""
+    today = dict(mode="fine-tune", epochs=head, fine_tune_epochs=epochs - head)
     # The policies other than "default" were measured on the images as they are, with hard
     # labels: they keep that, whatever the toolkit's fine-tune defaults add.
-    fine = dict(mode="fine-tune", epochs=head, fine_tune_epochs=epochs - head, augment="none",
-                label_smoothing=0.0)
+    fine = dict(today, augment="none", label_smoothing=0.0)
     return {
         "feature-extractor": dict(mode="feature-extractor", epochs=epochs),
-        # whatever the toolkit's defaults are today
-        "default": dict(mode="fine-tune", epochs=head, fine_tune_epochs=epochs - head),
+        "default": today,  # whatever the toolkit's defaults are today
         "old-default": dict(fine, unfreeze_from="conv_dw_12", fine_tune_lr_factor=0.1,
                             schedule="plateau"),
         "keras-guide": dict(fine, unfreeze_from="conv_dw_1", fine_tune_lr_factor=0.01,
