@@ -20,7 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class ZooGroup(click.Group):
-    """Turns the library's own errors into one clean line and a non-zero exit."""
+    """Turns every error into one clean line and a non-zero exit, never a traceback.
+
+    The library's own errors (``ZooError``) say what to do; a file system error names the path
+    and the system's reason; anything else is a bug, reported in one line that asks for ``-v``,
+    with which the traceback is shown.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
@@ -28,14 +33,27 @@ class ZooGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
-            from zoo.errors import ZooError  # imported late: it pulls in TensorFlow
-
-            if isinstance(exc, ZooError):
-                raise click.ClickException(str(exc)) from None
-            raise
+            raise click.ClickException(_one_line(exc, ctx)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+
+
+def _one_line(exc: Exception, ctx: click.Context) -> str:
+    """The message of an error that reached the command line."""
+    if "zoo.errors" in sys.modules:  # loaded with TensorFlow; a ZooError needs both
+        from zoo.errors import ZooError
+
+        if isinstance(exc, ZooError):
+            return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename!r}: " if exc.filename else ""
+        return f"{where}{exc.strerror.lower()}; check the path and its permissions"
+    if ctx.find_root().params.get("verbose"):
+        raise exc
+    detail = " ".join(str(exc).split())[:300] or "no message"
+    return (f"unexpected {type(exc).__name__}: {detail}. This is a bug in zoo; run the command "
+            f"again with 'zoo -v ...' for the traceback, and report it")
 
 
 def _import_tensorflow_quietly() -> None:

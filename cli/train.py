@@ -87,15 +87,16 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
               show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default="lr_find.png",
               show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing --plot that zoo wrote.")
 @config_options("seed")
 def lr_find_command(data_dir: str, steps: int, start: float, end: float, plot_path: str,
-                    **options) -> None:
+                    force: bool, **options) -> None:
     """Sweep the learning rate on DATA_DIR and suggest one (plot written as PNG)."""
     import transfer
     from transfer.lr_find import lr_find
 
     config = transfer.TrainConfig(**options)
     result = lr_find(data_dir, config=config, start=start, end=end, steps=steps,
-                     plot_path=plot_path)
+                     plot_path=plot_path, force=force)
     click.echo(f"suggested learning rate: {result.suggestion:.2e} "
                f"({len(result.learning_rates)} steps; plot {result.plot})")

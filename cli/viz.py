@@ -246,13 +246,14 @@ def adversarial_command(model: str, target: str, eps: float, label: str | None, 
 @click.option("--image-size", type=click.IntRange(min=8),
               help="Registry models only: input size (default: the model's own).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing index that zoo wrote.")
 def embed_command(model: str, data_dir: str, index: str, weights: str, image_size: int | None,
-                  batch_size: int) -> None:
+                  batch_size: int, force: bool) -> None:
     """Embed every image under DATA_DIR with MODEL's penultimate layer into an index."""
     from transfer.viz.embed import build_index, index_paths
 
     built = build_index(model, data_dir, index, weights=parse_weights(weights),
-                        image_size=image_size, batch_size=batch_size)
+                        image_size=image_size, batch_size=batch_size, force=force)
     _echo_paths(index_paths(index))
     click.echo(f"{len(built.paths)} images, {built.embeddings.shape[1]} dimensions "
                f"({built.layer})")

@@ -43,9 +43,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transfer import outputs
 from transfer.card import write_model_card
 from transfer.data import ImageFolderData, Split, image_dataset
-from transfer.errors import ConfigError, DataError, RunDirError
+from transfer.errors import ConfigError, DataError
 from transfer.predict import expand_inputs, is_model_name, load_classifier
 from transfer.rundir import InputContract, RunDir, atomic_output
 from transfer.serving import DEFAULT_TOP_K, export_saved_model
@@ -98,7 +99,8 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
     output = Path(output)
     if format == "keras" and output.suffix != ".keras":
         raise ConfigError(f"a keras export must be a file ending in .keras, got {str(output)!r}")
-    _refuse_existing(output, force)
+    reads = [(source, "the model being exported")] if Path(source).exists() else []
+    outputs.check_output(output, replace=force, reads=reads)
     if quantize == "int8" and calibration_data is None and is_model_name(source):
         # Said before the model is built (and its weights maybe downloaded).
         raise DataError(f"int8 quantisation calibrates on images, and registry model "
@@ -106,9 +108,6 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
                         f"(--calibration-data DIR)")
     classifier = load_classifier(source, weights=weights)
     run_dir = classifier.run_dir
-    if run_dir is not None and output.resolve() == run_dir.resolve():
-        raise RunDirError(f"output {str(output)!r} is the run directory itself; choose a path "
-                          f"inside or beside it")
 
     if format == "savedmodel":
         export_saved_model(classifier.model, output, classifier.contract, top_k=top_k,
@@ -116,6 +115,7 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
     elif format == "keras":
         with atomic_output(output, force=force) as tmp:
             classifier.model.save(tmp)
+            outputs.mark_keras(tmp)
     else:
         calibration = None
         if quantize == "int8":
@@ -133,10 +133,6 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
         write_model_card(run_dir)
     return output
 
-
-def _refuse_existing(path: Path, force: bool) -> None:
-    if (path.exists() or path.is_symlink()) and not force:
-        raise RunDirError(f"{str(path)!r} already exists; pass --force to replace it")
 
 
 def _size(path: Path) -> int:

@@ -19,7 +19,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from transfer import plots
+from transfer import outputs, plots
 from transfer.config import TrainConfig
 from transfer.distribute import make_strategy
 from transfer.errors import ConfigError
@@ -79,18 +79,22 @@ def suggest(rates: list[float], losses: list[float]) -> float:
 
 def lr_find(data_dir: str | os.PathLike, *, config: TrainConfig | None = None,
             start: float = 1e-7, end: float = 10.0, steps: int = 200,
-            plot_path: str | os.PathLike | None = None,
+            plot_path: str | os.PathLike | None = None, force: bool = False,
             callbacks: Sequence[keras.callbacks.Callback] = (), **overrides) -> LRFindResult:
     """Sweep the learning rate on the training split and suggest one.
 
     The sweep trains what the first phase of the configured mode trains (the head for
     feature-extractor and fine-tune, on cached backbone features when training would use them;
     everything for full-retrain), with the configured optimizer and loss. ``callbacks`` run
-    during the sweep, before the weights are restored.
+    during the sweep, before the weights are restored. An existing ``plot_path`` is replaced
+    only with ``force``, and only if the toolkit wrote it.
     """
     config = (config or TrainConfig()).replace(**overrides)
     if not 0 < start < end:
         raise ConfigError(f"need 0 < start < end for the sweep, got start={start}, end={end}")
+    if plot_path:  # before the sweep, which takes minutes
+        outputs.check_output(plot_path, replace=force, what="--plot",
+                             reads=[(data_dir, "the data")])
     config, task, _ = resolve_config(config, data_dir)
     data = task.load_data(data_dir, config)
     trainer = Trainer(config, data, None, make_strategy(config.strategy), [], verbose=0)

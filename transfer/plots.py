@@ -18,8 +18,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from transfer import outputs
+from transfer.rundir import atomic_write
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +43,37 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, marked as the toolkit's (:mod:`transfer.outputs`)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": outputs.SOFTWARE})
     return buffer.getvalue()
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+def image_png(image: Image.Image | np.ndarray, **options) -> bytes:
+    """An image as PNG bytes, marked as the toolkit's (:mod:`transfer.outputs`)."""
+    from PIL import Image, PngImagePlugin
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", outputs.SOFTWARE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, **options)
+    return buffer.getvalue()
+
+
+def save_png(data: bytes, path: str | os.PathLike) -> Path:
+    """Write PNG bytes to ``path``, never over a file the toolkit did not write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(figure_png(fig))
+    outputs.check_file(path)
+    atomic_write(path, data)
     log.debug("wrote %s", path)
     return path
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    return save_png(figure_png(fig), path)
 
 
 def wrap_title(text: str, width_inches: float, fontsize: float = 10) -> str:
@@ -292,11 +316,7 @@ def save_palette_png(mask: np.ndarray, path: str | os.PathLike, palette: np.ndar
     full[255] = IGNORE_COLOUR
     image = Image.fromarray(mask.astype(np.uint8))
     image.putpalette(full.tobytes())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG")
-    log.debug("wrote %s", path)
-    return path
+    return save_png(image_png(image), path)
 
 
 def _as_uint8(image: np.ndarray) -> np.ndarray:

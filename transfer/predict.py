@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image
 
-from transfer import plots
+from transfer import outputs, plots
 from transfer.data import IMAGE_SUFFIXES, list_image_files
 from transfer.errors import ConfigError, DataError, RunDirError
 from transfer.rundir import InputContract, RunDir, load_keras_model
@@ -253,7 +252,13 @@ class Predictor:
         tf = self._tf
         ids, sizes = out["class_ids"].numpy(), out["sizes"].numpy()
         colours = plots.palette(len(self.class_names))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        out = self.output_dir.resolve()
+        inside = next((p for p in paths if out in Path(p).resolve().parents), None)
+        if inside is not None:  # the masks would be read as images by the next run
+            raise ConfigError(f"--output {str(self.output_dir)!r} holds the image {inside!r} "
+                              f"being predicted; choose an --output folder outside the images")
+        if not self.output_dir.exists():
+            outputs.mark_folder(self.output_dir, "predictions")
         results = {}
         for i, path in enumerate(paths):
             height, width = sizes[i]
@@ -262,7 +267,7 @@ class Predictor:
             files = (self.output_dir / f"{stem}_mask.png", self.output_dir / f"{stem}_overlay.png")
             image = tf.io.decode_image(contents[i], channels=3, expand_animations=False).numpy()
             plots.save_palette_png(mask, files[0], colours)
-            Image.fromarray(plots.overlay(image, mask, colours)).save(files[1])
+            plots.save_png(plots.image_png(plots.overlay(image, mask, colours)), files[1])
             counts = np.bincount(mask.ravel(), minlength=len(self.class_names))
             order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
             results[path] = Prediction(

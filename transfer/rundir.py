@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
+from transfer import outputs
 from transfer.errors import ConfigError, RunDirError
 
 if TYPE_CHECKING:
@@ -40,11 +41,21 @@ if TYPE_CHECKING:
 
 MODEL_FILE = "model.keras"
 
+# What a run directory holds by its layout (the docstring above), as :mod:`transfer.outputs`
+# recognises a run the toolkit wrote; files written later are claimed one by one.
+outputs.register_layout("run", (
+    "config.json", "contract.json", "class_names.json", "split.json", "data_report.json",
+    MODEL_FILE, "saved_model", "history.json", "history.csv", "metrics.json", "checkpoint",
+    "features", "logs", "MODEL_CARD.md", "report.html", "confusion_matrix.png", "mistakes.png"))
+
 
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[BinaryIO], Any]) -> Path:
     """Write ``data`` to ``path`` through a temporary sibling and a rename, so a crash leaves
     either the old file or the new one, never half of one. ``data`` is text, bytes, or a
-    function that writes into the open binary file (``lambda f: np.savez(f, ...)``)."""
+    function that writes into the open binary file (``lambda f: np.savez(f, ...)``).
+
+    In a folder the toolkit made, the file is claimed as the toolkit's (:func:`outputs.claim`).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -59,19 +70,23 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[BinaryIO
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    outputs.claim(path)
     return path
 
 
 class atomic_output:
-    """Context manager yielding a temporary sibling path that is renamed to ``path`` on success."""
+    """Context manager yielding a temporary sibling path that is renamed to ``path`` on success.
+
+    An existing ``path`` is replaced only with ``force`` and only when it is the toolkit's
+    (:func:`outputs.check_output`).
+    """
 
     def __init__(self, path: str | os.PathLike, *, force: bool = False):
         self.path = Path(path)
         self.force = force
 
     def __enter__(self) -> Path:
-        if self.path.exists() and not self.force:
-            raise RunDirError(f"{str(self.path)!r} already exists; pass --force to replace it")
+        outputs.check_output(self.path, replace=self.force)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp",
                                              dir=self.path.parent))
@@ -222,21 +237,38 @@ class RunDir:
         """A folder with a trained model in it."""
         return (Path(path) / MODEL_FILE).is_file()
 
+    @staticmethod
+    def check_new(path: str | os.PathLike, *, overwrite: bool = False,
+                  data: str | os.PathLike | None = None,
+                  reads: Sequence[tuple[str | os.PathLike, str]] = ()) -> None:
+        """Refuse a run directory that would lose anything: one that is, contains or lies
+        inside ``data``, is or contains what the run ``reads``, or exists and is not empty
+        without ``overwrite``, or with it but holding anything the toolkit did not write."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"output {str(path)!r} exists and is not a folder")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            hint = " or --resume it" if (path / "checkpoint").is_dir() else ""
+            raise RunDirError(
+                f"run directory {str(path)!r} already exists and is not empty; choose "
+                f"another --output, pass --overwrite to replace it{hint}")
+        outputs.check_output(path, replace=overwrite, flag="--overwrite", data=data,
+                             reads=reads, what="run directory")
+
     @classmethod
-    def create(cls, path: str | os.PathLike, *, overwrite: bool = False) -> RunDir:
-        """A new, empty run directory; an existing non-empty one is replaced only with
-        ``overwrite``."""
+    def create(cls, path: str | os.PathLike, *, overwrite: bool = False,
+               data: str | os.PathLike | None = None,
+               reads: Sequence[tuple[str | os.PathLike, str]] = ()) -> RunDir:
+        """A new, empty run directory, marked as the toolkit's (:mod:`transfer.outputs`).
+
+        An existing non-empty one is replaced only with ``overwrite``, and only when everything
+        in it is the toolkit's (:meth:`check_new`).
+        """
+        cls.check_new(path, overwrite=overwrite, data=data, reads=reads)
         run = cls(path)
-        if run.path.exists() and not run.path.is_dir():
-            raise RunDirError(f"output {str(run.path)!r} exists and is not a folder")
         if run.path.is_dir() and any(run.path.iterdir()):
-            if not overwrite:
-                hint = " or --resume it" if run.checkpoint_dir.is_dir() else ""
-                raise RunDirError(
-                    f"run directory {str(run.path)!r} already exists and is not empty; choose "
-                    f"another --output, pass --overwrite to replace it{hint}")
-            shutil.rmtree(run.path)
-        run.path.mkdir(parents=True, exist_ok=True)
+            outputs.clear(run.path)
+        outputs.mark_folder(run.path, "run")
         return run
 
     @classmethod

@@ -22,6 +22,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from transfer import outputs
 from transfer.data import decode_and_resize, resize_images
 from transfer.rundir import InputContract, atomic_output
 from transfer.tasks import get_task
@@ -88,4 +89,5 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
     archive.add_endpoint("class_names", fns.get_class_names, input_signature=[])
     with atomic_output(path, force=force) as tmp:
         archive.write_out(str(tmp), verbose=False)
+        outputs.mark_folder(tmp, "savedmodel")
     return Path(path)

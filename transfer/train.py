@@ -25,6 +25,7 @@ import numpy as np
 
 from transfer import checkpoint as ckpt
 from transfer import data as data_lib
+from transfer import outputs
 from transfer.config import TrainConfig, TransferMode
 from transfer.distribute import is_chief, make_strategy, precision_policy
 from transfer.errors import TrainingInterrupted
@@ -45,6 +46,7 @@ from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
 from transfer.tasks import Predictions, Task, get_task
 from zoo._common import leaf_layers
+from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 # Below this many images per replica, batch statistics are too noisy for BatchNorm to train on
@@ -162,8 +164,14 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     Raises:
         TrainingInterrupted: on Ctrl-C; the last finished epoch is checkpointed.
     """
-    config, task, info = resolve_config((config or TrainConfig()).replace(**overrides),
-                                        data_dir)
+    config = (config or TrainConfig()).replace(**overrides)
+    # Checked before the data is read: the run directory must not be, hold or lie inside the
+    # data, nor be or hold the model or weights the run starts from (transfer.outputs).
+    data_source = None if str(data_dir).startswith("tfds:") else data_dir
+    reads = [(p, f"the {what} the run starts from") for p, what in
+             ((config.model, "model"), (config.weights, "weights")) if _is_path(p)]
+    RunDir.check_new(output, overwrite=overwrite, data=data_source, reads=reads)
+    config, task, info = resolve_config(config, data_dir)
     # Checked before anything is written or trained: a typo must not cost the head phase.
     task.check(config)
     resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
@@ -172,15 +180,30 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     contract = resolve_contract(config, info, data.class_names)
     strategy = make_strategy(config.strategy)
     if is_chief(strategy):
-        run = RunDir.create(output, overwrite=overwrite)
+        fresh = not Path(output).exists()
+        run = RunDir.create(output, overwrite=overwrite, data=data_source, reads=reads)
     else:  # other workers of a multi-worker run write their copies out of the way
-        run = RunDir(tempfile.mkdtemp(prefix="zoo-worker-"))
-    config.save(run / "config.json")
-    run.write_contract(contract)
-    data.save(run / "split.json")
-    data.report.save(run / "data_report.json")
-    run.write_class_names(data.class_names)
-    return Trainer(config, data, run, strategy, list(callbacks), verbose).run(None)
+        fresh, run = True, RunDir(tempfile.mkdtemp(prefix="zoo-worker-"))
+    try:
+        config.save(run / "config.json")
+        run.write_contract(contract)
+        data.save(run / "split.json")
+        data.report.save(run / "data_report.json")
+        run.write_class_names(data.class_names)
+        return Trainer(config, data, run, strategy, list(callbacks), verbose).run(None)
+    except ZooError as exc:
+        # A config or data error found before the first checkpoint leaves nothing behind, so
+        # the corrected command needs no --overwrite (an interrupted run stays, to resume).
+        if not isinstance(exc, TrainingInterrupted) and ckpt.load_state(run.path) is None:
+            if fresh:
+                outputs.remove(run.path)
+            else:
+                outputs.clear(run.path)
+        raise
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and Path(value).exists()
 
 
 def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Callback] = (),

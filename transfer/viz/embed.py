@@ -23,8 +23,10 @@ from typing import Sequence
 
 import numpy as np
 
+from transfer import outputs
 from transfer.errors import ConfigError, DataError
 from transfer.plots import new_figure
+from transfer.rundir import atomic_write
 from transfer.viz.common import (
     VizModel,
     last_spatial_layer,
@@ -102,8 +104,13 @@ def index_paths(index: str | os.PathLike) -> tuple[Path, Path]:
 
 def build_index(source: str | os.PathLike, data_dir: str | os.PathLike,
                 output: str | os.PathLike, *, weights: str | None = None,
-                image_size: int | None = None, batch_size: int = 32) -> Index:
-    """Embed every image under ``data_dir`` and write ``output.npz`` + ``output.json``."""
+                image_size: int | None = None, batch_size: int = 32,
+                force: bool = False) -> Index:
+    """Embed every image under ``data_dir`` and write ``output.npz`` + ``output.json``; an
+    existing index is replaced only with ``force``, and only if the toolkit wrote it."""
+    for path in index_paths(output):
+        outputs.check_output(path, replace=force, what="index",
+                             reads=[(data_dir, "the images")])
     loaded = load_for_viz(source, weights, image_size=image_size)
     paths, labels = list_images(data_dir)
     features_fn, layer = embedding_tap(loaded.model)
@@ -117,8 +124,10 @@ def build_index(source: str | os.PathLike, data_dir: str | os.PathLike,
                   weights, loaded.image_size, layer)
     npz_path, json_path = index_paths(output)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(npz_path, embeddings=embeddings)
-    write_json({"source": index.source, "weights": weights, "image_size": index.image_size,
+    atomic_write(npz_path, lambda f: np.savez_compressed(
+        f, embeddings=embeddings, written_by=np.array(outputs.SOFTWARE)))
+    write_json({"written_by": outputs.SOFTWARE, "source": index.source, "weights": weights,
+                "image_size": index.image_size,
                 "layer": layer, "dimensions": int(embeddings.shape[1]),
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 "paths": index.paths, "labels": labels}, json_path)
