@@ -78,6 +78,7 @@ LR_FIND = [
     "--start x>0 1e-07",
     "--end x>0 10.0",
     "--plot file 'lr_find.png'",
+    "--force boolean None",
     "--seed 0<=x<=4294967295 42",
 ]
 

@@ -222,16 +222,25 @@ def test_export_is_atomic_and_refuses_to_replace_without_force(run_copy, tmp_pat
     assert list(target.parent.iterdir()) == []  # no temporary sibling left
 
     target.mkdir()
-    (target / "old.txt").write_text("previous export")
-    with pytest.raises(RunDirError, match="already exists; pass --force"):
+    (target / "old.txt").write_text("a user's file")
+    with pytest.raises(RunDirError, match="already exists; choose another path, or pass --force"):
         export(run_copy, format="savedmodel", output=target)
-    with pytest.raises(OSError, match="disk full"):  # a failed forced export keeps the old one
+    with pytest.raises(RunDirError, match="was not written by zoo, so --force"):
         export(run_copy, format="savedmodel", output=target, force=True)
     assert (target / "old.txt").is_file()
+    (target / "old.txt").unlink()
+    target.rmdir()
 
     monkeypatch.undo()
+    export(run_copy, format="savedmodel", output=target)
+    first = (target / "saved_model.pb").read_bytes()
+    monkeypatch.setattr(archive_class, "write_out", fail_halfway)
+    with pytest.raises(OSError, match="disk full"):  # a failed forced export keeps the old one
+        export(run_copy, format="savedmodel", output=target, force=True)
+    assert (target / "saved_model.pb").read_bytes() == first
+    monkeypatch.undo()
     export(run_copy, format="savedmodel", output=target, force=True)
-    assert (target / "saved_model.pb").is_file() and not (target / "old.txt").exists()
+    assert (target / "saved_model.pb").is_file()
     assert [p.name for p in target.parent.iterdir()] == ["sm"]
 
 

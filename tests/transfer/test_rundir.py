@@ -26,8 +26,13 @@ def test_create_refuses_a_non_empty_folder_and_replaces_it_when_told(tmp_path):
     with pytest.raises(RunDirError, match="already exists and is not empty.*--overwrite"):
         RunDir.create(tmp_path / "run")
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
-    run = RunDir.create(tmp_path / "run", overwrite=True)
-    assert list(run.path.iterdir()) == []
+    with pytest.raises(RunDirError, match="was not written by zoo"):  # not the toolkit's
+        RunDir.create(tmp_path / "run", overwrite=True)
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+    made = RunDir.create(tmp_path / "made")
+    made.write_json("metrics.json", {})
+    run = RunDir.create(tmp_path / "made", overwrite=True)
+    assert [p.name for p in run.path.iterdir()] == [".cnn-zoo.json"]
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirError, match="is not a folder"):
         RunDir.create(tmp_path / "file")
