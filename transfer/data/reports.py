@@ -30,6 +30,7 @@ SKIP_TOO_LARGE = "too large"
 SKIP_UNREADABLE = "unreadable"
 SKIP_MISSING = "missing"
 SKIP_DUPLICATE = "listed twice"
+SKIP_LINKED = "same file as another (symlink)"
 # Segmentation: an image and its mask are used together or not at all (transfer.data.masks).
 SKIP_NO_MASK = "image without mask"
 SKIP_NO_IMAGE = "mask without image"
