@@ -297,7 +297,8 @@ class TrainConfig:
         backbone: segmentation with ``model`` ``"unet"`` or ``"fpn"``: the registry encoder.
         loss: segmentation loss; ``"auto"`` is the task's default (cross-entropy plus Dice).
         ignore_index: segmentation: the mask value of unlabelled pixels, left out of loss and
-            metrics.
+            metrics. ``None`` is 255, except that masks holding only 0 and 255 with 2 classes
+            are binary masks saved as 0/255 and read as 0/1 (``data_report.json`` notes it).
         palette: segmentation: a ``index,name,r,g,b`` CSV for RGB colour-coded masks.
     """
 
@@ -422,9 +423,10 @@ class TrainConfig:
     loss: str = _field(
         "auto", Choice(LOSSES),
         "Segmentation loss (ce, dice, ce+dice, focal); auto: the task's default.")
-    ignore_index: int = _field(
-        255, Range(min=0, max=255, integer=True),
-        "Segmentation: the mask value that marks unlabelled pixels (Pascal VOC: 255).")
+    ignore_index: int | None = _field(
+        None, Range(min=0, max=255, integer=True, none_ok=True),
+        "Segmentation: the mask value that marks unlabelled pixels; default 255 (Pascal VOC), "
+        "except that masks of only 0 and 255 with 2 classes read 255 as class 1.")
     palette: str | None = _field(
         None, Text(none_ok=True),
         "Segmentation: a CSV of index,name,r,g,b to read colour-coded RGB masks.")

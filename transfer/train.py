@@ -104,8 +104,8 @@ def resolve_contract(config: TrainConfig, info: BackboneInfo,
     return InputContract(task=config.task, image_size=config.image_size or info.default_size,
                          channels=info.channels, preprocessing=info.preprocessing,
                          class_names=tuple(class_names),
-                         ignore_index=(config.ignore_index if config.task == "segmentation"
-                                       else None))
+                         ignore_index=(get_task(config.task, ignore_index=config.ignore_index)
+                                       .ignore_index if config.task == "segmentation" else None))
 
 
 def resolve_task(config: TrainConfig, data_dir: str | os.PathLike) -> TrainConfig:

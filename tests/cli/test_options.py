@@ -56,7 +56,7 @@ TRAIN = [
     "--cutmix x>=0 0.0",
     "--class-weights [auto|on|off] 'auto'",
     "--loss [auto|ce|dice|ce+dice|focal] 'auto'",  # added with segmentation
-    "--ignore-index 0<=x<=255 255",
+    "--ignore-index 0<=x<=255 None",
     "--palette text None",
     "--bn-momentum float|auto 'auto'",  # issue 15: BatchNorm statistics of short runs
     "--cache-features / --no-cache-features boolean True",
@@ -89,7 +89,7 @@ DATA_CHECK = [
     "--min-per-class x>=1 2",
     "--drop-small-classes boolean False",
     "--palette text None",  # added with segmentation
-    "--ignore-index 0<=x<=255 255",
+    "--ignore-index 0<=x<=255 None",
     "--tfds-data-dir directory None",
     "--workers x>=1 None",
 ]

@@ -182,7 +182,7 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(earlier, indent=2) + "\n")
     config = TrainConfig.load(path)
-    later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": 255,
+    later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": None,
              "palette": None,  # fields added since, at their defaults
              "augment": "",  # False, as the list of operations it means (none)
              "bn_momentum": "auto",
