@@ -340,6 +340,23 @@ def test_symlinked_folders_and_files_never_put_one_file_in_two_places(tmp_path, 
             "reason": data_lib.SKIP_LINKED} in report["skipped"]
 
 
+def test_presplit_val_without_a_class_is_warned_and_reported(tmp_path, caplog):
+    root = tmp_path / "presplit"
+    make_folder(root / "train", per_class=4)
+    make_folder(root / "val", per_class=2, seed=1, classes={"red": (220, 30, 30)})
+    make_folder(root / "test", per_class=2, seed=2)
+    with caplog.at_level("WARNING", logger="transfer.data"):
+        folder = load_image_folder(root, cache_dir=tmp_path / "cache")
+    assert folder.val.class_counts(3) == [0, 0, 2]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{str(root / 'val')!r} has no usable images of 2 class(es) of train/: blue, green; "
+        f"they are not validated"]
+    assert folder.report.missing_classes == {"val": ["blue", "green"]}
+    assert folder.report.to_dict()["missing_classes"] == {"val": ["blue", "green"]}
+    again = DataReport.from_dict(folder.report.to_dict())
+    assert again.missing_classes == {"val": ["blue", "green"]}
+
+
 def test_csv_source(tmp_path):
     root = make_folder(tmp_path / "images", per_class=3,
                              classes={"sea lion": (90, 90, 90), AHRE: (200, 180, 20)})
