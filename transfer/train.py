@@ -200,9 +200,26 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
     if config.task == "auto":  # runs written before tasks were recorded were classifiers
         config = config.replace(task="classification")
     data = data_lib.ImageFolderData.load(run / "split.json")
+    _warn_if_data_changed(run, data)
     strategy = make_strategy(config.strategy)
     log.info("resuming %s after epoch %d", run.path, state["epoch"])
     return Trainer(config, data, run, strategy, list(callbacks), verbose).run(state)
+
+
+def _warn_if_data_changed(run: RunDir, data: data_lib.ImageFolderData) -> None:
+    """Warn when files of ``split.json`` are gone or image files were added since the run
+    started: the resumed run trains on the split as recorded."""
+    report = run / "data_report.json"
+    skipped = ([p for p, _ in data_lib.DataReport.load(report).skipped]
+               if report.is_file() else [])
+    missing, added = data_lib.changes_since(data, skipped)
+    if not missing and not added:
+        return
+    parts = ([f"{len(missing)} file(s) of split.json are missing (e.g. {missing[0]})"]
+             if missing else [])
+    parts += ([f"{len(added)} file(s) not in it were added (e.g. {added[0]})"] if added else [])
+    log.warning("the data changed since this run started: %s; resuming with the split as "
+                "recorded (added files are not used)", ", ".join(parts))
 
 
 class _RunLogger(keras.callbacks.Callback):

@@ -133,6 +133,21 @@ def list_image_files(folder: str | os.PathLike, *,
                   if Path(entry.name).suffix.lower() in suffixes)
 
 
+def changes_since(data: ImageFolderData, skipped: Sequence[str] = ()
+                  ) -> tuple[list[str], list[str]]:
+    """Files of ``data``'s splits that are gone, and image files under its root folder that
+    it neither uses nor skipped (``skipped``: the report's paths); both sorted. Added files are
+    looked for in class folders only (a segmentation split may point at normalised masks)."""
+    splits = [s for s in (data.train, data.val, data.test) if s is not None]
+    listed = [p for s in splits for p in (*s.paths, *s.masks)]
+    missing = sorted(p for p in listed if not os.path.exists(p))
+    added: list[str] = []
+    if Path(data.root).is_dir() and not any(s.masks for s in splits):
+        known = {os.path.abspath(p) for p in (*listed, *skipped)}
+        added = [p for p in list_image_files(data.root) if os.path.abspath(p) not in known]
+    return missing, added
+
+
 def _class_name(folder_name: str) -> str:
     # macOS stores names decomposed (NFD); the class name should not depend on that.
     return unicodedata.normalize("NFC", folder_name)
