@@ -18,14 +18,14 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import keras
 import numpy as np
 
 from transfer import checkpoint as ckpt
 from transfer import data as data_lib
-from transfer.config import TrainConfig, TransferMode
+from transfer.config import TrainConfig, TransferMode, check_applicable
 from transfer.distribute import is_chief, make_strategy, precision_policy
 from transfer.errors import TrainingInterrupted
 from transfer.features import FeatureCache
@@ -141,7 +141,8 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
           config: TrainConfig | None = None, overwrite: bool = False,
           callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int | str = "auto",
           cache_dir: str | os.PathLike | None = None,
-          tfds_data_dir: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
+          tfds_data_dir: str | os.PathLike | None = None,
+          explicit: Collection[str] | None = None, **overrides: Any) -> TrainResult:
     """Train a model on the user's data and write a run directory.
 
     Args:
@@ -155,6 +156,9 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
         verbose: Keras ``fit`` verbosity.
         cache_dir: where image checks and normalised images are cached.
         tfds_data_dir: a local TensorFlow Datasets store, for ``tfds:NAME``.
+        explicit: the config fields the user set (the CLI knows them); default: the fields
+            that differ from their defaults. One that does nothing for the task and mode
+            (``fine_tune_epochs`` in full-retrain, ``mixup`` for segmentation...) is refused.
 
     Returns:
         A :class:`TrainResult` with the model, the history, the final metrics and the paths.
@@ -162,8 +166,10 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     Raises:
         TrainingInterrupted: on Ctrl-C; the last finished epoch is checkpointed.
     """
-    config, task, info = resolve_config((config or TrainConfig()).replace(**overrides),
-                                        data_dir)
+    given = (config or TrainConfig()).replace(**overrides)
+    config, task, info = resolve_config(given, data_dir)
+    # Before the task fills in its defaults: what the user set must do something.
+    check_applicable(given.replace(task=config.task), explicit)
     # Checked before anything is written or trained: a typo must not cost the head phase.
     task.check(config)
     resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
