@@ -45,12 +45,24 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
     """
     import transfer
 
+    ctx = click.get_current_context()
+    explicit = [name for name in options
+                if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     verbose = 1 if sys.stdout.isatty() else 2
     try:
         if resume_dir:
             if data_dir or output:
                 raise click.UsageError("--resume takes the run directory alone; the data and "
                                        "settings come from its config.json and split.json")
+            given = [p for p in ctx.command.params if p.name in {*explicit, "cache_dir",
+                                                                 "tfds_data_dir", "overwrite"}
+                     and ctx.get_parameter_source(p.name)
+                     is not click.core.ParameterSource.DEFAULT]
+            if given:
+                raise click.UsageError(
+                    f"{given[0].opts[0]} cannot change a resumed run: --resume continues with "
+                    f"the settings of its config.json; drop {given[0].opts[0]}, or train a new "
+                    f"run with --output")
             result = transfer.resume(resume_dir, verbose=verbose)
         else:
             if not data_dir:
@@ -60,7 +72,7 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
             config = transfer.TrainConfig(**options)
             result = transfer.train(data_dir, output=output, config=config, overwrite=overwrite,
                                     verbose=verbose, cache_dir=cache_dir,
-                                    tfds_data_dir=tfds_data_dir)
+                                    tfds_data_dir=tfds_data_dir, explicit=explicit)
     except transfer.TrainingInterrupted as exc:
         click.echo(f"Interrupted: {exc}", err=True)
         sys.exit(130)

@@ -8,7 +8,7 @@ import json
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from transfer.errors import ConfigError
 
@@ -198,8 +198,36 @@ class Text:
 Check = Range | Choice | Flag | Text | Augment
 
 
-def _field(default: Any, check: Check, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"check": check, "help": help})
+@dataclasses.dataclass(frozen=True)
+class Applies:
+    """The tasks and transfer modes in which a field does anything (``None``: all of them).
+
+    A field set explicitly where it does nothing is refused (:func:`check_applicable`) rather
+    than accepted, recorded in ``config.json`` as if it ran, and ignored.
+    """
+
+    tasks: tuple[str, ...] | None = None
+    modes: tuple[str, ...] | None = None
+
+    def why_not(self, task: str, mode: str) -> str | None:
+        """Why the field does nothing for ``task`` in ``mode``, or None when it applies."""
+        if self.tasks is not None and task in TASK_NAMES and task not in self.tasks:
+            return f"applies to {' and '.join(self.tasks)} only, and the task is {task!r}"
+        if self.modes is not None and mode not in self.modes:
+            return (f"applies to mode {' or '.join(repr(m) for m in self.modes)} only, and the "
+                    f"mode is {mode!r}")
+        return None
+
+
+ALWAYS = Applies()
+FINE_TUNE_ONLY = Applies(modes=("fine-tune",))
+CLASSIFICATION_ONLY = Applies(tasks=("classification",))
+SEGMENTATION_ONLY = Applies(tasks=("segmentation",))
+
+
+def _field(default: Any, check: Check, help: str, applies: Applies = ALWAYS) -> Any:
+    return dataclasses.field(default=default,
+                             metadata={"check": check, "help": help, "applies": applies})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +325,8 @@ class TrainConfig:
         backbone: segmentation with ``model`` ``"unet"`` or ``"fpn"``: the registry encoder.
         loss: segmentation loss; ``"auto"`` is the task's default (cross-entropy plus Dice).
         ignore_index: segmentation: the mask value of unlabelled pixels, left out of loss and
-            metrics.
+            metrics. ``None`` is 255, except that masks holding only 0 and 255 with 2 classes
+            are binary masks saved as 0/255 and read as 0/1 (``data_report.json`` notes it).
         palette: segmentation: a ``index,name,r,g,b`` CSV for RGB colour-coded masks.
     """
 
@@ -321,7 +350,8 @@ class TrainConfig:
         10, Range(min=0, integer=True),
         "Epochs of the head (or of everything in full-retrain).")
     fine_tune_epochs: int = _field(
-        10, Range(min=0, integer=True), "Epochs of the second phase of fine-tune.")
+        10, Range(min=0, integer=True), "Epochs of the second phase of fine-tune.",
+        applies=FINE_TUNE_ONLY)
     optimizer: str = _field(
         "adam", Choice(OPTIMIZERS), "sgd has momentum; adamw decays weights decoupled.")
     learning_rate: float = _field(
@@ -329,7 +359,7 @@ class TrainConfig:
     fine_tune_lr_factor: float | None = _field(
         None, Range(min=0, max=1, min_open=True, none_ok=True),
         "Fine-tuning runs at the learning rate times this; default: the task's "
-        "(classification 0.1, segmentation 1).")
+        "(classification 0.1, segmentation 1).", applies=FINE_TUNE_ONLY)
     momentum: float = _field(0.9, Range(min=0, max=1), "SGD momentum.")
     weight_decay: float = _field(
         1e-4, Range(min=0), "L2 penalty on the head's kernel (decoupled decay for adamw).")
@@ -342,18 +372,19 @@ class TrainConfig:
     unfreeze_from: str | None = _field(
         None, Text(none_ok=True),
         "Fine-tune from this block on (see 'zoo info'); default: the model's own "
-        "(segmentation: the encoder's first block).")
+        "(segmentation: the encoder's first block).", applies=FINE_TUNE_ONLY)
     unfreeze_top: int | None = _field(
         None, Range(min=1, integer=True, none_ok=True),
-        "Fine-tune the top N blocks (instead of naming the first block).")
+        "Fine-tune the top N blocks (instead of naming the first block).", applies=FINE_TUNE_ONLY)
     fine_tune_batchnorm: str = _field(
         "auto", Choice(FINE_TUNE_BATCHNORM),
         "BatchNorm of the unfrozen blocks when fine-tuning: frozen (inference mode), train "
-        "(batch statistics); auto: the task's (classification frozen, segmentation train).")
+        "(batch statistics); auto: the task's (classification frozen, segmentation train).",
+        applies=FINE_TUNE_ONLY)
     discriminative_lr: float = _field(
         1.0, Range(min=1),
         "Layer-wise LRs when fine-tuning: the earliest unfrozen block trains this many times "
-        "slower than the head, geometrically spaced; 1 disables.")
+        "slower than the head, geometrically spaced; 1 disables.", applies=FINE_TUNE_ONLY)
     val_split: float = _field(
         0.2, Range(min=0, max=1, min_open=True, max_open=True),
         "Fraction of each class held out for validation.")
@@ -387,7 +418,8 @@ class TrainConfig:
         "Largest-to-smallest class ratio above which class_weights='auto' weights classes.")
     cache_features: bool = _field(
         True, Flag(),
-        "Feature-extractor: run the frozen backbone once and train on its features.")
+        "Feature-extractor: run the frozen backbone once and train on its features.",
+        applies=Applies(modes=("feature-extractor",)))
     schedule: str = _field(
         "auto", Choice(SCHEDULES),
         "plateau: halve the LR when val loss stops improving; cosine: cosine decay after "
@@ -396,8 +428,10 @@ class TrainConfig:
     warmup_epochs: int = _field(
         2, Range(min=0, integer=True),
         "Linear warm-up epochs of the cosine schedule (at most half a phase).")
-    mixup: float = _field(0.0, Range(min=0), "Mixup alpha; 0 disables it.")
-    cutmix: float = _field(0.0, Range(min=0), "CutMix alpha; 0 disables it.")
+    mixup: float = _field(0.0, Range(min=0), "Mixup alpha; 0 disables it.",
+                          applies=CLASSIFICATION_ONLY)
+    cutmix: float = _field(0.0, Range(min=0), "CutMix alpha; 0 disables it.",
+                           applies=CLASSIFICATION_ONLY)
     deterministic: bool = _field(
         False, Flag(), "Deterministic TensorFlow ops (slower), for bit-exact reruns.")
     precision: str = _field(
@@ -418,16 +452,21 @@ class TrainConfig:
         "classification or segmentation; auto: from the model and the data layout.")
     backbone: str | None = _field(
         None, Text(none_ok=True, none_words=("none", "None", "")),
-        "Segmentation: the registry encoder under --model unet|fpn (e.g. keras_mobilenetv2).")
+        "Segmentation: the registry encoder under --model unet|fpn (e.g. keras_mobilenetv2).",
+        applies=SEGMENTATION_ONLY)
     loss: str = _field(
         "auto", Choice(LOSSES),
-        "Segmentation loss (ce, dice, ce+dice, focal); auto: the task's default.")
-    ignore_index: int = _field(
-        255, Range(min=0, max=255, integer=True),
-        "Segmentation: the mask value that marks unlabelled pixels (Pascal VOC: 255).")
+        "Segmentation loss (ce, dice, ce+dice, focal); auto: the task's default.",
+        applies=SEGMENTATION_ONLY)
+    ignore_index: int | None = _field(
+        None, Range(min=0, max=255, integer=True, none_ok=True),
+        "Segmentation: the mask value that marks unlabelled pixels; default 255 (Pascal VOC), "
+        "except that masks of only 0 and 255 with 2 classes read 255 as class 1.",
+        applies=SEGMENTATION_ONLY)
     palette: str | None = _field(
         None, Text(none_ok=True),
-        "Segmentation: a CSV of index,name,r,g,b to read colour-coded RGB masks.")
+        "Segmentation: a CSV of index,name,r,g,b to read colour-coded RGB masks.",
+        applies=SEGMENTATION_ONLY)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -483,6 +522,36 @@ def check_field(name: str, value: Any) -> Any:
     except ValueError:
         raise ConfigError(f"{name} must be {check.describe()}; got {value!r}",
                           field=name) from None
+
+
+def applies(name: str) -> Applies:
+    """Where TrainConfig field ``name`` does anything."""
+    return _FIELDS[name].metadata["applies"]
+
+
+def explicit_fields(config: TrainConfig) -> list[str]:
+    """The fields of ``config`` that differ from their defaults: what a Python caller set."""
+    return [f.name for f in dataclasses.fields(TrainConfig)
+            if getattr(config, f.name) != check_field(f.name, f.default)]
+
+
+def check_applicable(config: TrainConfig, fields: Iterable[str] | None = None) -> None:
+    """Refuse a field set explicitly that does nothing for the config's task and mode.
+
+    Args:
+        config: the config as the user gave it, with its task decided (an ``"auto"`` task
+            checks the modes only).
+        fields: the fields the user set (the CLI knows them); default: those that differ from
+            their defaults (:func:`explicit_fields`).
+
+    Raises:
+        ConfigError: naming the first such field, why it does nothing, and what to do.
+    """
+    for name in (explicit_fields(config) if fields is None else fields):
+        why = applies(name).why_not(config.task, config.mode.value)
+        if why is not None:
+            raise ConfigError(f"{name} {why}; drop it, or choose a task and mode it applies to",
+                              field=name)
 
 
 def check_splits(val_split: float, test_split: float) -> None:

@@ -3,7 +3,9 @@ model (pretrained classifiers: ``zoo predict keras_mobilenet cat.jpg``).
 
 Every source becomes a :class:`LoadedClassifier` (a Keras model and its
 :class:`~transfer.rundir.InputContract`), served by :class:`~transfer.serving.ServingFunctions`:
-the code the SavedModel export runs too.
+the code the SavedModel export runs too. Files are read by the decoder training uses
+(:func:`transfer.data.load_normalized`: EXIF orientation applied, transparency composited on
+white), so a photo is the same input at training and at prediction time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from transfer import outputs, plots
-from transfer.data import IMAGE_SUFFIXES, list_image_files
+from transfer.data import IMAGE_SUFFIXES, list_image_files, load_normalized
 from transfer.errors import ConfigError, DataError, RunDirError
 from transfer.rundir import InputContract, RunDir, load_keras_model
 from transfer.serving import ServingFunctions
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What ``tf.io.decode_image`` reads (WebP since TF 2.18); folders are searched for these. Files
-# named explicitly are always tried, whatever their suffix.
+# Image suffixes Pillow reads (WebP included); folders are searched for these. Files named
+# explicitly are always tried, whatever their suffix.
 DECODABLE_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".jpe", ".jfif")
 
 
@@ -199,8 +201,8 @@ class Predictor:
         if not is_model_name(source) and (path / "saved_model.pb").is_file():
             loaded = tf.saved_model.load(str(path))
             self.class_names = [n.decode() for n in loaded.class_names().numpy()]
-            self._serve_bytes = lambda b: loaded.serve_bytes(b)
-            outputs = loaded.signatures["serve_bytes"].structured_outputs
+            self._serve_images = lambda images: loaded.serve_images(images)
+            outputs = loaded.signatures["serve_images"].structured_outputs
             self.segmentation = "class_ids" in outputs
             self.top_k = min(top_k, len(self.class_names))
         else:
@@ -208,7 +210,7 @@ class Predictor:
             fns = ServingFunctions(classifier.model, classifier.contract, top_k)
             self.class_names = fns.class_names
             self.top_k = fns.top_k
-            self._serve_bytes = fns.serve_bytes
+            self._serve_images = fns.serve_images
             self.segmentation = classifier.contract.task == "segmentation"
         if self.segmentation and self.output_dir is None:
             raise ConfigError("a segmentation model writes a mask and an overlay per image; "
@@ -217,43 +219,42 @@ class Predictor:
     def predict_files(self, paths: Sequence[str], *, batch_size: int = 32,
                       progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:
         """Yield one :class:`Prediction` per path, in order; unreadable files carry an error."""
-        tf = self._tf
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            readable, contents, results = [], [], {}
+            results, by_shape = {}, {}
             for path in chunk:
                 try:
-                    data = Path(path).read_bytes()
-                    tf.io.decode_image(data, channels=3, expand_animations=False)
+                    image = load_normalized(path)
                 except Exception as exc:  # noqa: BLE001  - any decoder failure is reported
                     results[path] = Prediction(path, error=_reason(exc))
                     continue
-                readable.append(path)
-                contents.append(data)
-            if readable and self.segmentation:
-                out = self._serve_bytes(tf.constant(contents))
-                results.update(self._masks(readable, contents, out))
-            elif readable:
-                out = self._serve_bytes(tf.constant(contents))
-                scores = out["top_scores"].numpy()[:, : self.top_k]
-                labels = out["top_classes"].numpy()[:, : self.top_k]
-                for i, path in enumerate(readable):
-                    results[path] = Prediction(
-                        path, tuple(l.decode() for l in labels[i]),
-                        tuple(float(s) for s in scores[i]))
+                by_shape.setdefault(image.shape, []).append((path, image))
+            # Images of one size go through the model together; each keeps its own size
+            # (a segmentation mask comes back at it).
+            for group in by_shape.values():
+                results.update(self._predict_images([p for p, _ in group],
+                                                    np.stack([i for _, i in group])))
             for path in chunk:
                 yield results[path]
             if progress:
                 progress(len(chunk))
 
+    def _predict_images(self, paths: list[str], images: np.ndarray) -> dict[str, Prediction]:
+        out = self._serve_images(self._tf.constant(images))
+        if self.segmentation:
+            return self._masks(paths, images, out)
+        scores = out["top_scores"].numpy()[:, : self.top_k]
+        labels = out["top_classes"].numpy()[:, : self.top_k]
+        return {path: Prediction(path, tuple(l.decode() for l in labels[i]),
+                                 tuple(float(s) for s in scores[i]))
+                for i, path in enumerate(paths)}
 
-    def _masks(self, paths: list[str], contents: list[bytes], out) -> dict[str, Prediction]:
+    def _masks(self, paths: list[str], images: np.ndarray, out) -> dict[str, Prediction]:
         """Write each image's mask and overlay; its classes by the share of pixels they cover."""
-        tf = self._tf
         ids, sizes = out["class_ids"].numpy(), out["sizes"].numpy()
         colours = plots.palette(len(self.class_names))
-        out = self.output_dir.resolve()
-        inside = next((p for p in paths if out in Path(p).resolve().parents), None)
+        folder = self.output_dir.resolve()
+        inside = next((p for p in paths if folder in Path(p).resolve().parents), None)
         if inside is not None:  # the masks would be read as images by the next run
             raise ConfigError(f"--output {str(self.output_dir)!r} holds the image {inside!r} "
                               f"being predicted; choose an --output folder outside the images")
@@ -265,9 +266,8 @@ class Predictor:
             mask = ids[i, :height, :width]
             stem = _unique_stem(self.output_dir, Path(path).stem)
             files = (self.output_dir / f"{stem}_mask.png", self.output_dir / f"{stem}_overlay.png")
-            image = tf.io.decode_image(contents[i], channels=3, expand_animations=False).numpy()
             plots.save_palette_png(mask, files[0], colours)
-            plots.save_png(plots.image_png(plots.overlay(image, mask, colours)), files[1])
+            plots.save_png(plots.image_png(plots.overlay(images[i], mask, colours)), files[1])
             counts = np.bincount(mask.ravel(), minlength=len(self.class_names))
             order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
             results[path] = Prediction(

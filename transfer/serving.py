@@ -6,7 +6,10 @@ disagree on decoding, resizing or preprocessing. The SavedModel's endpoints:
 - ``serving_default`` (alias of ``serve_images``): ``images``, uint8 ``[batch, height, width, 3]``
   of any size. Resizing and the backbone's preprocessing happen inside.
 - ``serve_bytes``: ``image_bytes``, a string vector of encoded JPEG/PNG/GIF/BMP files (what TF
-  Serving's REST users send as base64).
+  Serving's REST users send as base64). They are decoded as training reads files
+  (:func:`transfer.data.decode_rgb`: accurate-DCT JPEGs, transparency composited on white),
+  except that TensorFlow's decoders do not apply the EXIF orientation: send photos already
+  upright (or decoded, to ``serve_images``) when their files carry one.
 - ``class_names``: no input; the class names in label order.
 
 For classification both serving endpoints return ``probabilities`` ``[batch, classes]``,

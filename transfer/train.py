@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import keras
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from transfer import checkpoint as ckpt
 from transfer import data as data_lib
 from transfer import outputs
-from transfer.config import TrainConfig, TransferMode
+from transfer.config import TrainConfig, TransferMode, check_applicable
 from transfer.distribute import is_chief, make_strategy, precision_policy
 from transfer.errors import TrainingInterrupted
 from transfer.features import FeatureCache
@@ -106,8 +106,8 @@ def resolve_contract(config: TrainConfig, info: BackboneInfo,
     return InputContract(task=config.task, image_size=config.image_size or info.default_size,
                          channels=info.channels, preprocessing=info.preprocessing,
                          class_names=tuple(class_names),
-                         ignore_index=(config.ignore_index if config.task == "segmentation"
-                                       else None))
+                         ignore_index=(get_task(config.task, ignore_index=config.ignore_index)
+                                       .ignore_index if config.task == "segmentation" else None))
 
 
 def resolve_task(config: TrainConfig, data_dir: str | os.PathLike) -> TrainConfig:
@@ -143,7 +143,8 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
           config: TrainConfig | None = None, overwrite: bool = False,
           callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int | str = "auto",
           cache_dir: str | os.PathLike | None = None,
-          tfds_data_dir: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
+          tfds_data_dir: str | os.PathLike | None = None,
+          explicit: Collection[str] | None = None, **overrides: Any) -> TrainResult:
     """Train a model on the user's data and write a run directory.
 
     Args:
@@ -157,6 +158,9 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
         verbose: Keras ``fit`` verbosity.
         cache_dir: where image checks and normalised images are cached.
         tfds_data_dir: a local TensorFlow Datasets store, for ``tfds:NAME``.
+        explicit: the config fields the user set (the CLI knows them); default: the fields
+            that differ from their defaults. One that does nothing for the task and mode
+            (``fine_tune_epochs`` in full-retrain, ``mixup`` for segmentation...) is refused.
 
     Returns:
         A :class:`TrainResult` with the model, the history, the final metrics and the paths.
@@ -164,14 +168,16 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     Raises:
         TrainingInterrupted: on Ctrl-C; the last finished epoch is checkpointed.
     """
-    config = (config or TrainConfig()).replace(**overrides)
+    given = (config or TrainConfig()).replace(**overrides)
     # Checked before the data is read: the run directory must not be, hold or lie inside the
     # data, nor be or hold the model or weights the run starts from (transfer.outputs).
     data_source = None if str(data_dir).startswith("tfds:") else data_dir
     reads = [(p, f"the {what} the run starts from") for p, what in
-             ((config.model, "model"), (config.weights, "weights")) if _is_path(p)]
+             ((given.model, "model"), (given.weights, "weights")) if _is_path(p)]
     RunDir.check_new(output, overwrite=overwrite, data=data_source, reads=reads)
-    config, task, info = resolve_config(config, data_dir)
+    config, task, info = resolve_config(given, data_dir)
+    # Before the task fills in its defaults: what the user set must do something.
+    check_applicable(given.replace(task=config.task), explicit)
     # Checked before anything is written or trained: a typo must not cost the head phase.
     task.check(config)
     resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
@@ -223,9 +229,26 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
     if config.task == "auto":  # runs written before tasks were recorded were classifiers
         config = config.replace(task="classification")
     data = data_lib.ImageFolderData.load(run / "split.json")
+    _warn_if_data_changed(run, data)
     strategy = make_strategy(config.strategy)
     log.info("resuming %s after epoch %d", run.path, state["epoch"])
     return Trainer(config, data, run, strategy, list(callbacks), verbose).run(state)
+
+
+def _warn_if_data_changed(run: RunDir, data: data_lib.ImageFolderData) -> None:
+    """Warn when files of ``split.json`` are gone or image files were added since the run
+    started: the resumed run trains on the split as recorded."""
+    report = run / "data_report.json"
+    skipped = ([p for p, _ in data_lib.DataReport.load(report).skipped]
+               if report.is_file() else [])
+    missing, added = data_lib.changes_since(data, skipped)
+    if not missing and not added:
+        return
+    parts = ([f"{len(missing)} file(s) of split.json are missing (e.g. {missing[0]})"]
+             if missing else [])
+    parts += ([f"{len(added)} file(s) not in it were added (e.g. {added[0]})"] if added else [])
+    log.warning("the data changed since this run started: %s; resuming with the split as "
+                "recorded (added files are not used)", ", ".join(parts))
 
 
 class _RunLogger(keras.callbacks.Callback):

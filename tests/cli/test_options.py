@@ -56,7 +56,7 @@ TRAIN = [
     "--cutmix x>=0 0.0",
     "--class-weights [auto|on|off] 'auto'",
     "--loss [auto|ce|dice|ce+dice|focal] 'auto'",  # added with segmentation
-    "--ignore-index 0<=x<=255 255",
+    "--ignore-index 0<=x<=255 None",
     "--palette text None",
     "--bn-momentum float|auto 'auto'",  # issue 15: BatchNorm statistics of short runs
     "--cache-features / --no-cache-features boolean True",
@@ -90,7 +90,7 @@ DATA_CHECK = [
     "--min-per-class x>=1 2",
     "--drop-small-classes boolean False",
     "--palette text None",  # added with segmentation
-    "--ignore-index 0<=x<=255 255",
+    "--ignore-index 0<=x<=255 None",
     "--tfds-data-dir directory None",
     "--workers x>=1 None",
 ]
@@ -196,3 +196,42 @@ def test_zoo_help_does_not_import_tensorflow():
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args,option,why", [
+    (["--mode", "full-retrain", "--fine-tune-epochs", "3"], "--fine-tune-epochs",
+     "fine_tune_epochs applies to mode 'fine-tune' only, and the mode is 'full-retrain'"),
+    # set to its default, but set: the CLI knows what the user typed
+    (["--mode", "feature-extractor", "--fine-tune-epochs", "10"], "--fine-tune-epochs",
+     "fine_tune_epochs applies to mode 'fine-tune' only, and the mode is 'feature-extractor'"),
+    (["--loss", "dice"], "--loss",
+     "loss applies to segmentation only, and the task is 'classification'"),
+    (["--task", "segmentation", "--model", "unet", "--backbone", "lenet5", "--mode",
+      "full-retrain", "--mixup", "0.2"], "--mixup",
+     "mixup applies to classification only, and the task is 'segmentation'"),
+    (["--task", "segmentation", "--model", "unet", "--backbone", "lenet5", "--mode",
+      "full-retrain", "--cutmix", "1"], "--cutmix",
+     "cutmix applies to classification only, and the task is 'segmentation'"),
+])
+def test_train_refuses_an_option_that_does_nothing_for_the_task_or_mode(runner, tmp_path, args,
+                                                                        option, why):
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", str(tmp_path), "--output", str(out), "--model",
+                                  "lenet5", "--weights", "none", *args])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: Invalid value for '{option}': {why}; drop it, or choose a task "
+                      f"and mode it applies to"], result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args,option", [
+    (["--epochs", "5"], "--epochs"), (["--lr", "0.1"], "--lr"), (["--overwrite"], "--overwrite"),
+    (["--no-cache-features"], "--cache-features")])
+def test_resume_refuses_training_options(runner, tmp_path, args, option):
+    result = runner.invoke(main, ["train", "--resume", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: {option} cannot change a resumed run: --resume continues with the "
+                      f"settings of its config.json; drop {option}, or train a new run with "
+                      f"--output"], result.output

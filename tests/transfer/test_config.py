@@ -182,7 +182,7 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(earlier, indent=2) + "\n")
     config = TrainConfig.load(path)
-    later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": 255,
+    later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": None,
              "palette": None,  # fields added since, at their defaults
              "augment": "",  # False, as the list of operations it means (none)
              "bn_momentum": "auto",
@@ -221,3 +221,51 @@ def test_checks_describe_what_they_allow(check, text):
 ])
 def test_augment_takes_a_policy_or_a_list_and_records_exactly_what_runs(given, recorded):
     assert TrainConfig(augment=given).augment == recorded
+
+
+# ---- options that do nothing for the task or mode -------------------------------------------
+
+def _limited_fields() -> list[str]:
+    from transfer.config import ALWAYS, applies
+
+    return [f.name for f in dataclasses.fields(TrainConfig) if applies(f.name) != ALWAYS]
+
+
+def test_the_fields_limited_to_a_task_or_mode_are_these():
+    assert sorted(_limited_fields()) == sorted([
+        "fine_tune_epochs", "fine_tune_lr_factor", "unfreeze_from", "unfreeze_top",
+        "fine_tune_batchnorm", "discriminative_lr", "cache_features", "mixup", "cutmix",
+        "backbone", "loss", "ignore_index", "palette"])
+
+
+@pytest.mark.parametrize("name", _limited_fields())
+def test_a_field_set_where_it_does_nothing_is_refused_naming_it(name):
+    from transfer.config import TASK_NAMES, TransferMode, applies, check_applicable
+
+    combos = [(task, mode) for task in TASK_NAMES for mode in TransferMode]
+    refused = [(t, m) for t, m in combos if applies(name).why_not(t, m.value)]
+    allowed = [(t, m) for t, m in combos if not applies(name).why_not(t, m.value)]
+    assert refused and allowed
+    for task, mode in allowed:
+        check_applicable(TrainConfig(task=task, mode=mode), [name])
+    for task, mode in refused:
+        with pytest.raises(ConfigError, match=rf"^{name} applies to .* only, and the "
+                                              rf"(task is '{task}'|mode is '{mode.value}'); "
+                                              rf"drop it") as info:
+            check_applicable(TrainConfig(task=task, mode=mode), [name])
+        assert info.value.field == name
+    # Unset (at its default) it is never refused, whatever the task and mode.
+    for task, mode in refused:
+        check_applicable(TrainConfig(task=task, mode=mode))
+
+
+def test_without_a_list_the_fields_that_differ_from_their_defaults_are_checked():
+    from transfer.config import check_applicable, explicit_fields
+
+    config = TrainConfig(task="classification", mode="full-retrain", fine_tune_epochs=3,
+                         epochs=2)
+    assert explicit_fields(config) == ["mode", "epochs", "fine_tune_epochs", "task"]
+    with pytest.raises(ConfigError, match="^fine_tune_epochs applies to mode 'fine-tune' only, "
+                                          "and the mode is 'full-retrain'"):
+        check_applicable(config)
+    check_applicable(config.replace(mode="fine-tune"))

@@ -301,6 +301,62 @@ def test_presplit_folders_and_seeded_three_way_split(tmp_path):
     assert all("/train/" in p for p in folder.val.paths)
 
 
+def test_symlinked_folders_and_files_never_put_one_file_in_two_places(tmp_path, caplog):
+    import os
+
+    flat = make_folder(tmp_path / "flat", per_class=6)
+    os.symlink(flat / "red", flat / "green" / "more_red")  # a folder of red images under green
+    os.symlink(flat / "blue" / "blue_00.png", flat / "green" / "looks_green.png")
+    presplit = tmp_path / "presplit"
+    make_folder(presplit / "train", per_class=6)
+    make_folder(presplit / "val", per_class=2, seed=1)
+    os.symlink(presplit / "train" / "red" / "red_00.png", presplit / "val" / "red" / "leak.png")
+    expected = {
+        flat: {("green/looks_green.png", "blue/blue_00.png")} | {
+            (f"green/more_red/red_{i:02d}.png", f"red/red_{i:02d}.png") for i in range(6)},
+        presplit: {("val/red/leak.png", "train/red/red_00.png")}}
+    for root, linked in expected.items():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="transfer.data"):
+            folder = load_image_folder(root, cache_dir=tmp_path / "cache", val_split=0.3)
+        splits = [folder.train, folder.val]
+        real = [os.path.realpath(p) for s in splits for p in s.paths]
+        assert len(real) == len(set(real)) == 18 + (6 if root == presplit else 0)
+        by_real = {os.path.realpath(p): y for s in splits for p, y in zip(s.paths, s.labels)}
+        if root == flat:  # blue, not green; each red image once, as red
+            assert by_real[os.path.realpath(flat / "blue" / "blue_00.png")] == 0
+            assert [by_real[os.path.realpath(p)] for p in sorted((flat / "red").iterdir())] \
+                == [2] * 6
+        assert {(str(Path(p).relative_to(root)), r) for p, r in folder.report.skipped} == {
+            (link, data_lib.SKIP_LINKED) for link, _ in linked}
+        assert folder.report.reason_counts == {data_lib.SKIP_LINKED: len(linked)}
+        warnings = [r.getMessage() for r in caplog.records if "same file" in r.getMessage()]
+        assert len(warnings) == 1 and f"{len(linked)} file(s)" in warnings[0]
+        link, target = sorted(linked)[0]
+        assert f"{root / link} (= {root / target})" in warnings[0]
+    report = json.loads((folder.report.save(tmp_path / "data_report.json"),
+                         (tmp_path / "data_report.json").read_text())[1])
+    assert {"path": str(presplit / "val/red/leak.png"),
+            "reason": data_lib.SKIP_LINKED} in report["skipped"]
+
+
+def test_presplit_val_without_a_class_is_warned_and_reported(tmp_path, caplog):
+    root = tmp_path / "presplit"
+    make_folder(root / "train", per_class=4)
+    make_folder(root / "val", per_class=2, seed=1, classes={"red": (220, 30, 30)})
+    make_folder(root / "test", per_class=2, seed=2)
+    with caplog.at_level("WARNING", logger="transfer.data"):
+        folder = load_image_folder(root, cache_dir=tmp_path / "cache")
+    assert folder.val.class_counts(3) == [0, 0, 2]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{str(root / 'val')!r} has no usable images of 2 class(es) of train/: blue, green; "
+        f"they are not validated"]
+    assert folder.report.missing_classes == {"val": ["blue", "green"]}
+    assert folder.report.to_dict()["missing_classes"] == {"val": ["blue", "green"]}
+    again = DataReport.from_dict(folder.report.to_dict())
+    assert again.missing_classes == {"val": ["blue", "green"]}
+
+
 def test_csv_source(tmp_path):
     root = make_folder(tmp_path / "images", per_class=3,
                              classes={"sea lion": (90, 90, 90), AHRE: (200, 180, 20)})

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from transfer.data import (
+    NOTE_MASK_BINARY,
     NOTE_MASK_MAPPED,
     NOTE_MASK_RGB,
     NOTE_UNUSED_IMAGES,
@@ -329,14 +330,48 @@ def test_bad_class_files_and_arguments(tmp_path, messy):
         load_segmentation(messy, ignore_index=300)
 
 
-def test_binary_masks_saved_as_0_255_get_a_hint(tmp_path):
+def _binary_folder(root: Path, classes: str | None = None) -> np.ndarray:
+    """Three pairs whose masks are 0 (background) and 255 (object), as binary masks are often
+    saved; the first mask's 0/1 labels are returned."""
     rng = np.random.default_rng(0)
     for i in range(3):
-        _save_image(tmp_path / "images" / f"{i}.png", _noise(rng, 16, 16))
-        _save_mask(tmp_path / "masks" / f"{i}.png", np.where(_labels(rng, 16, 16), 255, 0)
-                   .astype(np.uint8))
+        _save_image(root / "images" / f"{i}.png", _noise(rng, 16, 16))
+        labels = (_labels(rng, 16, 16, k=2, ignore=0) > 0).astype(np.uint8)
+        _save_mask(root / "masks" / f"{i}.png", labels * 255)
+        first = labels if i == 0 else first
+    if classes:
+        (root / "classes.txt").write_text(classes)
+    return first
+
+
+@pytest.mark.parametrize("classes", [None, "background\nobject\n"])
+def test_binary_masks_saved_as_0_255_are_read_as_0_1(tmp_path, caplog, classes):
+    labels = _binary_folder(tmp_path / "data", classes)
+    with caplog.at_level("INFO", logger="transfer.data"):
+        data = load_segmentation(tmp_path / "data", cache_dir=tmp_path / "cache", val_split=0.34)
+    assert data.class_names == (("class_0", "class_1") if classes is None
+                                else ("background", "object"))
+    assert data.report.notes[NOTE_MASK_BINARY] == 3
+    assert data.report.to_dict()["notes"][NOTE_MASK_BINARY] == 3
+    assert data.report.split_counts["train"]["class_1" if classes is None else "object"] == 2
+    lines = [r.getMessage() for r in caplog.records if "binary masks" in r.getMessage()]
+    assert lines == ["3 mask(s) hold only the values 0 and 255 with 2 classes: read as binary "
+                     "masks, 255 as class 1 (pass an ignore_index to keep 255 as ignored)"]
+    both = {p: m for s in (data.train, data.val) for p, m in zip(s.paths, s.masks)}
+    first = load_masks(Split((str(tmp_path / "data/images/0.png"),), (0,),
+                             masks=(both[str(tmp_path / "data/images/0.png")],)), 16)[0]
+    np.testing.assert_array_equal(first, labels)
+
+
+def test_binary_masks_keep_255_ignored_with_an_explicit_ignore_index(tmp_path):
+    _binary_folder(tmp_path / "inferred")
     with pytest.raises(DataError, match=r"values \[0, 255\].*binary masks saved as 0/255"):
-        load_segmentation(tmp_path, cache_dir=tmp_path / "cache")
+        load_segmentation(tmp_path / "inferred", cache_dir=tmp_path / "cache", ignore_index=255)
+    _binary_folder(tmp_path / "named", "background\nobject\n")
+    data = load_segmentation(tmp_path / "named", cache_dir=tmp_path / "cache",
+                             ignore_index=255, val_split=0.34)
+    assert NOTE_MASK_BINARY not in data.report.notes
+    assert data.report.split_counts["train"]["object"] == 0
 
 
 # ---- layouts ------------------------------------------------------------------------------------

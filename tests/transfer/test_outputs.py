@@ -75,11 +75,12 @@ def test_an_output_never_is_or_holds_what_the_command_reads(tmp_path):
     run = RunDir.create(tmp_path / "runs" / "big")
     model = run.path / "model.keras"
     model.write_bytes(b"model")
+    reads = [(model, "the model being read")]
     with pytest.raises(RunDirError, match=r"contains the model being read"):
-        outputs.check_output(tmp_path / "runs", replace=True, reads=[(model, "the model being read")])
+        outputs.check_output(tmp_path / "runs", replace=True, reads=reads)
     with pytest.raises(RunDirError, match=r"is the model being read"):
-        outputs.check_output(model, replace=True, reads=[(model, "the model being read")])
-    outputs.check_output(run.path / "export.tflite", reads=[(model, "the model being read")])
+        outputs.check_output(model, replace=True, reads=reads)
+    outputs.check_output(run.path / "export.tflite", reads=reads)
 
 
 def test_an_existing_file_needs_force_and_must_be_the_toolkits(tmp_path):

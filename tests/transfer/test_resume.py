@@ -5,12 +5,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import transfer
-from transfer.errors import RunDirError
+from transfer.errors import DataError, RunDirError
 
 SCRIPT = textwrap.dedent("""
     import os, signal, sys
@@ -97,3 +98,46 @@ def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, image_fol
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(RunDirError, match="not a run directory"):
         transfer.resume(tmp_path)
+
+
+def test_resume_after_the_data_changed_warns_with_counts_and_an_example(image_folder, tmp_path,
+                                                                         caplog):
+    import shutil
+
+    import keras
+    from PIL import Image
+
+    data = Path(shutil.copytree(image_folder, tmp_path / "data"))
+
+    class StopAtSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(transfer.TrainingInterrupted):
+        transfer.train(data, output=out, model="lenet5", mode="full-retrain", weights=None,
+                       epochs=2, batch_size=8, verbose=0, callbacks=[StopAtSecondEpoch()])
+    split = json.loads((out / "split.json").read_text())
+    gone = sorted(split["train"]["paths"])[:2]
+    for path in gone:
+        Path(path).unlink()
+    added = data / "red" / "new_photo.png"
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(added)
+    with caplog.at_level("WARNING", logger="transfer"):
+        with pytest.raises(DataError, match="2 image"):  # the missing files cannot train
+            transfer.resume(out, verbose=0)
+    changed = [r.getMessage() for r in caplog.records if "changed" in r.getMessage()]
+    assert changed == [
+        f"the data changed since this run started: 2 file(s) of split.json are missing "
+        f"(e.g. {gone[0]}), 1 file(s) not in it were added (e.g. {added}); resuming with the "
+        f"split as recorded (added files are not used)"]
+    for path in gone:
+        shutil.copy(image_folder / Path(path).relative_to(data), path)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="transfer"):
+        result = transfer.resume(out, verbose=0)
+    assert len(result.history) == 2
+    assert [r.getMessage() for r in caplog.records if "changed" in r.getMessage()] == [
+        f"the data changed since this run started: 1 file(s) not in it were added (e.g. "
+        f"{added}); resuming with the split as recorded (added files are not used)"]

@@ -77,6 +77,7 @@ NOTE_MASK_RGB = "colour mask mapped through the colour table"
 NOTE_MASK_GRAY_RGB = "RGB mask with equal channels read as grayscale"
 NOTE_MASK_16BIT = "16-bit mask read as indices"
 NOTE_MASK_MAPPED = "mask values mapped (trimap)"
+NOTE_MASK_BINARY = "binary mask of 0/255 read as 0/1"
 NOTE_UNUSED_IMAGES = "images without a mask in the listed layout (not used)"
 NOTE_UNLISTED = "pairs not in the split lists (not used)"
 

@@ -49,6 +49,8 @@ from transfer.data.masks import (
     _LOSSLESS_SUFFIXES,
     _NEEDS_TABLE,
     DEFAULT_IGNORE_INDEX,
+    NOTE_MASK_BINARY,
+    NOTE_MASK_MAPPED,
     NOTE_UNLISTED,
     NOTE_UNUSED_IMAGES,
     PET_CLASSES,
@@ -250,7 +252,7 @@ def _layout(root: Path) -> _Layout:
 def load_segmentation(data_dir: str | os.PathLike, *, val_split: float = 0.2,
                       test_split: float = 0.0, seed: int = 42,
                       palette: str | os.PathLike | None = None,
-                      ignore_index: int = DEFAULT_IGNORE_INDEX,
+                      ignore_index: int | None = None,
                       cache_dir: str | os.PathLike | None = None, workers: int | None = None,
                       dry_run: bool = False) -> ImageFolderData:
     """Discover, pair, check and split the images and masks under ``data_dir``.
@@ -267,6 +269,9 @@ def load_segmentation(data_dir: str | os.PathLike, *, val_split: float = 0.2,
         palette: a ``index,name,r,g,b`` CSV file overriding the folder's class names and
             colour table.
         ignore_index: the mask value that marks pixels without a label (0-255, not a class).
+            ``None``: 255, except that masks holding only 0 and 255 with 2 classes (named, or
+            inferred) are binary masks saved as 0/255: 255 is read as class 1, with a logged
+            line and the :data:`NOTE_MASK_BINARY` note in the report.
         cache_dir: where check results and normalised images and masks are kept (default
             :func:`~transfer.data.checks.default_cache_dir`).
         workers: threads for listing and checking (default
@@ -285,6 +290,8 @@ def load_segmentation(data_dir: str | os.PathLike, *, val_split: float = 0.2,
             pairs for the splits. ``error.report`` holds the report when checking had started.
     """
     check_splits(val_split, test_split)
+    binary_ok = ignore_index is None
+    ignore_index = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or not (
             0 <= ignore_index <= 255):
         raise ConfigError(f"ignore_index must be an integer 0-255 (masks are 8-bit); got "
@@ -308,6 +315,18 @@ def load_segmentation(data_dir: str | os.PathLike, *, val_split: float = 0.2,
     with concurrent.futures.ThreadPoolExecutor(workers or default_workers()) as pool:
         usable = _check_pairs(layout, mapping, report, notes, cache_dir=cache_dir,
                               dry_run=dry_run, pool=pool)
+        binary = _binary_masks(usable) if (binary_ok and len(names) in (0, 2) and not colours
+                                           and values is None) else 0
+        if binary:
+            log.info("%d mask(s) hold only the values 0 and %d with 2 classes: read as binary "
+                     "masks, %d as class 1 (pass an ignore_index to keep %d as ignored)",
+                     binary, ignore_index, ignore_index, ignore_index)
+            mapping = _Mapping(colours, ((0, 0), (ignore_index, 1)), ignore_index)
+            report.skipped, notes = list(layout.skipped), dict(layout.notes)
+            usable = _check_pairs(layout, mapping, report, notes, cache_dir=cache_dir,
+                                  dry_run=dry_run, pool=pool)
+            notes.pop(NOTE_MASK_MAPPED, None)
+            notes[NOTE_MASK_BINARY] = binary
     report.notes = dict(sorted(notes.items(), key=lambda kv: -kv[1]))
     report.files_checked = sum(
         (image is not None) + (mask is not None) for pairs in layout.groups.values()
@@ -329,6 +348,14 @@ def load_segmentation(data_dir: str | os.PathLike, *, val_split: float = 0.2,
     return ImageFolderData(
         root=str(layout.root), class_names=names, report=report,
         **{name: _as_split(pairs) for name, pairs in splits.items()})
+
+
+def _binary_masks(usable: dict[str, list[dict]]) -> int:
+    """How many usable masks there are when together they hold exactly the values 0 and 255
+    (binary masks saved as 0/255), else 0."""
+    masks = [pair for group in usable.values() for pair in group]
+    seen = {int(v) for pair in masks for v in pair["counts"]}
+    return len(masks) if seen == {0, DEFAULT_IGNORE_INDEX} else 0
 
 
 def _class_table(layout: _Layout, root: Path, palette, ignore_index: int

@@ -30,6 +30,7 @@ SKIP_TOO_LARGE = "too large"
 SKIP_UNREADABLE = "unreadable"
 SKIP_MISSING = "missing"
 SKIP_DUPLICATE = "listed twice"
+SKIP_LINKED = "same file as another (symlink)"
 # Segmentation: an image and its mask are used together or not at all (transfer.data.masks).
 SKIP_NO_MASK = "image without mask"
 SKIP_NO_IMAGE = "mask without image"
@@ -62,6 +63,8 @@ class DataReport:
         pixel_counts: labelled pixels per class in the training masks (segmentation only).
         pixel_frequencies: per class, its pixels over the labelled pixels of the training
             masks that hold it (Eigen & Fergus 2015); 0.0 for a class no training mask holds.
+        missing_classes: given split folder (``val``, ``test``) -> the classes of ``train/``
+            it holds no usable image of (they are neither validated nor tested).
     """
 
     source: str
@@ -77,6 +80,7 @@ class DataReport:
     pairs: int = 0
     pixel_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     pixel_frequencies: dict[str, float] = dataclasses.field(default_factory=dict)
+    missing_classes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def usable(self) -> int:
@@ -109,6 +113,7 @@ class DataReport:
             # Segmentation only, so a classification report reads as it always did.
             **({"pairs": self.pairs, "pixel_counts": self.pixel_counts,
                 "pixel_frequencies": self.pixel_frequencies} if self.pairs else {}),
+            **({"missing_classes": self.missing_classes} if self.missing_classes else {}),
         }
 
     @classmethod
@@ -121,7 +126,9 @@ class DataReport:
                    files_checked=data["files_checked"], from_cache=data["from_cache"],
                    seconds=data["seconds"], pairs=data.get("pairs", 0),
                    pixel_counts=dict(data.get("pixel_counts", {})),
-                   pixel_frequencies=dict(data.get("pixel_frequencies", {})))
+                   pixel_frequencies=dict(data.get("pixel_frequencies", {})),
+                   missing_classes={k: list(v)
+                                    for k, v in data.get("missing_classes", {}).items()})
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the report as JSON (``RUN_DIR/data_report.json``)."""

@@ -5,6 +5,10 @@ Sources (:func:`load_source`): an image folder (one sub-folder per class, or ``t
 TensorFlow Datasets dataset already prepared on disk (``tfds:NAME``). Hidden and system files
 and folders (``.DS_Store``, ``Thumbs.db``, ``__MACOSX``...) are never images; listing leaves
 them out, and :func:`list_image_files` is the one place that walks a folder for image files.
+Symlinks are followed, but a file reached twice (a symlinked folder or file pointing into
+another class, or from ``val/`` into ``train/``) is used once: the copy not reached through a
+link is kept, the others are skipped as :data:`SKIP_LINKED` with a warning, so one file is never
+in two classes or two splits.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Sequence
 from transfer.data.checks import _Entry, _stat_entry, _usable_cache_dir, default_workers
 from transfer.data.reports import (
     SKIP_DUPLICATE,
+    SKIP_LINKED,
     SKIP_MISSING,
     SKIP_OUTSIDE,
     SKIP_SYSTEM,
@@ -126,6 +131,21 @@ def list_image_files(folder: str | os.PathLike, *,
     files, _ = _walk(os.fspath(root))
     return sorted(str(Path(entry.path)) for entry in files
                   if Path(entry.name).suffix.lower() in suffixes)
+
+
+def changes_since(data: ImageFolderData, skipped: Sequence[str] = ()
+                  ) -> tuple[list[str], list[str]]:
+    """Files of ``data``'s splits that are gone, and image files under its root folder that
+    it neither uses nor skipped (``skipped``: the report's paths); both sorted. Added files are
+    looked for in class folders only (a segmentation split may point at normalised masks)."""
+    splits = [s for s in (data.train, data.val, data.test) if s is not None]
+    listed = [p for s in splits for p in (*s.paths, *s.masks)]
+    missing = sorted(p for p in listed if not os.path.exists(p))
+    added: list[str] = []
+    if Path(data.root).is_dir() and not any(s.masks for s in splits):
+        known = {os.path.abspath(p) for p in (*listed, *skipped)}
+        added = [p for p in list_image_files(data.root) if os.path.abspath(p) not in known]
+    return missing, added
 
 
 def _class_name(folder_name: str) -> str:
@@ -235,7 +255,40 @@ def _load_folder(root: Path, source: str, options: _Options) -> ImageFolderData:
         else:
             classes, skipped = _list_classes(root, pool)
             groups = {"all": classes}
+        skipped += _drop_linked_copies(root, groups)
         return _assemble(source, str(root), groups, skipped, options, pool, start)
+
+
+def _drop_linked_copies(root: Path, groups: dict[str, dict[str, list[_Entry]]]
+                        ) -> list[tuple[str, str]]:
+    """Keep one listed path per real file (in place); the others, skipped as SKIP_LINKED.
+
+    The path not reached through a symlink is kept, else the first in listing order.
+    """
+    real_root = os.path.realpath(root)
+    entries = [e[0] for classes in groups.values() for files in classes.values() for e in files]
+    real = {path: os.path.realpath(path) for path in entries}
+
+    def direct(path: str) -> bool:  # reached from root without passing through a symlink
+        return real[path] == os.path.join(real_root, os.path.relpath(path, root))
+
+    keeper: dict[str, str] = {}
+    for path in entries:
+        kept = keeper.get(real[path])
+        if kept is None or (direct(path) and not direct(kept)):
+            keeper[real[path]] = path
+    dropped = sorted((p, keeper[real[p]]) for p in entries if keeper[real[p]] != p)
+    if not dropped:
+        return []
+    gone = {p for p, _ in dropped}
+    for classes in groups.values():
+        for name, files in classes.items():
+            classes[name] = [e for e in files if e[0] not in gone]
+    shown = ", ".join(f"{p} (= {kept})" for p, kept in dropped[:5])
+    more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+    log.warning("%d file(s) are the same file as another listed one, reached through a symlink; "
+                "each is used once: %s%s", len(dropped), shown, more)
+    return [(p, SKIP_LINKED) for p, _ in dropped]
 
 
 def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int = 42,

@@ -209,6 +209,13 @@ def _assemble(source: str, root: str, groups: dict[str, dict[str, list[_Entry]]]
             raise _error(f"{str(Path(root) / split)!r} has classes not in train/: "
                          f"{', '.join(extra)}", report)
 
+    for split in ("val", "test"):
+        missing = [name for name in class_names if not usable.get(split, {name: 1}).get(name)]
+        if missing:
+            report.missing_classes[split] = missing
+            log.warning("%r has no usable images of %d class(es) of train/: %s; they are not "
+                        "%s", str(Path(root) / split), len(missing), ", ".join(missing),
+                        "validated" if split == "val" else "tested")
     label_of = {name: i for i, name in enumerate(class_names)}
     splits = _split(usable, label_of, options)
     report.split_counts = {

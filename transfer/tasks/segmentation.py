@@ -51,9 +51,10 @@ class SegmentationTask(Task):
     # scratch, these defaults (flips in both phases) reached 0.801 at 224 px.
     augment = types.MappingProxyType({"fine-tune": "flip", "full-retrain": "flip"})
 
-    def __init__(self, *, ignore_index: int = 255, **options: Any):
+    def __init__(self, *, ignore_index: int | None = None, **options: Any):
         super().__init__(**options)
-        self.ignore_index = ignore_index
+        # None: the default 255, binary 0/255 masks read as 0/1 (transfer.data.load_segmentation)
+        self.ignore_index = data_lib.DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
         self.pixel_weights: list[float] | None = None
 
     # ---- data -------------------------------------------------------------------------------
@@ -70,8 +71,11 @@ class SegmentationTask(Task):
         ``train/ val/ test/``); its class names, if it names them, must be the model's."""
         root = Path(data_dir)
         presplit = (root / "train").is_dir() and (root / split).is_dir()
+        # Masks are read as training read them: with the default ignore index, binary 0/255
+        # masks are 0/1.
+        default = self.ignore_index == data_lib.DEFAULT_IGNORE_INDEX
         data = data_lib.load_segmentation(root, val_split=0.5, seed=0,
-                                           ignore_index=self.ignore_index)
+                                           ignore_index=None if default else self.ignore_index)
         names = tuple(data.class_names)
         if names != tuple(class_names) and not all(n.startswith("class_") for n in names):
             raise DataError(f"the classes of {str(root)!r} ({', '.join(names)}) are not the "

@@ -281,22 +281,22 @@ def num_classes(model: keras.Model) -> int:
 def load_images(paths: Sequence[str | os.PathLike], image_size: int) -> np.ndarray:
     """Image files to a float32 ``(n, size, size, 3)`` array of 0-255 pixels.
 
-    Decoding and resizing are the ops training and serving use (``transfer.data``).
+    Decoding and resizing are the ones training uses (:func:`transfer.data.load_normalized`:
+    EXIF orientation applied, transparency composited on white; then the bilinear resize).
     """
-    import tensorflow as tf
+    from PIL import UnidentifiedImageError
 
-    from transfer.data import decode_and_resize
+    from transfer.data import load_normalized, resize_images
 
     images = []
     for path in paths:
         try:
-            data = Path(path).read_bytes()
-            images.append(decode_and_resize(tf.constant(data), image_size).numpy())
+            images.append(resize_images(load_normalized(path), image_size).numpy())
+        except UnidentifiedImageError as exc:
+            raise DataError(f"cannot decode image {str(path)!r}: not an image file Pillow "
+                            f"reads (JPEG, PNG, GIF, BMP, TIFF, WebP)") from exc
         except OSError as exc:
             raise DataError(f"cannot read image {str(path)!r}: {exc.strerror or exc}") from exc
-        except tf.errors.InvalidArgumentError as exc:
-            raise DataError(f"cannot decode image {str(path)!r}: not a JPEG, PNG, GIF or BMP "
-                            f"file") from exc
     if not images:
         return np.zeros((0, image_size, image_size, 3), np.float32)
     return np.stack(images).astype(np.float32)
