@@ -202,10 +202,10 @@ def check_output(path: str | os.PathLike, *, replace: bool = False, flag: str = 
         if _within(read, resolved):
             same = "is" if read == resolved else "contains"
             raise RunDirError(f"{what} {str(path)!r} {same} {description} {str(source)!r}; "
-                              f"choose an {what} outside it")
+                              f"choose a place outside it")
     if data is not None and _within(resolved, Path(data).resolve()):
         raise RunDirError(f"{what} {str(path)!r} lies inside the data {str(data)!r}, where it "
-                          f"would be read as data; choose an {what} outside it")
+                          f"would be read as data; choose a place outside it")
     if not target.exists() and not target.is_symlink():
         return
     if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):

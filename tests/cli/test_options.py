@@ -215,8 +215,9 @@ def test_zoo_help_does_not_import_tensorflow():
 ])
 def test_train_refuses_an_option_that_does_nothing_for_the_task_or_mode(runner, tmp_path, args,
                                                                         option, why):
-    out = tmp_path / "run"
-    result = runner.invoke(main, ["train", str(tmp_path), "--output", str(out), "--model",
+    out, data = tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    result = runner.invoke(main, ["train", str(data), "--output", str(out), "--model",
                                   "lenet5", "--weights", "none", *args])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
