@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from transfer import outputs
 from transfer.errors import ConfigError, DataError, RunDirError
 from transfer.rundir import RunDir, load_keras_model
 from transfer.rundir import write_json as rundir_write_json
@@ -359,6 +360,8 @@ def safe_name(text: str) -> str:
 
 
 def write_json(data: dict, path: str | os.PathLike) -> Path:
+    """Write ``data`` as JSON, never over a file the toolkit did not write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return rundir_write_json(path, data)
+    outputs.check_file(path)
+    return rundir_write_json(path, {"written_by": outputs.SOFTWARE, **data})

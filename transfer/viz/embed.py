@@ -126,7 +126,7 @@ def build_index(source: str | os.PathLike, data_dir: str | os.PathLike,
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(npz_path, lambda f: np.savez_compressed(
         f, embeddings=embeddings, written_by=np.array(outputs.SOFTWARE)))
-    write_json({"written_by": outputs.SOFTWARE, "source": index.source, "weights": weights,
+    write_json({"source": index.source, "weights": weights,
                 "image_size": index.image_size,
                 "layer": layer, "dimensions": int(embeddings.shape[1]),
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
