@@ -76,7 +76,7 @@ LR_FIND = [
     "--image-size 8<=x<=4096 None",
     "--batch-size 1<=x<=65536 32",
     "--optimizer [adam|adamw|sgd] 'adam'",
-    "--steps x>=10 200",
+    "--steps 10<=x<=1000000 200",
     "--start x>0 1e-07",
     "--end x>0 10.0",
     "--plot file 'lr_find.png'",
@@ -93,7 +93,7 @@ DATA_CHECK = [
     "--palette text None",  # added with segmentation
     "--ignore-index 0<=x<=255 255",
     "--tfds-data-dir directory None",
-    "--workers x>=1 None",
+    "--workers 1<=x<=1024 None",
 ]
 
 
@@ -208,3 +208,34 @@ def test_zoo_help_does_not_import_tensorflow():
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args,option", [
+    # Options of commands not built from TrainConfig have the same ceilings; the bad option
+    # comes first, so Click checks it before the arguments.
+    (["predict", "--batch-size", str(2**31), "m.keras", "x.png"], "--batch-size"),
+    (["predict", "--top-k", "9" * 20, "m.keras", "x.png"], "--top-k"),
+    (["evaluate", "--batch-size", "9" * 20, "run"], "--batch-size"),
+    (["lr-find", "--steps", "9" * 20, "data"], "--steps"),
+    (["viz", "filters", "--image-size", "100000", "lenet5"], "--image-size"),
+    (["viz", "maximize", "--steps", "9" * 20, "lenet5"], "--steps"),
+    (["viz", "maximize", "--octaves", "9" * 20, "lenet5"], "--octaves"),
+    (["viz", "maximize", "--seed", "9" * 20, "lenet5"], "--seed"),
+    (["embed", "--batch-size", "9" * 20, "lenet5", "data", "index"], "--batch-size"),
+    (["list", "--input-size", "100000"], "--input-size"),
+    (["data", "check", "--workers", "9" * 20, "data"], "--workers"),
+])
+def test_other_commands_refuse_absurd_sizes_naming_the_option(runner, args, option):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"Invalid value for '{option}'" in errors[0], result.output
+
+
+def test_the_cli_ceilings_are_the_configs():
+    from cli import options
+    from transfer import config
+
+    assert (options.IMAGE_SIZE.max, options.BATCH_SIZE.max, options.SEED.max) == (
+        config.MAX_IMAGE_SIZE, config.MAX_BATCH_SIZE, 2**32 - 1)
+    assert options.COUNT.max == config.MAX_EPOCHS
