@@ -21,7 +21,7 @@ from PIL import Image
 from transfer import plots
 from transfer.data import IMAGE_SUFFIXES, list_image_files
 from transfer.errors import ConfigError, DataError, RunDirError
-from transfer.rundir import InputContract, RunDir, load_keras_model
+from transfer.rundir import InputContract, RunDir, load_keras_model, make_folder
 from transfer.serving import ServingFunctions
 
 if TYPE_CHECKING:
@@ -214,6 +214,8 @@ class Predictor:
         if self.segmentation and self.output_dir is None:
             raise ConfigError("a segmentation model writes a mask and an overlay per image; "
                               "pass --output FOLDER for them")
+        if self.segmentation:
+            make_folder(self.output_dir)
 
     def predict_files(self, paths: Sequence[str], *, batch_size: int = 32,
                       progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:

@@ -72,7 +72,7 @@ class atomic_output:
     def __enter__(self) -> Path:
         if self.path.exists() and not self.force:
             raise RunDirError(f"{str(self.path)!r} already exists; pass --force to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp",
                                              dir=self.path.parent))
         return self.tmp_dir / self.path.name
@@ -87,6 +87,39 @@ class atomic_output:
                 os.rename(written, self.path)
         finally:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def make_folder(folder: str | os.PathLike, option: str = "output") -> Path:
+    """Create ``folder`` (and its parents) and check that files can be written in it.
+
+    Raises:
+        RunDirError: naming the folder and ``--option``, when it cannot be made (a file in its
+            path, a read-only file system) or written to.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"{option} {str(folder)!r} cannot be created: "
+                          f"{_why_not_created(folder, exc)}; choose another --{option}"
+                          ) from None
+    try:  # a read-only file system, or no write permission, would fail at the first write
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".zoo-write-check.")
+    except OSError as exc:
+        raise RunDirError(f"{option} {str(folder)!r} is not writable ({exc.strerror or exc}); "
+                          f"choose another --{option}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
+def _why_not_created(path: Path, exc: OSError) -> str:
+    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocker == path and not path.is_dir():
+        return "a file of that name exists"
+    if blocker is not None and not blocker.is_dir():
+        return f"{str(blocker)!r} is a file, not a folder"
+    return exc.strerror or str(exc)
 
 
 def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
@@ -235,8 +268,12 @@ class RunDir:
                 raise RunDirError(
                     f"run directory {str(run.path)!r} already exists and is not empty; choose "
                     f"another --output, pass --overwrite to replace it{hint}")
-            shutil.rmtree(run.path)
-        run.path.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.rmtree(run.path)
+            except OSError as exc:
+                raise RunDirError(f"output {str(run.path)!r} cannot be replaced "
+                                  f"({exc.strerror or exc}); choose another --output") from None
+        make_folder(run.path)
         return run
 
     @classmethod

@@ -260,6 +260,19 @@ def test_predict_without_an_output_folder_is_one_clean_line(seg_run, seg_folder)
                     "--output FOLDER for them")
 
 
+def test_predict_into_an_output_folder_that_cannot_be_made_is_one_clean_line(seg_run, seg_folder,
+                                                                               tmp_path):
+    (tmp_path / "notes.txt").write_text("a file")
+    out = tmp_path / "notes.txt" / "masks"
+    result = CliRunner().invoke(main, ["predict", str(seg_run), "--output", str(out),
+                                       str(seg_folder / "images" / "img_000.png")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    (line,) = result.output.strip().splitlines()[-1:]
+    assert line == (f"Error: output {str(out)!r} cannot be created: "
+                    f"{str(tmp_path / 'notes.txt')!r} is a file, not a folder; choose another "
+                    f"--output")
+
+
 @pytest.mark.parametrize("loss, setting, weighted", [
     ("auto", "auto", False), ("dice", "auto", False), ("ce", "auto", True),
     ("focal", "auto", True), ("ce+dice", "on", True), ("ce", "off", False)])
