@@ -127,7 +127,8 @@ def load_classifier(source: str | os.PathLike, *,
         return pretrained_classifier(os.fspath(source), weights=weights)
     run, model_path = RunDir.source(source)
     model = load_keras_model(model_path)
-    contract = run.contract(model) if run is not None else InputContract.of_model(model)
+    contract = (run.contract(model) if run is not None
+                else InputContract.of_model(model, source=model_path))
     outputs = int(model.output_shape[-1])
     if contract.num_classes != outputs:
         raise RunDirError(f"{str(run / 'class_names.json')!r} lists {contract.num_classes} "
