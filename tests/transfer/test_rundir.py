@@ -138,9 +138,9 @@ def test_exports_and_evaluations_name_an_output_that_cannot_be_made(trained_run,
 
     (tmp_path / "notes.txt").write_text("a file")
     with pytest.raises(RunDirError,
-                       match=r"output '.*notes.txt' cannot be created: a file of that name "):
-        with atomic_output(tmp_path / "notes.txt" / "model.tflite"):
-            pass
+                       match=r"output '.*notes.txt' cannot be created: a file of that name "), \
+            atomic_output(tmp_path / "notes.txt" / "model.tflite"):
+        pass
     out = tmp_path / "notes.txt" / "eval"
     result = CliRunner().invoke(main, ["evaluate", str(trained_run.run_dir), "--output",
                                        str(out)])
