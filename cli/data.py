@@ -24,7 +24,7 @@ def data_group() -> None:
 @click.option("--tfds-data-dir", type=click.Path(file_okay=False),
               help="Local TFDS store for tfds:NAME (default $TFDS_DATA_DIR or "
                    "~/tensorflow_datasets).")
-@click.option("--workers", type=click.IntRange(min=1), help="Checking threads.")
+@click.option("--workers", type=click.IntRange(1, 1024), help="Checking threads.")
 def check_command(source: str, as_json: bool, cache_dir: str | None, val_split: float,
                   test_split: float, min_per_class: int, drop_small_classes: bool,
                   palette: str | None, ignore_index: int, tfds_data_dir: str | None,

@@ -9,6 +9,7 @@ import json
 
 import click
 
+from cli.options import BATCH_SIZE
 from cli.weights import ModelSource, resolve_weights, weights_option
 
 FORMATS = ("savedmodel", "keras", "tflite")
@@ -24,7 +25,7 @@ QUANTIZATIONS = ("none", "float16", "int8")
               help="Saved split to evaluate without DATA_DIR (or sub-folder of a split DATA_DIR).")
 @click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
               help="Folder for metrics.json and the plots (default: RUN_DIR/evaluation/...).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE, default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(source: str, data_dir: str | None, weights: str | None, split: str,
                      output_dir: str | None, batch_size: int, as_json: bool) -> None:

@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from cli.options import BATCH_SIZE, COUNT, IMAGE_SIZE
 from cli.weights import ModelSource, resolve_weights, weights_option
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -161,9 +162,9 @@ def _counted_rows(pattern: str | None, source: str | None, count: bool,
 @click.option("--stats", is_flag=True,
               help="Count parameters and MACs by building each model (minutes for all of them) "
                    "instead of reading the stored counts; implied by --input-size and --classes.")
-@click.option("--input-size", type=click.IntRange(min=1),
+@click.option("--input-size", type=IMAGE_SIZE,
               help="Count at this square input size (builds each model).")
-@click.option("--classes", type=click.IntRange(min=1),
+@click.option("--classes", type=COUNT,
               help="Count with this many classes (builds each model).")
 def list_command(pattern: str | None, as_json: bool, source: str | None, stats: bool,
                  input_size: int | None, classes: int | None) -> None:
@@ -227,8 +228,8 @@ def info_command(name: str, as_json: bool) -> None:
 @click.argument("source", metavar="RUN_DIR_OR_MODEL", type=ModelSource())
 @click.argument("images", nargs=-1, required=True)
 @weights_option("imagenet")
-@click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--top-k", "-k", type=COUNT, default=5, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE, default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--csv", "as_csv", is_flag=True,
               help="CSV with a header: path, label_1, score_1, ..., error.")

@@ -30,6 +30,13 @@ OPTION_NAMES: dict[str, tuple[str, ...]] = {
     "learning_rate": ("--lr",),
     "early_stopping_patience": ("--patience",),
 }
+# Click types of the sizes and counts that commands take besides TrainConfig's fields, with the
+# ceilings of transfer.config (not imported here: it imports TensorFlow); a test keeps them equal.
+IMAGE_SIZE = click.IntRange(8, 4096)
+BATCH_SIZE = click.IntRange(1, 65536)
+COUNT = click.IntRange(1, 1_000_000)  # steps, top-k, images, threads: far above any real use
+SEED = click.IntRange(0, 2**32 - 1)
+
 # Bool fields offered as a bare switch; the others get a --name/--no-name pair.
 SWITCHES = frozenset({"drop_small_classes", "deterministic"})
 

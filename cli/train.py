@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from cli.options import ConfigCommand, config_options
+from cli.options import COUNT, ConfigCommand, config_options
 
 
 @click.command("train", cls=ConfigCommand)
@@ -92,7 +92,7 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
 # The sweep runs at one fixed batch size, so 'auto' is not offered.
 @config_options("model", "mode", "weights", "image_size", "batch_size", "optimizer",
                 numbers_only=("batch_size",), help={"batch_size": "Images per step."})
-@click.option("--steps", type=click.IntRange(min=10), default=200, show_default=True)
+@click.option("--steps", type=click.IntRange(10, COUNT.max), default=200, show_default=True)
 @click.option("--start", type=click.FloatRange(min=0, min_open=True), default=1e-7,
               show_default=True)
 @click.option("--end", type=click.FloatRange(min=0, min_open=True), default=10.0,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from cli.options import BATCH_SIZE, COUNT, IMAGE_SIZE, SEED
 from cli.weights import parse_weights, weights_option
 
 EPSILONS = "0,1,2,4,8,16"
@@ -23,7 +24,7 @@ def model_options(func):
     func = click.option(
         "--output", "-o", type=click.Path(file_okay=False),
         help="Folder for the figures [default: the run directory, else ./viz].")(func)
-    func = click.option("--image-size", type=click.IntRange(min=8),
+    func = click.option("--image-size", type=IMAGE_SIZE,
                         help="Registry models only: input size (default: the model's own).")(func)
     return weights_option("none")(func)
 
@@ -69,7 +70,7 @@ def filters_command(model: str, layer: str | None, weights: str, image_size: int
 @click.argument("model")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.option("--layer", help="Layer with a 4-D output; default: the first convolution.")
-@click.option("--max-maps", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--max-maps", type=COUNT, default=64, show_default=True)
 @model_options
 def activations_command(model: str, image: str, layer: str | None, max_maps: int, weights: str,
                         image_size: int | None, output: str | None) -> None:
@@ -117,17 +118,17 @@ def _unique_stems(paths: list[str]) -> list[str]:
 @viz.command("maximize")
 @click.argument("model")
 @click.option("--layer", help="Layer to excite (name or path); not needed with --class.")
-@click.option("--channel", type=click.IntRange(min=0), help="Channel (unit) of the layer.")
+@click.option("--channel", type=click.IntRange(0, COUNT.max), help="Channel (unit) of the layer.")
 @click.option("--class", "label", help="Maximise this class's logit instead (name or index).")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False),
               help="DeepDream: amplify the layer in this image instead of starting from noise.")
-@click.option("--steps", type=click.IntRange(min=1),
+@click.option("--steps", type=COUNT,
               help="Ascent steps [default: 64; DeepDream: 20 per octave].")
 @click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True),
               help="Step in 0-255 pixel units [default: 6; DeepDream: 2].")
-@click.option("--octaves", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--octaves", type=click.IntRange(1, 16), default=3, show_default=True,
               help="DeepDream scales.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @model_options
 def maximize_command(model: str, layer: str | None, channel: int | None, label: str | None,
                      image: str | None, steps: int | None, learning_rate: float | None,
@@ -179,7 +180,7 @@ def maximize_command(model: str, layer: str | None, channel: int | None, label: 
 @click.option("--class", "label", help="True class of the image (default: the prediction).")
 @click.option("--epsilons", default=EPSILONS, show_default=True,
               help="With a DATA_DIR: comma-separated epsilons (0-255 pixel levels).")
-@click.option("--max-images", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--max-images", type=COUNT, default=256, show_default=True,
               help="With a DATA_DIR: at most this many images (seeded subsample).")
 @model_options
 def adversarial_command(model: str, target: str, eps: float, label: str | None, epsilons: str,
@@ -243,9 +244,9 @@ def adversarial_command(model: str, target: str, eps: float, label: str | None, 
 @click.option("--output", "-o", "index", required=True,
               help="Index to write: INDEX.npz (embeddings) and INDEX.json (paths, labels).")
 @weights_option("none")
-@click.option("--image-size", type=click.IntRange(min=8),
+@click.option("--image-size", type=IMAGE_SIZE,
               help="Registry models only: input size (default: the model's own).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE, default=32, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing index that zoo wrote.")
 def embed_command(model: str, data_dir: str, index: str, weights: str, image_size: int | None,
                   batch_size: int, force: bool) -> None:
@@ -262,7 +263,7 @@ def embed_command(model: str, data_dir: str, index: str, weights: str, image_siz
 @click.command("similar")
 @click.argument("index")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option("--k", "-k", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--k", "-k", type=COUNT, default=6, show_default=True)
 @click.option("--output", "-o", type=click.Path(file_okay=False), default="viz",
               show_default=True, help="Folder for the PNG strip.")
 @click.option("--json", "as_json", is_flag=True, help="Print the neighbours as JSON.")

@@ -13,6 +13,7 @@ checkpoint intact.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +107,66 @@ def _frozen_tag(folder: Path) -> str | None:
         return None
 
 
+# What a checkpoint's state.json must hold to be resumed (besides what older runs may lack).
+_STATE_KEYS = {"epoch": int, "phase_index": int, "phase_start": int, "history": list}
+# What reading a damaged file raises: a truncated or empty zip, a short array, a missing key.
+_DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def damaged(run_dir: Path, what: str) -> RunDirError:
+    """The one error of a checkpoint that cannot be resumed, saying what to do."""
+    return RunDirError(f"the checkpoint in {str(run_dir)!r} is damaged ({what}) and cannot be "
+                       f"resumed; start the run again with --overwrite")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def load_state(run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint's state, or None without one.
+
+    Raises:
+        RunDirError: ``state.json`` is not the JSON object a checkpoint writes (a truncated
+            write, an edit).
+    """
     path = Path(run_dir) / CHECKPOINT_DIR / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise damaged(run_dir, f"state.json is not valid JSON: {_reason(exc)}") from None
+    if not isinstance(state, dict):
+        raise damaged(run_dir, f"state.json holds a {type(state).__name__}, not an object")
+    if not state.get("finished"):
+        wrong = [key for key, kind in _STATE_KEYS.items()
+                 if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
+        if wrong:
+            raise damaged(run_dir, f"state.json lacks {', '.join(wrong)}")
+    return state
+
+
+def verify(run_dir: Path, state: dict[str, Any]) -> None:
+    """Read every stored array once (their CRCs are checked), so a damaged checkpoint is
+    refused before the run rebuilds its model and features.
+
+    Raises:
+        RunDirError: a file is missing, truncated, or does not belong to ``state``.
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    names = ["variables.npz"] + (["frozen.npz"] if state.get("frozen_tag") else [])
+    for name in names:
+        try:
+            with zipfile.ZipFile(folder / name) as archive:
+                bad = archive.testzip()
+        except _DAMAGED as exc:
+            raise damaged(run_dir, f"{name}: {_reason(exc)}") from None
+        if bad is not None:
+            raise damaged(run_dir, f"{name}: {bad} is corrupt")
+    if state.get("frozen_tag") and _frozen_tag(folder) != state["frozen_tag"]:
+        raise damaged(run_dir, "frozen.npz does not belong to it")
 
 
 def restore(run_dir: Path, *, model: keras.Model,
@@ -118,12 +176,21 @@ def restore(run_dir: Path, *, model: keras.Model,
 
     ``optimizer`` must already be built for the model being fitted; ``None`` restores the model
     alone (a checkpoint taken between phases holds no optimizer state).
+
+    Raises:
+        RunDirError: a file is damaged, or its arrays do not fit the model.
     """
+    verify(run_dir, state)
     folder = Path(run_dir) / CHECKPOINT_DIR
+    try:
+        return _assign(folder, model, optimizer, state)
+    except _DAMAGED as exc:
+        raise damaged(run_dir, _reason(exc)) from None
+
+
+def _assign(folder: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer | None,
+            state: dict[str, Any]) -> list[np.ndarray] | None:
     if state.get("frozen_tag"):
-        if _frozen_tag(folder) != state["frozen_tag"]:
-            raise RunDirError(f"the checkpoint in {str(run_dir)!r} is incomplete (frozen.npz "
-                              f"does not belong to it); train the run again with --overwrite")
         with np.load(folder / "frozen.npz") as arrays:
             for i, variable in enumerate(model.variables):
                 if f"model_{i}" in arrays:

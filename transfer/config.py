@@ -46,6 +46,17 @@ LOSSES = ("auto", "ce", "dice", "ce+dice", "focal")
 # "none") or raises ValueError; ``describe`` says what is allowed, for the error message.
 
 
+# Ceilings of the sizes and counts: far above any real run, and far below what overflows the
+# int32 tensors they end up in. Without them, --image-size 100000 ran out of memory a minute
+# into the run and --epochs with 20 digits failed converting the number to a tensor.
+MAX_IMAGE_SIZE = 4096
+MAX_BATCH_SIZE = 65536
+MAX_EPOCHS = 1_000_000  # also the ceiling of patience and warm-up, counted in epochs
+MAX_BLOCKS = 10_000
+MAX_PER_CLASS = 1_000_000
+MAX_MEMORY_CACHE_MB = 10_000_000  # 10 TB
+
+
 def _number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
@@ -341,16 +352,16 @@ class TrainConfig:
         "imagenet", Text(none_ok=True, none_words=("none", "None", "")),
         "'imagenet', 'none' (random init) or a weights file.")
     image_size: int | None = _field(
-        None, Range(min=8, integer=True, none_ok=True),
+        None, Range(min=8, max=MAX_IMAGE_SIZE, integer=True, none_ok=True),
         "Side of the square training images; default: the model's own.")
     batch_size: int | str = _field(
-        32, Range(min=1, integer=True, words=("auto",)),
+        32, Range(min=1, max=MAX_BATCH_SIZE, integer=True, words=("auto",)),
         "Per replica, or 'auto': the largest that fits in memory.")
     epochs: int = _field(
-        10, Range(min=0, integer=True),
+        10, Range(min=0, max=MAX_EPOCHS, integer=True),
         "Epochs of the head (or of everything in full-retrain).")
     fine_tune_epochs: int = _field(
-        10, Range(min=0, integer=True), "Epochs of the second phase of fine-tune.",
+        10, Range(min=0, max=MAX_EPOCHS, integer=True), "Epochs of the second phase of fine-tune.",
         applies=FINE_TUNE_ONLY)
     optimizer: str = _field(
         "adam", Choice(OPTIMIZERS), "sgd has momentum; adamw decays weights decoupled.")
@@ -374,7 +385,7 @@ class TrainConfig:
         "Fine-tune from this block on (see 'zoo info'); default: the model's own "
         "(segmentation: the encoder's first block).", applies=FINE_TUNE_ONLY)
     unfreeze_top: int | None = _field(
-        None, Range(min=1, integer=True, none_ok=True),
+        None, Range(min=1, max=MAX_BLOCKS, integer=True, none_ok=True),
         "Fine-tune the top N blocks (instead of naming the first block).", applies=FINE_TUNE_ONLY)
     fine_tune_batchnorm: str = _field(
         "auto", Choice(FINE_TUNE_BATCHNORM),
@@ -392,7 +403,7 @@ class TrainConfig:
         0.0, Range(min=0, max=1, max_open=True),
         "Fraction of each class held out for a final test evaluation.")
     min_per_class: int = _field(
-        2, Range(min=1, integer=True), "Fewest usable images a class may have.")
+        2, Range(min=1, max=MAX_PER_CLASS, integer=True), "Fewest usable images a class may have.")
     drop_small_classes: bool = _field(
         False, Flag(), "Drop classes with too few images instead of stopping.")
     seed: int = _field(
@@ -405,10 +416,10 @@ class TrainConfig:
         "default: the task's (flip in fine-tune, and in segmentation's full-retrain; "
         "otherwise none).")
     lr_patience: int = _field(
-        2, Range(min=1, integer=True),
+        2, Range(min=1, max=MAX_EPOCHS, integer=True),
         "Plateau schedule: epochs without val-loss improvement before the LR is halved.")
     early_stopping_patience: int = _field(
-        5, Range(min=0, integer=True), "Early-stopping patience; 0 disables it.")
+        5, Range(min=0, max=MAX_EPOCHS, integer=True), "Early-stopping patience; 0 disables it.")
     class_weights: str = _field(
         "auto", Choice(CLASS_WEIGHTS),
         "Weight classes by inverse frequency: always (on), never (off), or when the classes "
@@ -426,7 +437,7 @@ class TrainConfig:
         "warm-up, each phase; onecycle: ramp up, then anneal; constant; auto: cosine for "
         "fine-tune, plateau otherwise.")
     warmup_epochs: int = _field(
-        2, Range(min=0, integer=True),
+        2, Range(min=0, max=MAX_EPOCHS, integer=True),
         "Linear warm-up epochs of the cosine schedule (at most half a phase).")
     mixup: float = _field(0.0, Range(min=0), "Mixup alpha; 0 disables it.",
                           applies=CLASSIFICATION_ONLY)
@@ -444,7 +455,7 @@ class TrainConfig:
         "Momentum of the BatchNorm statistics that train; auto: min(0.99, 1 - 1/steps per "
         "epoch), so short runs do not validate on stale statistics.")
     memory_cache_mb: int = _field(
-        2048, Range(min=0, integer=True),
+        2048, Range(min=0, max=MAX_MEMORY_CACHE_MB, integer=True),
         "Keep decoded images and backbone features in memory up to this size; beyond it "
         "images are decoded each epoch and features cached on disk.")
     task: str = _field(

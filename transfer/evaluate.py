@@ -38,7 +38,7 @@ from transfer.data import (
 )
 from transfer.errors import DataError, RunDirError
 from transfer.predict import is_model_name, load_classifier
-from transfer.rundir import write_json
+from transfer.rundir import make_folder, write_json
 from transfer.tasks import Predictions, get_task
 from transfer.tasks.classification import classification_metrics
 
@@ -235,7 +235,7 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
         data = _saved_split(classifier.run_dir, source, classifier.class_names, split)
         described, used_split = str(classifier.run_dir / "split.json"), split
         default_out = evaluations / split
-    out_dir = Path(output_dir) if output_dir is not None else default_out
+    out_dir = make_folder(output_dir if output_dir is not None else default_out)
 
     predictions = predict_split(classifier.model, data, batch_size=batch_size,
                                 truth=task.labels(data, classifier.image_size))

@@ -59,10 +59,13 @@ class FeatureCache:
         done = self.folder / "complete.json" if self.folder is not None else None
         files = {name: [f"{name}_{k}.npy" for k in range(len(shapes))] for name in splits}
         if on_disk and done.is_file():
-            log.info("reusing the backbone features cached in %s", self.folder)
-            self.arrays = {name: [np.load(self.folder / f, mmap_mode="r") for f in names]
-                           for name, names in files.items()}
-            return self.arrays
+            expected = {name: [(len(splits[name]), *shape) for shape in shapes]
+                        for name in splits}
+            reused = self._reuse(files, expected)
+            if reused is not None:
+                log.info("reusing the backbone features cached in %s", self.folder)
+                self.arrays = reused
+                return self.arrays
         if on_disk:
             self.folder.mkdir(exist_ok=True)
             log.info("caching backbone features on disk in %s (%.2f GiB > memory_cache_mb)",
@@ -99,6 +102,25 @@ class FeatureCache:
             done.write_text(json.dumps({n: [list(a.shape) for a in arrays]
                                         for n, arrays in self.arrays.items()}))
         return self.arrays
+
+    def _reuse(self, files: dict[str, list[str]],
+               expected: dict[str, list[tuple[int, ...]]]) -> dict[str, list[np.ndarray]] | None:
+        """The cached features, memory-mapped, or None when a file is missing, truncated or of
+        the wrong shape: the cache is then removed, to be extracted again (it only saves
+        time, so a damaged one must not stop a resume)."""
+        try:
+            arrays = {name: [np.load(self.folder / f, mmap_mode="r") for f in names]
+                      for name, names in files.items()}
+            shapes = {name: [a.shape for a in found] for name, found in arrays.items()}
+            if shapes != expected:
+                raise ValueError(f"shapes {shapes}, expected {expected}")
+        except (OSError, ValueError, EOFError) as exc:
+            log.warning("the backbone features cached in %s are damaged (%s); extracting them "
+                        "again", self.folder, str(exc).strip().splitlines()[0] if str(exc)
+                        else type(exc).__name__)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        return arrays
 
     def release(self) -> None:
         """Forget the features and remove an on-disk cache."""

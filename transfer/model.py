@@ -65,7 +65,7 @@ def backbone_info(model: str) -> BackboneInfo:
 def _model_file_info(path: str, mtime_ns: int) -> BackboneInfo:
     """Read once per file version: a run asks for the info several times."""
     previous = load_keras_model(path)
-    backbone = _file_backbone(previous)
+    backbone = _file_backbone(previous, path)
     size = previous.input_shape[1]
     contract = Path(path).with_name("contract.json")
     mode = (json.loads(contract.read_text()).get("preprocessing", "unknown")
@@ -82,12 +82,20 @@ def _legacy_mode(model: keras.Model) -> str:
         return "unknown"
 
 
-def _file_backbone(previous: keras.Model) -> keras.Model:
+def _file_backbone(previous: keras.Model, path: str | os.PathLike) -> keras.Model:
     """The backbone of a classifier trained by this toolkit, taking raw pixels.
 
     Classifiers written before the zoo's models held their own preprocessing kept it in a
     ``preprocess`` layer in front of the backbone; the two are joined into one backbone.
+
+    Raises:
+        ConfigError: the model has no ``backbone`` layer (it was not made by ``zoo train``).
     """
+    if BACKBONE not in {layer.name for layer in previous.layers}:
+        raise ConfigError(
+            f"model file {str(path)!r} was not made by 'zoo train' (it has no {BACKBONE!r} "
+            f"layer), so there is no backbone to transfer from it; pass a registry name (see "
+            f"'zoo list') or the model.keras of a 'zoo train' run")
     backbone = previous.get_layer(BACKBONE)
     try:
         legacy = previous.get_layer(LEGACY_PREPROCESS)
@@ -121,7 +129,7 @@ def _is_model_file(model: str) -> bool:
 def build_backbone(model: str, *, image_size: int, weights: str | None) -> keras.Model:
     """The backbone without its top, ending in global average pooling."""
     if _is_model_file(model):
-        backbone = _file_backbone(load_keras_model(model))
+        backbone = _file_backbone(load_keras_model(model), model)
         if weights not in (None, "imagenet"):
             log.info("weights=%r ignored: the backbone of %s keeps its trained weights",
                      weights, model)

@@ -22,7 +22,7 @@ import numpy as np
 from transfer import outputs, plots
 from transfer.data import IMAGE_SUFFIXES, list_image_files, load_normalized
 from transfer.errors import ConfigError, DataError, RunDirError
-from transfer.rundir import InputContract, RunDir, load_keras_model
+from transfer.rundir import InputContract, RunDir, load_keras_model, make_folder
 from transfer.serving import ServingFunctions
 
 if TYPE_CHECKING:
@@ -128,7 +128,8 @@ def load_classifier(source: str | os.PathLike, *,
         return pretrained_classifier(os.fspath(source), weights=weights)
     run, model_path = RunDir.source(source)
     model = load_keras_model(model_path)
-    contract = run.contract(model) if run is not None else InputContract.of_model(model)
+    contract = (run.contract(model) if run is not None
+                else InputContract.of_model(model, source=model_path))
     outputs = int(model.output_shape[-1])
     if contract.num_classes != outputs:
         raise RunDirError(f"{str(run / 'class_names.json')!r} lists {contract.num_classes} "
@@ -215,6 +216,8 @@ class Predictor:
         if self.segmentation and self.output_dir is None:
             raise ConfigError("a segmentation model writes a mask and an overlay per image; "
                               "pass --output FOLDER for them")
+        if self.segmentation:
+            make_folder(self.output_dir)
 
     def predict_files(self, paths: Sequence[str], *, batch_size: int = 32,
                       progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:

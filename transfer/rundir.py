@@ -28,8 +28,10 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
@@ -87,7 +89,7 @@ class atomic_output:
 
     def __enter__(self) -> Path:
         outputs.check_output(self.path, replace=self.force)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp",
                                              dir=self.path.parent))
         return self.tmp_dir / self.path.name
@@ -102,6 +104,39 @@ class atomic_output:
                 os.rename(written, self.path)
         finally:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def make_folder(folder: str | os.PathLike, option: str = "output") -> Path:
+    """Create ``folder`` (and its parents) and check that files can be written in it.
+
+    Raises:
+        RunDirError: naming the folder and ``--option``, when it cannot be made (a file in its
+            path, a read-only file system) or written to.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"{option} {str(folder)!r} cannot be created: "
+                          f"{_why_not_created(folder, exc)}; choose another --{option}"
+                          ) from None
+    try:  # a read-only file system, or no write permission, would fail at the first write
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".zoo-write-check.")
+    except OSError as exc:
+        raise RunDirError(f"{option} {str(folder)!r} is not writable ({exc.strerror or exc}); "
+                          f"choose another --{option}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
+def _why_not_created(path: Path, exc: OSError) -> str:
+    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocker == path and not path.is_dir():
+        return "a file of that name exists"
+    if blocker is not None and not blocker.is_dir():
+        return f"{str(blocker)!r} is a file, not a folder"
+    return exc.strerror or str(exc)
 
 
 def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
@@ -121,14 +156,38 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
 
     if not Path(path).is_file():
         raise ConfigError(f"model file {str(path)!r} does not exist")
+    # Keras reports a file that is no zip archive as "File not found"; it is there, damaged.
+    if Path(path).suffix == ".keras" and not zipfile.is_zipfile(path):
+        size = Path(path).stat().st_size
+        raise ConfigError(f"model file {str(path)!r} is damaged or not a .keras file ("
+                          f"{'it is empty' if not size else f'{size:,} bytes, not a zip archive'}"
+                          f"); export it or train it again")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
+        unknown = re.search(r"Could not locate class '([^']+)'", str(exc))
+        if unknown:
+            registered = re.search(
+                rf"'registered_name': '([^']*>{re.escape(unknown.group(1))})'", str(exc))
+            also = f" ({registered.group(1)!r})" if registered else ""
+            raise ConfigError(
+                f"model file {str(path)!r} uses the layer class {unknown.group(1)!r}{also}, "
+                f"which is not part of Keras or this toolkit; load it where the code defining "
+                f"it is imported, or rebuild the model from Keras's own layers") from None
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
             raise ConfigError(
                 f"model file {str(path)!r} holds arbitrary code (a Lambda layer); it is refused "
                 f"in safe mode. Load it only if you trust its source.") from exc
-        raise ConfigError(f"model file {str(path)!r} cannot be loaded: {exc}") from exc
+        raise ConfigError(f"model file {str(path)!r} cannot be loaded: "
+                          f"{_first_line(exc)}") from exc
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"model file {str(path)!r} is damaged or not a .keras file "
+                          f"({_first_line(exc)}); export it or train it again") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,9 +235,18 @@ class InputContract:
 
     @classmethod
     def of_model(cls, model: keras.Model, class_names: Sequence[str] | None = None,
-                 task: str = "classification") -> InputContract:
-        """The contract of a loaded model (for ``.keras`` files without a ``contract.json``)."""
+                 task: str = "classification", *,
+                 source: str | os.PathLike | None = None) -> InputContract:
+        """The contract of a loaded model (for ``.keras`` files without a ``contract.json``).
+
+        Raises:
+            RunDirError: the model is not one the toolkit can serve: one input of square RGB
+                images of a fixed size, one output (class scores, or score maps for
+                segmentation); ``source`` names the file in the message.
+        """
         shape = model.input_shape
+        if source is not None:
+            _check_servable(model, source, task)
         if isinstance(shape, list) or len(shape) != 4 or shape[1] is None:
             raise RunDirError(f"model {model.name!r} does not take images of a fixed size "
                               f"(input shape {shape})")
@@ -192,6 +260,32 @@ class InputContract:
         outputs = int(model.output_shape[-1])
         names = tuple(class_names) if class_names else tuple(str(i) for i in range(outputs))
         return cls(task, int(shape[1]), int(channels), str(mode), names)
+
+
+def _check_servable(model: keras.Model, source: str | os.PathLike, task: str) -> None:
+    """Refuse, naming the file, a model the serving functions cannot feed or read."""
+    inputs, outputs = model.inputs, model.outputs
+    shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
+    out = tuple(outputs[0].shape) if len(outputs) == 1 else None
+    if len(inputs) != 1:
+        what = f"it has {len(inputs)} inputs"
+    elif len(shape) != 4:
+        what = f"its input has shape {shape}"
+    elif shape[1] is None or shape[2] is None or shape[1] != shape[2]:
+        what = f"its input has shape {shape}, not a fixed square size"
+    elif shape[3] != 3 and not any(layer.name in ("preprocess", "rgb_to_gray")
+                                   for layer in model.layers):
+        what = f"it takes {shape[3]}-channel images"
+    elif len(outputs) != 1:
+        what = f"it has {len(outputs)} outputs"
+    elif len(out) != (4 if task == "segmentation" else 2):
+        what = f"its output has shape {out}"
+    else:
+        return
+    raise RunDirError(
+        f"model file {str(source)!r} is not an image classifier this toolkit can serve: {what}; "
+        f"pass a run directory of 'zoo train', or a .keras classifier taking square RGB images "
+        f"and giving one vector of class scores")
 
 
 class RunDir:
@@ -267,7 +361,12 @@ class RunDir:
         cls.check_new(path, overwrite=overwrite, data=data, reads=reads)
         run = cls(path)
         if run.path.is_dir() and any(run.path.iterdir()):
-            outputs.clear(run.path)
+            try:
+                outputs.clear(run.path)
+            except OSError as exc:
+                raise RunDirError(f"output {str(run.path)!r} cannot be replaced "
+                                  f"({exc.strerror or exc}); choose another --output") from None
+        make_folder(run.path)
         outputs.mark_folder(run.path, "run")
         return run
 

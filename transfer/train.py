@@ -225,6 +225,7 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
                           f"with --overwrite")
     if state.get("finished"):
         raise RunDirError(f"the run in {str(run.path)!r} already finished")
+    ckpt.verify(run.path, state)
     config = TrainConfig.load(run / "config.json")
     if config.task == "auto":  # runs written before tasks were recorded were classifiers
         config = config.replace(task="classification")

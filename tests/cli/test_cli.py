@@ -184,3 +184,15 @@ def test_augment_policy_runs_and_is_recorded(runner, image_folder, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "default" / "config.json").read_text())
     assert saved["augment"] == "flip,crop,rotate,colour"
+
+
+def test_train_into_an_output_that_cannot_be_made_is_one_clean_line(runner, image_folder,
+                                                                    tmp_path):
+    (tmp_path / "notes.txt").write_text("a file")
+    out = tmp_path / "notes.txt" / "run"
+    result = runner.invoke(main, ["train", str(image_folder), "--model", "lenet5", "--weights",
+                                  "none", "--epochs", "1", "--output", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (line,) = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert f"output {str(out)!r} cannot be created" in line and "--output" in line

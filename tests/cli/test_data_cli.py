@@ -78,3 +78,27 @@ def test_check_reports_segmentation_pairs_and_messy_ones(seg_folder, tmp_path):
     assert report["ok"] and report["pairs"] == 23
     assert [Path(s["path"]).name for s in report["skipped"]] == ["img_000.png"]
     assert set(report["pixel_frequencies"]) == {"background", "square", "disc"}
+
+
+@pytest.mark.parametrize("command", [["data", "check"], ["train", "--model", "lenet5",
+                                                         "--weights", "none"]])
+@pytest.mark.parametrize("text,message", [
+    ("path,label\n", " lists no images: it has no 'path,label' rows"),
+    ("path,label\ngone/a.png,cat\ngone/b.png,dog\n",
+     ": none of the 2 images it lists exist (first: "),
+    ("gone/a.png,cat,train\nhere.png,dog,val\n",
+     ": none of the 1 images of its 'train' rows exist (first: "),
+])
+def test_a_csv_without_usable_rows_is_one_line_naming_it(tmp_path, command, text, message):
+    """Once a KeyError: 'all' from deep in the split code."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "here.png")
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text(text)
+    args = [*command, str(csv_file), "--cache-dir", str(tmp_path / "cache")]
+    if command[0] == "train":
+        args += ["--output", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (line,) = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert line.startswith(f"Error: CSV file {str(csv_file)!r}{message}"), line

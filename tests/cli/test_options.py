@@ -15,9 +15,11 @@ from cli.main import main
 REPO = Path(__file__).resolve().parents[2]
 
 # Every option as `zoo train --help` (lr-find, data check) listed it before the options were
-# built from TrainConfig: names, Click type (ranges as Click prints them) and default. The one
-# change is --seed, now checked against numpy's seed range instead of failing later in
-# keras.utils.set_random_seed. (Defaults that were unset are None; switches default to False.)
+# built from TrainConfig: names, Click type (ranges as Click prints them) and default. The
+# changes are --seed, now checked against numpy's seed range instead of failing later in
+# keras.utils.set_random_seed, and the ceilings of sizes and counts (beyond them a run ran out
+# of memory or failed to convert the number to a tensor). (Defaults that were unset are None;
+# switches default to False.)
 TRAIN = [
     "--model, -m text 'keras_mobilenetv2'",
     "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",
@@ -27,27 +29,27 @@ TRAIN = [
     "--output, -o directory None",
     "--resume directory None",
     "--overwrite boolean None",
-    "--epochs x>=0 10",
-    "--fine-tune-epochs x>=0 10",
-    "--image-size x>=8 None",
+    "--epochs 0<=x<=1000000 10",
+    "--fine-tune-epochs 0<=x<=1000000 10",
+    "--image-size 8<=x<=4096 None",
     "--batch-size integer|auto 32",
     "--optimizer [adam|adamw|sgd] 'adam'",
     "--lr x>0 0.001",
     "--fine-tune-lr-factor 0<x<=1 None",  # the task decides: 0.1 classification, 1 segmentation
     "--fine-tune-batchnorm [auto|frozen|train] 'auto'",  # the task decides, like the factor
     "--schedule [auto|plateau|cosine|onecycle|constant] 'auto'",
-    "--warmup-epochs x>=0 2",
-    "--lr-patience x>=1 2",
-    "--patience x>=0 5",
+    "--warmup-epochs 0<=x<=1000000 2",
+    "--lr-patience 1<=x<=1000000 2",
+    "--patience 0<=x<=1000000 5",
     "--weight-decay x>=0 0.0001",
     "--dropout 0<=x<1 0.2",
     "--label-smoothing 0<=x<1 None",
     "--unfreeze-from text None",
-    "--unfreeze-top x>=1 None",
+    "--unfreeze-top 1<=x<=10000 None",
     "--discriminative-lr x>=1 1.0",
     "--val-split 0<x<1 0.2",
     "--test-split 0<=x<1 0.0",
-    "--min-per-class x>=1 2",
+    "--min-per-class 1<=x<=1000000 2",
     "--drop-small-classes boolean False",
     "--cache-dir directory None",
     "--tfds-data-dir directory None",
@@ -60,7 +62,7 @@ TRAIN = [
     "--palette text None",
     "--bn-momentum float|auto 'auto'",  # issue 15: BatchNorm statistics of short runs
     "--cache-features / --no-cache-features boolean True",
-    "--memory-cache-mb x>=0 2048",
+    "--memory-cache-mb 0<=x<=10000000 2048",
     "--precision [float32|mixed_float16|mixed_bfloat16] 'float32'",
     "--jit / --no-jit boolean False",
     "--strategy [default|mirrored|multiworker|tpu] 'default'",
@@ -71,10 +73,10 @@ LR_FIND = [
     "--model, -m text 'keras_mobilenetv2'",
     "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",
     "--weights text 'imagenet'",
-    "--image-size x>=8 None",
-    "--batch-size x>=1 32",
+    "--image-size 8<=x<=4096 None",
+    "--batch-size 1<=x<=65536 32",
     "--optimizer [adam|adamw|sgd] 'adam'",
-    "--steps x>=10 200",
+    "--steps 10<=x<=1000000 200",
     "--start x>0 1e-07",
     "--end x>0 10.0",
     "--plot file 'lr_find.png'",
@@ -87,12 +89,12 @@ DATA_CHECK = [
     "--cache-dir directory None",
     "--val-split 0<x<1 0.2",
     "--test-split 0<=x<1 0.0",
-    "--min-per-class x>=1 2",
+    "--min-per-class 1<=x<=1000000 2",
     "--drop-small-classes boolean False",
     "--palette text None",  # added with segmentation
     "--ignore-index 0<=x<=255 None",
     "--tfds-data-dir directory None",
-    "--workers x>=1 None",
+    "--workers 1<=x<=1024 None",
 ]
 
 
@@ -151,6 +153,17 @@ def test_help_texts_come_from_the_config_fields(runner):
     (["--mode", "sideways"], "--mode"),
     (["--seed", "-1"], "--seed"),
     (["-m", ""], "--model"),
+    # Ceilings: an out-of-memory error a minute later, or a failed tensor conversion, before.
+    (["--image-size", "100000"], "--image-size"),
+    (["--epochs", "9" * 20], "--epochs"),
+    (["--fine-tune-epochs", str(2**63)], "--fine-tune-epochs"),
+    (["--batch-size", str(2**31)], "--batch-size"),
+    (["--patience", "9" * 20], "--patience"),
+    (["--lr-patience", "9" * 20], "--lr-patience"),
+    (["--warmup-epochs", "9" * 20], "--warmup-epochs"),
+    (["--unfreeze-top", "9" * 20], "--unfreeze-top"),
+    (["--min-per-class", "9" * 20], "--min-per-class"),
+    (["--memory-cache-mb", "9" * 20], "--memory-cache-mb"),
     # Rules across two fields are checked by TrainConfig and still name the option to change.
     (["--val-split", "0.5", "--test-split", "0.5"], "--test-split"),
     (["--unfreeze-from", "c3", "--unfreeze-top", "1"], "--unfreeze-top"),
@@ -236,3 +249,34 @@ def test_resume_refuses_training_options(runner, tmp_path, args, option):
     assert errors == [f"Error: {option} cannot change a resumed run: --resume continues with the "
                       f"settings of its config.json; drop {option}, or train a new run with "
                       f"--output"], result.output
+
+
+@pytest.mark.parametrize("args,option", [
+    # Options of commands not built from TrainConfig have the same ceilings; the bad option
+    # comes first, so Click checks it before the arguments.
+    (["predict", "--batch-size", str(2**31), "m.keras", "x.png"], "--batch-size"),
+    (["predict", "--top-k", "9" * 20, "m.keras", "x.png"], "--top-k"),
+    (["evaluate", "--batch-size", "9" * 20, "run"], "--batch-size"),
+    (["lr-find", "--steps", "9" * 20, "data"], "--steps"),
+    (["viz", "filters", "--image-size", "100000", "lenet5"], "--image-size"),
+    (["viz", "maximize", "--steps", "9" * 20, "lenet5"], "--steps"),
+    (["viz", "maximize", "--octaves", "9" * 20, "lenet5"], "--octaves"),
+    (["viz", "maximize", "--seed", "9" * 20, "lenet5"], "--seed"),
+    (["embed", "--batch-size", "9" * 20, "lenet5", "data", "index"], "--batch-size"),
+    (["list", "--input-size", "100000"], "--input-size"),
+    (["data", "check", "--workers", "9" * 20, "data"], "--workers"),
+])
+def test_other_commands_refuse_absurd_sizes_naming_the_option(runner, args, option):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"Invalid value for '{option}'" in errors[0], result.output
+
+
+def test_the_cli_ceilings_are_the_configs():
+    from cli import options
+    from transfer import config
+
+    assert (options.IMAGE_SIZE.max, options.BATCH_SIZE.max, options.SEED.max) == (
+        config.MAX_IMAGE_SIZE, config.MAX_BATCH_SIZE, 2**32 - 1)
+    assert options.COUNT.max == config.MAX_EPOCHS

@@ -1,17 +1,19 @@
 """`--resume` after a SIGKILL mid-epoch reaches the same result as an uninterrupted run."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 import transfer
-from transfer.errors import DataError, RunDirError
+from transfer.errors import DataError, RunDirError, TrainingInterrupted
 
 SCRIPT = textwrap.dedent("""
     import os, signal, sys
@@ -141,3 +143,82 @@ def test_resume_after_the_data_changed_warns_with_counts_and_an_example(image_fo
     assert [r.getMessage() for r in caplog.records if "changed" in r.getMessage()] == [
         f"the data changed since this run started: 1 file(s) not in it were added (e.g. "
         f"{added}); resuming with the split as recorded (added files are not used)"]
+
+
+# ---- damaged checkpoints and feature caches -------------------------------------------------
+
+class _StopAtSecondEpoch(keras.callbacks.Callback):
+    """Ctrl-C as the second epoch begins: the first is checkpointed."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def interrupted(image_folder, tmp_path_factory):
+    """A feature-extractor LeNet-5 run stopped after epoch 1 of 2, its backbone features cached
+    on disk (memory_cache_mb=0)."""
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    with pytest.raises(TrainingInterrupted):
+        transfer.train(image_folder, output=out, model="lenet5", mode="feature-extractor",
+                       weights=None, augment="none", epochs=2, batch_size=8, seed=7,
+                       memory_cache_mb=0, verbose=0, callbacks=[_StopAtSecondEpoch()])
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1
+    assert (out / "features" / "complete.json").is_file()
+    return out
+
+
+def _copy(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("name,damage", [
+    ("variables.npz", _truncate),
+    ("variables.npz", lambda p: p.write_bytes(b"")),
+    ("variables.npz", lambda p: p.unlink()),
+    ("frozen.npz", _truncate),
+    ("state.json", _truncate),
+    ("state.json", lambda p: p.write_text("")),
+    ("state.json", lambda p: p.write_text('{"epochs": 1}\n')),  # wrong keys
+    ("state.json", lambda p: p.write_text("[1, 2]\n")),
+])
+def test_a_damaged_checkpoint_is_one_line_saying_to_start_again(interrupted, tmp_path, name,
+                                                                damage):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    run = _copy(interrupted, tmp_path)
+    damage(run / "checkpoint" / name)
+    result = CliRunner().invoke(main, ["train", "--resume", str(run)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (line,) = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert line.startswith(f"Error: the checkpoint in {str(run)!r} is damaged ("), line
+    assert line.endswith("; start the run again with --overwrite"), line
+
+
+@pytest.mark.parametrize("damage", [
+    lambda f: _truncate(f / "train_0.npy"),
+    lambda f: (f / "val_0.npy").write_bytes(b""),
+    lambda f: (f / "train_0.npy").unlink(),
+    lambda f: np.save(f / "val_0.npy", np.zeros((2, 3), np.float32)),  # the wrong shape
+])
+def test_a_damaged_feature_cache_is_rebuilt_with_a_warning(interrupted, tmp_path, caplog,
+                                                           damage):
+    run = _copy(interrupted, tmp_path)
+    damage(run / "features")
+    caplog.set_level("INFO", logger="transfer")
+    result = transfer.resume(run, verbose=0)
+    assert "are damaged" in caplog.text and "extracting them again" in caplog.text
+    assert "reusing the backbone features" not in caplog.text
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert (run / "model.keras").is_file()

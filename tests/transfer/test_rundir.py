@@ -8,7 +8,7 @@ import pytest
 
 from transfer.config import TASK_NAMES, TrainConfig
 from transfer.errors import ConfigError, RunDirError
-from transfer.rundir import InputContract, RunDir, atomic_write
+from transfer.rundir import InputContract, RunDir, atomic_output, atomic_write
 from transfer.tasks import TASKS, get_task
 
 
@@ -99,3 +99,55 @@ def test_no_samples_is_a_data_error_not_a_value_error():
 
     with pytest.raises(DataError, match="no samples to evaluate"):
         classification_metrics(np.zeros((0, 3)), np.zeros(0, np.int64), ["a", "b", "c"])
+
+
+def test_create_names_an_output_that_cannot_be_written(tmp_path, monkeypatch):
+    """Tests run as root, whom chmod does not stop: a folder under a regular file cannot be
+    made by anyone, and a read-only file system is simulated where mkdir fails."""
+    import errno
+    from pathlib import Path
+
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(RunDirError) as caught:
+        RunDir.create(tmp_path / "notes.txt" / "run")
+    message = str(caught.value)
+    assert message.startswith(f"output {str(tmp_path / 'notes.txt' / 'run')!r} cannot be "
+                              f"created:"), message
+    assert "choose another --output" in message and "\n" not in message
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(RunDirError, match=r"cannot be created: Read-only file system; choose "):
+        RunDir.create(tmp_path / "run")
+
+
+def test_create_names_an_existing_folder_that_is_not_writable(tmp_path, monkeypatch):
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(RunDirError) as caught:
+        RunDir.create(tmp_path)
+    assert str(caught.value) == (f"output {str(tmp_path)!r} is not writable (Permission "
+                                 f"denied); choose another --output")
+
+
+def test_exports_and_evaluations_name_an_output_that_cannot_be_made(trained_run, tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(RunDirError,
+                       match=r"output '.*notes.txt' cannot be created: a file of that name "), \
+            atomic_output(tmp_path / "notes.txt" / "model.tflite"):
+        pass
+    out = tmp_path / "notes.txt" / "eval"
+    result = CliRunner().invoke(main, ["evaluate", str(trained_run.run_dir), "--output",
+                                       str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"Error: output {str(out)!r} cannot be created: " in result.output

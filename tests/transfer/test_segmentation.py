@@ -260,6 +260,19 @@ def test_predict_without_an_output_folder_is_one_clean_line(seg_run, seg_folder)
                     "--output FOLDER for them")
 
 
+def test_predict_into_an_output_folder_that_cannot_be_made_is_one_clean_line(seg_run, seg_folder,
+                                                                               tmp_path):
+    (tmp_path / "notes.txt").write_text("a file")
+    out = tmp_path / "notes.txt" / "masks"
+    result = CliRunner().invoke(main, ["predict", str(seg_run), "--output", str(out),
+                                       str(seg_folder / "images" / "img_000.png")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    (line,) = result.output.strip().splitlines()[-1:]
+    assert line == (f"Error: output {str(out)!r} cannot be created: "
+                    f"{str(tmp_path / 'notes.txt')!r} is a file, not a folder; choose another "
+                    f"--output")
+
+
 @pytest.mark.parametrize("loss, setting, weighted", [
     ("auto", "auto", False), ("dice", "auto", False), ("ce", "auto", True),
     ("focal", "auto", True), ("ce+dice", "on", True), ("ce", "off", False)])
@@ -274,3 +287,26 @@ def test_auto_pixel_weights_only_for_losses_without_dice(loss, setting, weighted
                          loss=loss, class_weights=setting)
     assert task.loss_weights(config, split=None, num_classes=2) is None
     assert task.pixel_weights == ([8.0 / 15, 8.0] if weighted else None)
+
+
+@pytest.mark.slow  # about 25 s on two shared cores; the report's summary has a fast unit test
+def test_a_layout_with_a_test_split_writes_its_metrics_and_report(tmp_path):
+    """images/ + masks/ under train/, val/ and test/: the test split is evaluated with the
+    segmentation metrics, and metrics.json and report.html are written (the report's summary
+    once read a classification key and sank both)."""
+    from tests.conftest import make_segmentation_folder
+
+    data = tmp_path / "data"
+    for split, count in (("train", 8), ("val", 4), ("test", 4)):
+        make_segmentation_folder(data / split, count=count, size=32, seed=len(split))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train", str(data), "--model", "unet", "--backbone", "keras_mobilenet", "--weights",
+        "none", "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--mode",
+        "feature-extractor", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["mean_iou"] <= 1
+    report = (out / "report.html").read_text()
+    assert "test mean IoU" in report

@@ -335,12 +335,34 @@ def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
             skipped.append((path, SKIP_MISSING))
             continue
         groups.setdefault(split, {}).setdefault(_class_name(row[1].strip()), []).append(entry)
-    if with_split and "train" not in groups:
-        raise DataError(f"{str(csv_file)!r} has a split column but no 'train' rows")
+    _check_csv_rows(csv_file, rows, with_split, groups, skipped)
     groups = {split: dict(sorted(classes.items())) for split, classes in groups.items()}
     with concurrent.futures.ThreadPoolExecutor(workers or default_workers()) as pool:
         return _assemble(str(csv_file), str(csv_file.parent), groups, skipped, options, pool,
                          start)
+
+
+def _check_csv_rows(csv_file: Path, rows: list, with_split: bool,
+                    groups: dict[str, dict[str, list[_Entry]]],
+                    skipped: list[tuple[str, str]]) -> None:
+    """A CSV whose rows name no existing image (or no existing 'train' image) is refused here,
+    naming the file, rather than deep in the split code."""
+    where = f"CSV file {str(csv_file)!r}"
+    if not rows:
+        raise DataError(f"{where} lists no images: it has no 'path,label' rows; add one row "
+                        f"per image")
+    pool = "train" if with_split else "all"
+    if pool in groups:
+        return
+    listed = [row for _, row in rows if not with_split or row[2].strip().lower() == pool]
+    if not listed:
+        raise DataError(f"{where} has a split column but no 'train' rows; mark the rows to "
+                        f"train on with 'train'")
+    missing = [path for path, reason in skipped if reason == SKIP_MISSING]
+    which = "images it lists" if pool == "all" else "images of its 'train' rows"
+    first = f" (first: {missing[0]!r})" if missing else ""
+    raise DataError(f"{where}: none of the {len(listed)} {which} exist{first}; fix the paths: "
+                    f"relative ones are read from the CSV file's folder, {str(csv_file.parent)!r}")
 
 
 # ---- other sources --------------------------------------------------------------------------

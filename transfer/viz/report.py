@@ -140,27 +140,33 @@ def _png_tag(png: bytes, alt: str) -> str:
     return f"<img alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,{data}\">"
 
 
+# The numbers each task's summarise() may write, in the order the summary lists them; the
+# summary shows those present, so it reads any task's metrics without naming the task.
+_SUMMARY_METRICS = (("top1_accuracy", "top-1 accuracy"), ("top5_accuracy", "top-{k} accuracy"),
+                    ("mean_iou", "mean IoU"), ("pixel_accuracy", "pixel accuracy"),
+                    ("dice", "Dice"), ("loss", "loss"))
+
+
 def _summary(config: dict, metrics: dict, loaded: VizModel) -> str:
     rows = [("model", config.get("model")), ("mode", config.get("mode")),
             ("weights", config.get("weights") or "none"), ("image size", loaded.image_size),
             ("classes", ", ".join(loaded.class_names or []) or None)]
-    val = metrics.get("val") or {}
-    if val and "mean_iou" in val:
-        rows += [("validation images", val.get("samples")),
-                 ("mean IoU", f"{val['mean_iou']:.4f}"),
-                 ("pixel accuracy", f"{val['pixel_accuracy']:.4f}"),
-                 ("Dice", f"{val['dice']:.4f}")]
-    elif val:
-        rows += [("validation images", val.get("samples")),
-                 ("top-1 accuracy", f"{val['top1_accuracy']:.4f}"),
-                 (f"top-{val.get('top_k', 5)} accuracy", f"{val['top5_accuracy']:.4f}"),
-                 ("loss", f"{val['loss']:.4f}" if val.get("loss") is not None else None)]
-    test = metrics.get("test") or {}
-    if test:
-        rows.append(("test top-1 accuracy", f"{test['top1_accuracy']:.4f}"))
+    for split, prefix in (("val", "validation"), ("test", "test")):
+        rows += _metric_rows(metrics.get(split) or {}, prefix)
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in rows if v is not None)
     return f"<table>{cells}</table>"
+
+
+def _metric_rows(split: dict, prefix: str) -> list[tuple[str, Any]]:
+    if not split:
+        return []
+    rows: list[tuple[str, Any]] = [(f"{prefix} images", split.get("samples"))]
+    for key, label in _SUMMARY_METRICS:
+        value = split.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append((f"{prefix} {label.format(k=split.get('top_k', 5))}", f"{value:.4f}"))
+    return rows
 
 
 def _val_split(run: RunDir) -> Split | None:
