@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
@@ -97,3 +98,29 @@ def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, image_fol
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(RunDirError, match="not a run directory"):
         transfer.resume(tmp_path)
+
+
+class _CtrlCInFirstEpoch(keras.callbacks.Callback):
+    """Ctrl-C on the first training batch, before any epoch is checkpointed."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_so_and_resume_starts_over(image_folder,
+                                                                           tmp_path):
+    out = tmp_path / "early"
+    settings = dict(model="lenet5", mode="full-retrain", weights=None, epochs=1, batch_size=8,
+                    seed=3, verbose=0)
+    with pytest.raises(transfer.TrainingInterrupted) as info:
+        transfer.train(image_folder, output=out, callbacks=[_CtrlCInFirstEpoch()], **settings)
+    assert str(info.value) == (
+        f"stopped before the first epoch finished, so nothing is checkpointed; start it over "
+        f"with: zoo train --resume {out} (or the same command with --overwrite)")
+    assert not (out / "checkpoint" / "state.json").exists()
+
+    result = transfer.resume(out, verbose=0)  # starts the run over from its config and split
+    assert [row["epoch"] for row in result.history] == [1]
+    assert (out / "model.keras").is_file()
+    expected = transfer.train(image_folder, output=tmp_path / "straight", **settings)
+    assert result.history[0]["loss"] == pytest.approx(expected.history[0]["loss"], rel=1e-5)
