@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # What ``tf.io.decode_image`` reads (WebP since TF 2.18); folders are searched for these. Files
 # named explicitly are always tried, whatever their suffix.
 DECODABLE_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".jpe", ".jfif")
+DECODABLE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+NOT_AN_IMAGE = f"not a {DECODABLE_FORMATS} image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,9 +227,14 @@ class Predictor:
             for path in chunk:
                 try:
                     data = Path(path).read_bytes()
+                except OSError as exc:
+                    results[path] = Prediction(
+                        path, error=f"cannot be read ({exc.strerror or _reason(exc)})")
+                    continue
+                try:
                     tf.io.decode_image(data, channels=3, expand_animations=False)
-                except Exception as exc:  # noqa: BLE001  - any decoder failure is reported
-                    results[path] = Prediction(path, error=_reason(exc))
+                except Exception:  # noqa: BLE001  - any decoder failure: not an image it reads
+                    results[path] = Prediction(path, error=NOT_AN_IMAGE)
                     continue
                 readable.append(path)
                 contents.append(data)
@@ -288,6 +295,21 @@ def _reason(exc: Exception) -> str:
     return (text[-1] if text else type(exc).__name__)[:200]
 
 
+def nothing_predicted(failed: Sequence[Prediction]) -> DataError:
+    """The error for a prediction in which every file failed (``failed``, in order)."""
+    advice = "pass image files in one of those formats, or folders of them"
+    if len(failed) == 1:
+        (p,) = failed
+        if p.error != NOT_AN_IMAGE:
+            return DataError(f"nothing to predict: {p.path!r} {p.error}")
+        return DataError(f"nothing to predict: {p.path!r} is {p.error}; {advice}")
+    names = ", ".join(repr(p.path) for p in failed[:3])
+    if len(failed) > 3:
+        names += f" and {len(failed) - 3} more"
+    return DataError(f"nothing to predict: none of the {len(failed)} files is a readable "
+                     f"{DECODABLE_FORMATS} image ({names}); {advice}")
+
+
 def expand_inputs(inputs: Iterable[str]) -> list[str]:
     """Files, folders (searched recursively for images) and glob patterns, in a stable order.
 
@@ -297,12 +319,16 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     paths: list[str] = []
     for item in inputs:
         if any(ch in item for ch in "*?[") and not Path(item).exists():
-            matches = sorted(glob.glob(item, recursive=True))
+            matches = [m for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
             if not matches:
                 raise DataError(f"no file matches {item!r}")
-            paths.extend(m for m in matches if Path(m).is_file())
+            paths.extend(matches)
         elif Path(item).is_dir():
-            paths.extend(list_image_files(item, suffixes=DECODABLE_SUFFIXES))
+            found = list_image_files(item, suffixes=DECODABLE_SUFFIXES)
+            if not found:
+                raise DataError(f"the folder {item!r} holds no image files "
+                                f"(searched for {', '.join(sorted(DECODABLE_SUFFIXES))})")
+            paths.extend(found)
         elif Path(item).is_file():
             paths.append(item)
         else:
@@ -319,8 +345,14 @@ def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
 
     ``progress`` is called with the number of files done after each batch; ``weights`` applies
     to a registry model name only.
+
+    Raises:
+        DataError: a folder holds no image files, or no file could be read as an image.
     """
     predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights)
-    return list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
-                                        progress=progress))
+    results = list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
+                                           progress=progress))
+    if results and all(p.error for p in results):
+        raise nothing_predicted(results)
+    return results
 
