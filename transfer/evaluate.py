@@ -228,7 +228,7 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
     task = get_task(classifier.contract.task, **classifier.contract.task_options())
     skipped: list[str] = []
     if data_dir is not None:
-        data, skipped = task.evaluation_split(data_dir, classifier.class_names, split=split)
+        data, skipped = _evaluation_split(task, source, data_dir, classifier.class_names, split)
         described, used_split = str(data_dir), None
         default_out = evaluations / Path(data_dir).resolve().name
     else:
@@ -254,6 +254,42 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
     log.info("%s: %s on %d images; wrote %s", described, task.headline(metrics),
              metrics["samples"], out_dir)
     return result
+
+
+def _segmentation_layout(root: Path) -> str | None:
+    """The folders that make ``root`` a segmentation layout, or ``None``."""
+    from transfer.tasks.segmentation import looks_like_segmentation
+
+    if not looks_like_segmentation(root):
+        return None
+    if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
+        return "JPEGImages/ + SegmentationClass/"
+    if (root / "annotations" / "trimaps").is_dir() and not (root / "masks").is_dir():
+        return "images/ + annotations/trimaps/"
+    return "images/ + masks/"
+
+
+def _evaluation_split(task, source, data_dir: str | os.PathLike, class_names: Sequence[str],
+                      split: str) -> tuple[Split, list[str]]:
+    """``task.evaluation_split``, with a data layout of the other task named as such (rather
+    than as class folders to rename, or a segmentation folder that lacks its masks)."""
+    root = Path(data_dir)
+    layout = _segmentation_layout(root)
+    if task.name == "classification" and layout:
+        raise DataError(f"{str(source)!r} is a classification model but {str(root)!r} is a "
+                        f"segmentation layout ({layout}); evaluate it with a segmentation run, "
+                        f"or pass a folder with one sub-folder per class")
+    try:
+        return task.evaluation_split(data_dir, class_names, split=split)
+    except DataError:
+        if task.name != "segmentation" or layout or not root.is_dir():
+            raise
+        folder = root / split if (root / "train").is_dir() and (root / split).is_dir() else root
+        if not any(scan_class_folders(folder).values()):
+            raise
+        raise DataError(f"{str(source)!r} is a segmentation model but {str(root)!r} is a "
+                        f"classification layout (one sub-folder per class); evaluate it with a "
+                        f"classification run, or pass a folder of images/ + masks/") from None
 
 
 def imagenet_labels() -> list[str]:

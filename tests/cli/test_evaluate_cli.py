@@ -169,3 +169,26 @@ def test_predict_on_an_empty_folder_is_one_error_line(runner, trained_run, tmp_p
     assert result.output.strip() == (
         f"Error: the folder {str(empty)!r} holds no image files (searched "
         f"for .bmp, .gif, .jfif, .jpe, .jpeg, .jpg, .png, .webp)")
+
+
+def test_evaluate_names_a_task_mismatch_between_run_and_data(runner, run_dir, seg_folder,
+                                                             image_folder, tmp_path):
+    result = runner.invoke(main, ["evaluate", str(run_dir), str(seg_folder)])
+    _one_error_line(result)
+    assert result.output.strip() == (
+        f"Error: {str(run_dir)!r} is a classification model but {str(seg_folder)!r} is a "
+        f"segmentation layout (images/ + masks/); evaluate it with a segmentation run, or pass "
+        f"a folder with one sub-folder per class")
+
+    # The converse. Evaluate reads the task from contract.json and checks the layout before
+    # predicting anything, so a classifier's run relabelled as a segmenter stands in for one.
+    seg_run = shutil.copytree(run_dir, tmp_path / "seg_run")
+    contract = json.loads((seg_run / "contract.json").read_text())
+    contract.update(task="segmentation", ignore_index=255)
+    (seg_run / "contract.json").write_text(json.dumps(contract))
+    result = runner.invoke(main, ["evaluate", str(seg_run), str(image_folder)])
+    _one_error_line(result)
+    assert result.output.strip() == (
+        f"Error: {str(seg_run)!r} is a segmentation model but {str(image_folder)!r} is a "
+        f"classification layout (one sub-folder per class); evaluate it with a classification "
+        f"run, or pass a folder of images/ + masks/")
