@@ -78,3 +78,23 @@ def test_check_reports_segmentation_pairs_and_messy_ones(seg_folder, tmp_path):
     assert report["ok"] and report["pairs"] == 23
     assert [Path(s["path"]).name for s in report["skipped"]] == ["img_000.png"]
     assert set(report["pixel_frequencies"]) == {"background", "square", "disc"}
+
+
+@pytest.mark.parametrize("present", ["images", "masks"])
+def test_check_names_the_missing_half_of_a_segmentation_layout(tmp_path, present):
+    data = tmp_path / "scenes"
+    (data / present).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / present / f"{i}.png")
+    result = CliRunner().invoke(main, ["data", "check", str(data), "--cache-dir",
+                                       str(tmp_path / "cache")])
+    assert result.exit_code == 1
+    if present == "images":
+        assert result.output.strip() == (
+            f"Error: {str(data)!r} has images/ but no masks/: for segmentation add masks/, "
+            f"one PNG per image with the same file name, each pixel its class index (0, 1, "
+            f"...); for classification put the images in one sub-folder per class")
+    else:
+        assert result.output.strip() == (
+            f"Error: {str(data)!r} has masks/ but no images/: for segmentation add images/, "
+            f"the image of each mask with the same file name")

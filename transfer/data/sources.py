@@ -235,7 +235,19 @@ def _load_folder(root: Path, source: str, options: _Options) -> ImageFolderData:
         else:
             classes, skipped = _list_classes(root, pool)
             groups = {"all": classes}
+        folders = {name for classes in groups.values() for name in classes}
+        if folders in ({"images"}, {"masks"}):  # one class: half a segmentation layout
+            raise DataError(_half_segmentation_layout(source, folders.pop()))
         return _assemble(source, str(root), groups, skipped, options, pool, start)
+
+
+def _half_segmentation_layout(source: str, present: str) -> str:
+    if present == "images":
+        return (f"{source!r} has images/ but no masks/: for segmentation add masks/, one PNG "
+                f"per image with the same file name, each pixel its class index (0, 1, ...); "
+                f"for classification put the images in one sub-folder per class")
+    return (f"{source!r} has masks/ but no images/: for segmentation add images/, the image of "
+            f"each mask with the same file name")
 
 
 def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int = 42,
