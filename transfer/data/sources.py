@@ -250,6 +250,11 @@ def _half_segmentation_layout(source: str, present: str) -> str:
             f"each mask with the same file name")
 
 
+def _quoted(cell: str) -> str:
+    """``cell`` as a CSV writer quotes it."""
+    return '"' + cell.replace('"', '""') + '"'
+
+
 def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int = 42,
              test_split: float = 0.0, min_per_class: int = DEFAULT_MIN_PER_CLASS,
              drop_small_classes: bool = False, cache_dir: str | os.PathLike | None = None,
@@ -271,20 +276,34 @@ def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
                     if row and any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read CSV file {str(csv_file)!r}: {exc}") from None
-    if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["path", "label"]:
+    header = [c.strip().lower() for c in rows[0][1]] if rows else []
+    with_split = None
+    if header[:2] == ["path", "label"]:
         rows = rows[1:]
-    with_split = bool(rows) and all(len(row) >= 3 and row[2].strip() for _, row in rows)
+        if not any(header[2:]):  # the header says: no split column
+            with_split = False
+    if with_split is None:
+        with_split = bool(rows) and all(len(row) >= 3 and row[2].strip() for _, row in rows)
+    columns = "'path,label,split'" if with_split else "'path,label'"
     groups: dict[str, dict[str, list[_Entry]]] = {}
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
     for line, row in rows:
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise DataError(f"{str(csv_file)}:{line}: expected 'path,label', got {row!r}")
+            raise DataError(f"{str(csv_file)}:{line}: expected {columns}, got {row!r}")
+        width = 3 if with_split else 2
+        label, rest = ((row[1:-1], [row[-1]]) if with_split and len(row) > width
+                       else (row[1:], []))
+        quote = (f"if the label holds a comma, quote it: "
+                 f"{','.join([row[0], _quoted(','.join(label)), *rest])}")
+        if any(cell.strip() for cell in row[width:]):
+            raise DataError(f"{str(csv_file)}:{line}: {len(row)} columns where {columns} rows "
+                            f"have {width}; {quote}")
         path = str(csv_file.parent / row[0].strip())
         split = row[2].strip().lower() if with_split else "all"
         if split not in (*SPLIT_FOLDERS, "all"):
-            raise DataError(f"{str(csv_file)}:{line}: split must be one of {SPLIT_FOLDERS}, "
-                            f"got {row[2]!r}")
+            raise DataError(f"{str(csv_file)}:{line}: {row[2]!r} is not a split (train, val or "
+                            f"test); {quote}")
         if path in seen:
             skipped.append((path, SKIP_DUPLICATE))
             continue
