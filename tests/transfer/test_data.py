@@ -351,6 +351,21 @@ def test_csv_label_with_an_unquoted_comma_names_the_line_and_the_quoting(tmp_pat
     assert str(info.value) == f"{csv_file}:{line}: {message}"
 
 
+def test_csv_listing_no_existing_file_says_so(tmp_path):
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("path,label\nimages/a.png,cat\nimages/b.png,dog\n")
+    with pytest.raises(DataError) as info:
+        load_source(csv_file, cache_dir=tmp_path / "cache")
+    assert str(info.value) == (
+        f"none of the 2 files listed in {str(csv_file)!r} exists (e.g. "
+        f"{str(tmp_path / 'images' / 'a.png')!r}); relative paths are read from the CSV "
+        f"file's folder")
+    csv_file.write_text("path,label\n")
+    with pytest.raises(DataError) as info:
+        load_source(csv_file, cache_dir=tmp_path / "cache")
+    assert str(info.value) == f"{str(csv_file)!r} lists no images; expected 'path,label' rows"
+
+
 def test_tfds_offline_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     start = time.perf_counter()

@@ -313,6 +313,13 @@ def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
             skipped.append((path, SKIP_MISSING))
             continue
         groups.setdefault(split, {}).setdefault(_class_name(row[1].strip()), []).append(entry)
+    if not groups:
+        if not skipped:
+            raise DataError(f"{str(csv_file)!r} lists no images; expected {columns} rows")
+        missing = [p for p, reason in skipped if reason == SKIP_MISSING]
+        raise DataError(f"none of the {len(seen)} files listed in {str(csv_file)!r} exists "
+                        f"(e.g. {missing[0]!r}); relative paths are read from the CSV file's "
+                        f"folder")
     if with_split and "train" not in groups:
         raise DataError(f"{str(csv_file)!r} has a split column but no 'train' rows")
     groups = {split: dict(sorted(classes.items())) for split, classes in groups.items()}
