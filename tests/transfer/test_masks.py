@@ -630,3 +630,12 @@ def test_binary_hint_only_for_0_255_masks_and_only_advice_that_works(tmp_path):
     assert str(info.value).endswith(
         "hold the values [0, 1] (ignore_index 1); if 1 is a class, choose an ignore_index from "
         "2 to 255")
+
+
+def test_too_few_pairs_advise_the_check_that_lists_every_file(tmp_path):
+    masks = [(np.arange(64).reshape(8, 8) % 2).astype(np.uint8)]
+    root = _pairs_folder(tmp_path / "one", masks)
+    with pytest.raises(DataError) as info:
+        load_segmentation(root, cache_dir=tmp_path / "cache")
+    # a failed 'zoo data check' prints this line only; with --json it lists every file
+    assert str(info.value).endswith(f"; run 'zoo data check {root} --json' to see every file")

@@ -498,4 +498,4 @@ def _too_few_message(layout: _Layout, splits: dict[str, list[dict]], report: Dat
                f"{', '.join(f'{n} {r}' for r, n in report.reason_counts.items())})"
                if report.skipped else "")
     return (f"{str(layout.root)!r} needs usable image/mask pairs in train and val; found "
-            f"{found}{skipped}; run 'zoo data check' on it to see every file")
+            f"{found}{skipped}; run 'zoo data check {layout.root} --json' to see every file")
