@@ -232,7 +232,8 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
         described, used_split = str(data_dir), None
         default_out = evaluations / Path(data_dir).resolve().name
     else:
-        data = _saved_split(classifier.run_dir, source, classifier.class_names, split)
+        data = _saved_split(classifier.run_dir, source, classifier.class_names, split,
+                            task.name)
         described, used_split = str(classifier.run_dir / "split.json"), split
         default_out = evaluations / split
     out_dir = Path(output_dir) if output_dir is not None else default_out
@@ -350,10 +351,13 @@ def _imagenet_artifacts(metrics: dict, predictions: Predictions, out_dir: Path) 
     return written
 
 
-def _saved_split(run_dir: Path | None, source, class_names: Sequence[str], split: str) -> Split:
+def _saved_split(run_dir: Path | None, source, class_names: Sequence[str], split: str,
+                 task: str) -> Split:
     if run_dir is None or not (run_dir / "split.json").is_file():
+        layout = ("with one sub-folder per class" if task == "classification"
+                  else "of images/ + masks/")
         raise RunDirError(f"{str(source)!r} has no split.json to evaluate on; pass DATA_DIR, a "
-                          f"folder with one sub-folder per class")
+                          f"folder {layout}")
     folder = ImageFolderData.load(run_dir / "split.json")
     if tuple(folder.class_names) != tuple(class_names):
         raise RunDirError(f"split.json in {str(run_dir)!r} lists classes {folder.class_names} "

@@ -192,3 +192,20 @@ def test_evaluate_names_a_task_mismatch_between_run_and_data(runner, run_dir, se
         f"Error: {str(seg_run)!r} is a segmentation model but {str(image_folder)!r} is a "
         f"classification layout (one sub-folder per class); evaluate it with a classification "
         f"run, or pass a folder of images/ + masks/")
+
+
+def test_evaluate_without_a_saved_split_describes_the_data_of_the_runs_task(runner, run_dir,
+                                                                             tmp_path):
+    bare = shutil.copytree(run_dir, tmp_path / "bare")
+    (bare / "split.json").unlink()
+    _one_error_line(runner.invoke(main, ["evaluate", str(bare)]),
+                    "has no split.json to evaluate on; pass DATA_DIR, a folder with one "
+                    "sub-folder per class")
+    # a segmentation run (a classifier's run relabelled in contract.json) is told of the
+    # images/ + masks/ it reads
+    contract = json.loads((bare / "contract.json").read_text())
+    contract.update(task="segmentation", ignore_index=255)
+    (bare / "contract.json").write_text(json.dumps(contract))
+    _one_error_line(runner.invoke(main, ["evaluate", str(bare)]),
+                    "has no split.json to evaluate on; pass DATA_DIR, a folder of images/ + "
+                    "masks/")
