@@ -110,8 +110,8 @@ class _CtrlCInFirstEpoch(keras.callbacks.Callback):
 def test_ctrl_c_before_the_first_checkpoint_says_so_and_resume_starts_over(image_folder,
                                                                            tmp_path):
     out = tmp_path / "early"
-    settings = dict(model="lenet5", mode="full-retrain", weights=None, epochs=1, batch_size=8,
-                    seed=3, verbose=0)
+    settings = {"model": "lenet5", "mode": "full-retrain", "weights": None, "epochs": 1,
+                "batch_size": 8, "seed": 3, "verbose": 0}
     with pytest.raises(transfer.TrainingInterrupted) as info:
         transfer.train(image_folder, output=out, callbacks=[_CtrlCInFirstEpoch()], **settings)
     assert str(info.value) == (

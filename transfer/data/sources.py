@@ -290,19 +290,19 @@ def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
     seen: set[str] = set()
     for line, row in rows:
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise DataError(f"{str(csv_file)}:{line}: expected {columns}, got {row!r}")
+            raise DataError(f"{csv_file}:{line}: expected {columns}, got {row!r}")
         width = 3 if with_split else 2
         label, rest = ((row[1:-1], [row[-1]]) if with_split and len(row) > width
                        else (row[1:], []))
         quote = (f"if the label holds a comma, quote it: "
                  f"{','.join([row[0], _quoted(','.join(label)), *rest])}")
         if any(cell.strip() for cell in row[width:]):
-            raise DataError(f"{str(csv_file)}:{line}: {len(row)} columns where {columns} rows "
+            raise DataError(f"{csv_file}:{line}: {len(row)} columns where {columns} rows "
                             f"have {width}; {quote}")
         path = str(csv_file.parent / row[0].strip())
         split = row[2].strip().lower() if with_split else "all"
         if split not in (*SPLIT_FOLDERS, "all"):
-            raise DataError(f"{str(csv_file)}:{line}: {row[2]!r} is not a split (train, val or "
+            raise DataError(f"{csv_file}:{line}: {row[2]!r} is not a split (train, val or "
                             f"test); {quote}")
         if path in seen:
             skipped.append((path, SKIP_DUPLICATE))
