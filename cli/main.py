@@ -254,7 +254,7 @@ def predict_command(source: str, images: tuple[str, ...], weights: str | None, t
     import contextlib
     import csv
 
-    from transfer.predict import Predictor, csv_header, expand_inputs
+    from transfer.predict import Predictor, csv_header, expand_inputs, nothing_predicted
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive; choose one")
@@ -262,28 +262,46 @@ def predict_command(source: str, images: tuple[str, ...], weights: str | None, t
     paths = expand_inputs(images)
     predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights)
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n") if as_csv else None
-    if writer:
-        writer.writerow(csv_header(predictor.top_k))
     # A bar is worth drawing for many files, and only when the results do not scroll it away.
     show_progress = len(paths) > 20 and not sys.stdout.isatty()
     bar = (click.progressbar(length=len(paths), label=f"predicting {len(paths)} files",
                              file=sys.stderr) if show_progress else contextlib.nullcontext())
-    failed = 0
+
+    def emit(p) -> None:
+        if writer:
+            writer.writerow(p.csv_row(predictor.top_k))
+        elif as_json:
+            click.echo(json.dumps(p.to_dict(), ensure_ascii=False))
+        elif not p.error:  # files skipped are named on stderr, after the results
+            top = "  ".join(f"{label} {score:.3f}" for label, score in zip(p.labels, p.scores))
+            click.echo(f"{p.path}\t{top}" + (f"\t-> {p.files[0]}" if p.files else ""))
+
+    # Failures before the first success are held back: when nothing at all can be read, the
+    # command fails with one line instead of printing rows of errors.
+    failed, held, predicted = [], [], False
     with bar:
         progress = bar.update if show_progress else None
         for p in predictor.predict_files(paths, batch_size=batch_size, progress=progress):
-            failed += bool(p.error)
-            if writer:
-                writer.writerow(p.csv_row(predictor.top_k))
-            elif as_json:
-                click.echo(json.dumps(p.to_dict(), ensure_ascii=False))
-            elif p.error:
-                click.echo(f"{p.path}\tERROR: {p.error}")
-            else:
-                top = "  ".join(f"{label} {score:.3f}" for label, score in zip(p.labels, p.scores))
-                click.echo(f"{p.path}\t{top}" + (f"\t-> {p.files[0]}" if p.files else ""))
+            if p.error:
+                failed.append(p)
+                if not predicted:
+                    held.append(p)
+                    continue
+            elif not predicted:
+                predicted = True
+                if writer:
+                    writer.writerow(csv_header(predictor.top_k))
+                for waiting in held:
+                    emit(waiting)
+            emit(p)
+    if not predicted:
+        raise nothing_predicted(failed)
     if failed:
-        click.echo(f"{failed} of {len(paths)} file(s) could not be read", err=True)
+        if not (writer or as_json):
+            for p in failed:
+                click.echo(f"skipped {p.path}: {p.error}", err=True)
+        click.echo(f"{len(failed)} of {len(paths)} file(s) could not be read and were skipped",
+                   err=True)
 
 
 # Commands of other areas live in their own modules and are added here, one line each.

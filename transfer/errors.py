@@ -24,4 +24,4 @@ class RunDirError(ZooError):
 
 
 class TrainingInterrupted(ZooError):
-    """Training stopped by Ctrl-C; the last finished epoch is checkpointed."""
+    """Training stopped by Ctrl-C; the last finished epoch, if any, is checkpointed."""

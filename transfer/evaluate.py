@@ -228,11 +228,12 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
     task = get_task(classifier.contract.task, **classifier.contract.task_options())
     skipped: list[str] = []
     if data_dir is not None:
-        data, skipped = task.evaluation_split(data_dir, classifier.class_names, split=split)
+        data, skipped = _evaluation_split(task, source, data_dir, classifier.class_names, split)
         described, used_split = str(data_dir), None
         default_out = evaluations / Path(data_dir).resolve().name
     else:
-        data = _saved_split(classifier.run_dir, source, classifier.class_names, split)
+        data = _saved_split(classifier.run_dir, source, classifier.class_names, split,
+                            task.name)
         described, used_split = str(classifier.run_dir / "split.json"), split
         default_out = evaluations / split
     out_dir = make_folder(output_dir if output_dir is not None else default_out)
@@ -254,6 +255,42 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
     log.info("%s: %s on %d images; wrote %s", described, task.headline(metrics),
              metrics["samples"], out_dir)
     return result
+
+
+def _segmentation_layout(root: Path) -> str | None:
+    """The folders that make ``root`` a segmentation layout, or ``None``."""
+    from transfer.tasks.segmentation import looks_like_segmentation
+
+    if not looks_like_segmentation(root):
+        return None
+    if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
+        return "JPEGImages/ + SegmentationClass/"
+    if (root / "annotations" / "trimaps").is_dir() and not (root / "masks").is_dir():
+        return "images/ + annotations/trimaps/"
+    return "images/ + masks/"
+
+
+def _evaluation_split(task, source, data_dir: str | os.PathLike, class_names: Sequence[str],
+                      split: str) -> tuple[Split, list[str]]:
+    """``task.evaluation_split``, with a data layout of the other task named as such (rather
+    than as class folders to rename, or a segmentation folder that lacks its masks)."""
+    root = Path(data_dir)
+    layout = _segmentation_layout(root)
+    if task.name == "classification" and layout:
+        raise DataError(f"{str(source)!r} is a classification model but {str(root)!r} is a "
+                        f"segmentation layout ({layout}); evaluate it with a segmentation run, "
+                        f"or pass a folder with one sub-folder per class")
+    try:
+        return task.evaluation_split(data_dir, class_names, split=split)
+    except DataError:
+        if task.name != "segmentation" or layout or not root.is_dir():
+            raise
+        folder = root / split if (root / "train").is_dir() and (root / split).is_dir() else root
+        if not any(scan_class_folders(folder).values()):
+            raise
+        raise DataError(f"{str(source)!r} is a segmentation model but {str(root)!r} is a "
+                        f"classification layout (one sub-folder per class); evaluate it with a "
+                        f"classification run, or pass a folder of images/ + masks/") from None
 
 
 def imagenet_labels() -> list[str]:
@@ -314,10 +351,13 @@ def _imagenet_artifacts(metrics: dict, predictions: Predictions, out_dir: Path) 
     return written
 
 
-def _saved_split(run_dir: Path | None, source, class_names: Sequence[str], split: str) -> Split:
+def _saved_split(run_dir: Path | None, source, class_names: Sequence[str], split: str,
+                 task: str) -> Split:
     if run_dir is None or not (run_dir / "split.json").is_file():
+        layout = ("with one sub-folder per class" if task == "classification"
+                  else "of images/ + masks/")
         raise RunDirError(f"{str(source)!r} has no split.json to evaluate on; pass DATA_DIR, a "
-                          f"folder with one sub-folder per class")
+                          f"folder {layout}")
     folder = ImageFolderData.load(run_dir / "split.json")
     if tuple(folder.class_names) != tuple(class_names):
         raise RunDirError(f"split.json in {str(run_dir)!r} lists classes {folder.class_names} "

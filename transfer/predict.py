@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # Image suffixes Pillow reads (WebP included); folders are searched for these. Files named
 # explicitly are always tried, whatever their suffix.
 DECODABLE_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".jpe", ".jfif")
+DECODABLE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+NOT_AN_IMAGE = f"not a {DECODABLE_FORMATS} image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +132,10 @@ def load_classifier(source: str | os.PathLike, *,
     model = load_keras_model(model_path)
     contract = (run.contract(model) if run is not None
                 else InputContract.of_model(model, source=model_path))
-    outputs = int(model.output_shape[-1])
-    if contract.num_classes != outputs:
+    width = int(model.output_shape[-1])
+    if contract.num_classes != width:
         raise RunDirError(f"{str(run / 'class_names.json')!r} lists {contract.num_classes} "
-                          f"classes but the model {str(model_path)!r} has {outputs} outputs")
+                          f"classes but the model {str(model_path)!r} has {width} outputs")
     return LoadedClassifier(model, contract, run.path if run is not None and
                             run.model_path == model_path else None)
 
@@ -173,9 +175,9 @@ def pretrained_classifier(name: str, *, weights: str | None = "imagenet") -> Loa
     if adapter is not None:  # served images are RGB, whatever the network consumes
         image = keras.Input((size, size, 3), name="image")
         model = keras.Model(image, model(adapter(image)), name=f"{name}_rgb")
-    outputs = int(model.output_shape[-1])
-    names = (zoo.imagenet_class_names() if outputs == len(zoo.imagenet_classes())
-             else [str(i) for i in range(outputs)])
+    width = int(model.output_shape[-1])
+    names = (zoo.imagenet_class_names() if width == len(zoo.imagenet_classes())
+             else [str(i) for i in range(width)])
     contract = InputContract("classification", size, spec.channels, spec.preprocessing,
                              tuple(names))
     return LoadedClassifier(model, contract, run_dir=None)
@@ -203,8 +205,8 @@ class Predictor:
             loaded = tf.saved_model.load(str(path))
             self.class_names = [n.decode() for n in loaded.class_names().numpy()]
             self._serve_images = lambda images: loaded.serve_images(images)
-            outputs = loaded.signatures["serve_images"].structured_outputs
-            self.segmentation = "class_ids" in outputs
+            served = loaded.signatures["serve_images"].structured_outputs
+            self.segmentation = "class_ids" in served
             self.top_k = min(top_k, len(self.class_names))
         else:
             classifier = load_classifier(source, weights=weights)
@@ -217,7 +219,10 @@ class Predictor:
             raise ConfigError("a segmentation model writes a mask and an overlay per image; "
                               "pass --output FOLDER for them")
         if self.segmentation:
+            new = not self.output_dir.exists()
             make_folder(self.output_dir)
+            if new:
+                outputs.mark_folder(self.output_dir, "predictions")
 
     def predict_files(self, paths: Sequence[str], *, batch_size: int = 32,
                       progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:
@@ -227,9 +232,16 @@ class Predictor:
             results, by_shape = {}, {}
             for path in chunk:
                 try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as exc:
+                    results[path] = Prediction(
+                        path, error=f"cannot be read ({exc.strerror or _reason(exc)})")
+                    continue
+                try:
                     image = load_normalized(path)
-                except Exception as exc:  # noqa: BLE001  - any decoder failure is reported
-                    results[path] = Prediction(path, error=_reason(exc))
+                except Exception:  # noqa: BLE001  - any decoder failure: not an image it reads
+                    results[path] = Prediction(path, error=NOT_AN_IMAGE)
                     continue
                 by_shape.setdefault(image.shape, []).append((path, image))
             # Images of one size go through the model together; each keeps its own size
@@ -261,8 +273,6 @@ class Predictor:
         if inside is not None:  # the masks would be read as images by the next run
             raise ConfigError(f"--output {str(self.output_dir)!r} holds the image {inside!r} "
                               f"being predicted; choose an --output folder outside the images")
-        if not self.output_dir.exists():
-            outputs.mark_folder(self.output_dir, "predictions")
         results = {}
         for i, path in enumerate(paths):
             height, width = sizes[i]
@@ -296,6 +306,21 @@ def _reason(exc: Exception) -> str:
     return (text[-1] if text else type(exc).__name__)[:200]
 
 
+def nothing_predicted(failed: Sequence[Prediction]) -> DataError:
+    """The error for a prediction in which every file failed (``failed``, in order)."""
+    advice = "pass image files in one of those formats, or folders of them"
+    if len(failed) == 1:
+        (p,) = failed
+        if p.error != NOT_AN_IMAGE:
+            return DataError(f"nothing to predict: {p.path!r} {p.error}")
+        return DataError(f"nothing to predict: {p.path!r} is {p.error}; {advice}")
+    names = ", ".join(repr(p.path) for p in failed[:3])
+    if len(failed) > 3:
+        names += f" and {len(failed) - 3} more"
+    return DataError(f"nothing to predict: none of the {len(failed)} files is a readable "
+                     f"{DECODABLE_FORMATS} image ({names}); {advice}")
+
+
 def expand_inputs(inputs: Iterable[str]) -> list[str]:
     """Files, folders (searched recursively for images) and glob patterns, in a stable order.
 
@@ -305,12 +330,16 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     paths: list[str] = []
     for item in inputs:
         if any(ch in item for ch in "*?[") and not Path(item).exists():
-            matches = sorted(glob.glob(item, recursive=True))
+            matches = [m for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
             if not matches:
                 raise DataError(f"no file matches {item!r}")
-            paths.extend(m for m in matches if Path(m).is_file())
+            paths.extend(matches)
         elif Path(item).is_dir():
-            paths.extend(list_image_files(item, suffixes=DECODABLE_SUFFIXES))
+            found = list_image_files(item, suffixes=DECODABLE_SUFFIXES)
+            if not found:
+                raise DataError(f"the folder {item!r} holds no image files "
+                                f"(searched for {', '.join(sorted(DECODABLE_SUFFIXES))})")
+            paths.extend(found)
         elif Path(item).is_file():
             paths.append(item)
         else:
@@ -327,8 +356,14 @@ def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
 
     ``progress`` is called with the number of files done after each batch; ``weights`` applies
     to a registry model name only.
+
+    Raises:
+        DataError: a folder holds no image files, or no file could be read as an image.
     """
     predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights)
-    return list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
-                                        progress=progress))
+    results = list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
+                                           progress=progress))
+    if results and all(p.error for p in results):
+        raise nothing_predicted(results)
+    return results
 

@@ -342,7 +342,8 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise RunDirError(f"output {str(path)!r} exists and is not a folder")
         if path.is_dir() and any(path.iterdir()) and not overwrite:
-            hint = " or --resume it" if (path / "checkpoint").is_dir() else ""
+            hint = (f", or continue it with: zoo train --resume {path}"
+                    if RunDir(path).resumable() else "")
             raise RunDirError(
                 f"run directory {str(path)!r} already exists and is not empty; choose "
                 f"another --output, pass --overwrite to replace it{hint}")
@@ -377,6 +378,17 @@ class RunDir:
             raise RunDirError(f"{str(path)!r} is not a run directory: it has no {MODEL_FILE}; "
                               f"pass the --output folder of 'zoo train'")
         return cls(path)
+
+    def resumable(self) -> bool:
+        """Whether ``zoo train --resume`` can continue this run: it was started (config.json and
+        split.json are written) and has not finished."""
+        if not ((self / "config.json").is_file() and (self / "split.json").is_file()):
+            return False
+        state = self.checkpoint_dir / "state.json"
+        try:
+            return not (state.is_file() and json.loads(state.read_text()).get("finished"))
+        except (OSError, ValueError, AttributeError):
+            return False
 
     @classmethod
     def open_for_resume(cls, path: str | os.PathLike) -> RunDir:

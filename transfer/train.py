@@ -215,15 +215,13 @@ def _is_path(value: Any) -> bool:
 def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Callback] = (),
            verbose: int | str = "auto") -> TrainResult:
     """Continue an interrupted run from its last finished epoch: same data order, optimizer
-    state, schedule and callback state, hence the same result as an uninterrupted run."""
+    state, schedule and callback state, hence the same result as an uninterrupted run. A run
+    stopped before its first epoch finished starts over from its config.json and split.json."""
     from transfer.errors import RunDirError
 
     run = RunDir.open_for_resume(run_dir)
     state = ckpt.load_state(run.path)
-    if state is None:
-        raise RunDirError(f"{str(run.path)!r} has no checkpoint to resume from; train it again "
-                          f"with --overwrite")
-    if state.get("finished"):
+    if state is not None and state.get("finished"):
         raise RunDirError(f"the run in {str(run.path)!r} already finished")
     ckpt.verify(run.path, state)
     config = TrainConfig.load(run / "config.json")
@@ -232,7 +230,10 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
     data = data_lib.ImageFolderData.load(run / "split.json")
     _warn_if_data_changed(run, data)
     strategy = make_strategy(config.strategy)
-    log.info("resuming %s after epoch %d", run.path, state["epoch"])
+    if state is None:
+        log.info("%s stopped before its first epoch finished: starting it over", run.path)
+    else:
+        log.info("resuming %s after epoch %d", run.path, state["epoch"])
     return Trainer(config, data, run, strategy, list(callbacks), verbose).run(state)
 
 
@@ -367,9 +368,15 @@ class Trainer:
                     self.phase_start = self.epoch
                 self.run_phase(index, resuming)
         except KeyboardInterrupt:
+            path = self.run_dir.path
+            if ckpt.load_state(path) is None:
+                raise TrainingInterrupted(
+                    f"stopped before the first epoch finished, so nothing is checkpointed; "
+                    f"start it over with: zoo train --resume {path} (or the same command with "
+                    f"--overwrite)") from None
             raise TrainingInterrupted(
                 f"interrupted; epoch {self.epoch} is checkpointed. Continue with: "
-                f"zoo train --resume {self.run_dir.path}") from None
+                f"zoo train --resume {path}") from None
         return self.finish()
 
     def set_trainable(self, phase: str) -> TrainableSummary:

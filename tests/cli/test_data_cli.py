@@ -102,3 +102,38 @@ def test_a_csv_without_usable_rows_is_one_line_naming_it(tmp_path, command, text
     assert "Traceback" not in result.output
     (line,) = [l for l in result.output.splitlines() if l.startswith("Error:")]
     assert line.startswith(f"Error: CSV file {str(csv_file)!r}{message}"), line
+
+
+@pytest.mark.parametrize("present", ["images", "masks"])
+def test_check_names_the_missing_half_of_a_segmentation_layout(tmp_path, present):
+    data = tmp_path / "scenes"
+    (data / present).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / present / f"{i}.png")
+    result = CliRunner().invoke(main, ["data", "check", str(data), "--cache-dir",
+                                       str(tmp_path / "cache")])
+    assert result.exit_code == 1
+    if present == "images":
+        assert result.output.strip() == (
+            f"Error: {str(data)!r} has images/ but no masks/: for segmentation add masks/, "
+            f"one PNG per image with the same file name, each pixel its class index (0, 1, "
+            f"...); for classification put the images in one sub-folder per class")
+    else:
+        assert result.output.strip() == (
+            f"Error: {str(data)!r} has masks/ but no images/: for segmentation add images/, "
+            f"the image of each mask with the same file name")
+
+
+def test_the_advice_to_see_every_file_is_a_command_that_shows_them(folder, tmp_path):
+    """A failed check prints its error line only: the advice is the --json report."""
+    for path in (folder / "sea lion").iterdir():
+        path.write_bytes(b"")
+    runner = CliRunner()
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    result = runner.invoke(main, ["data", "check", str(folder), "--drop-small-classes", *cache])
+    assert result.exit_code == 1
+    (line,) = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert line.endswith(f"; run 'zoo data check {folder} --json' to see every file")
+    result = runner.invoke(main, ["data", "check", str(folder), "--json", *cache])
+    report = json.loads(result.output[:result.output.rindex("}") + 1])
+    assert {Path(s["path"]).parent.name for s in report["skipped"]} == {"cat", "sea lion"}

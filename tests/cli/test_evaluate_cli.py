@@ -122,3 +122,90 @@ def test_predict_reads_every_kind_tensorflow_decodes(runner, trained_run, image_
     assert "error" in rows["fake.png"]
     assert all("predictions" in rows[f"red.{s}"] for s in ("webp", "jpg", "gif", "bmp"))
     assert "1 of 5 file(s) could not be read" in result.stderr
+
+
+def test_predict_skips_a_file_that_is_no_image_with_a_warning(runner, trained_run,
+                                                                image_folder, tmp_path):
+    image = next(image_folder.glob("red/*.png"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    result = runner.invoke(main, ["predict", str(trained_run.run_dir), str(image), str(notes)])
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{image}\t")
+    assert result.stderr.splitlines() == [
+        f"skipped {notes}: not a JPEG, PNG, GIF, BMP or WebP image",
+        "1 of 2 file(s) could not be read and were skipped"]
+
+
+def test_predict_with_nothing_readable_is_one_error_line(runner, trained_run, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    for extra in ([], ["--json"], ["--csv"]):
+        result = runner.invoke(main, ["predict", str(trained_run.run_dir), str(notes), *extra])
+        _one_error_line(result)
+        assert result.output.strip() == (
+            f"Error: nothing to predict: {str(notes)!r} is not a JPEG, PNG, GIF, BMP or WebP "
+            f"image; pass image files in one of those formats, or folders of them")
+    import transfer
+
+    with pytest.raises(transfer.DataError, match="nothing to predict: .*notes.txt' is not a"):
+        transfer.predict(trained_run.run_dir, [str(notes)])
+    more = [tmp_path / f"n{i}.txt" for i in range(4)]
+    for path in more:
+        path.write_text("no")
+    result = runner.invoke(main, ["predict", str(trained_run.run_dir), *map(str, more)])
+    _one_error_line(result, "nothing to predict: none of the 4 files is a readable JPEG, "
+                            f"PNG, GIF, BMP or WebP image ({str(more[0])!r}, {str(more[1])!r}, "
+                            f"{str(more[2])!r} and 1 more)")
+
+
+def test_predict_on_an_empty_folder_is_one_error_line(runner, trained_run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not searched for")
+    result = runner.invoke(main, ["predict", str(trained_run.run_dir), str(empty)])
+    _one_error_line(result)
+    assert result.output.strip() == (
+        f"Error: the folder {str(empty)!r} holds no image files (searched "
+        f"for .bmp, .gif, .jfif, .jpe, .jpeg, .jpg, .png, .webp)")
+
+
+def test_evaluate_names_a_task_mismatch_between_run_and_data(runner, run_dir, seg_folder,
+                                                             image_folder, tmp_path):
+    result = runner.invoke(main, ["evaluate", str(run_dir), str(seg_folder)])
+    _one_error_line(result)
+    assert result.output.strip() == (
+        f"Error: {str(run_dir)!r} is a classification model but {str(seg_folder)!r} is a "
+        f"segmentation layout (images/ + masks/); evaluate it with a segmentation run, or pass "
+        f"a folder with one sub-folder per class")
+
+    # The converse. Evaluate reads the task from contract.json and checks the layout before
+    # predicting anything, so a classifier's run relabelled as a segmenter stands in for one.
+    seg_run = shutil.copytree(run_dir, tmp_path / "seg_run")
+    contract = json.loads((seg_run / "contract.json").read_text())
+    contract.update(task="segmentation", ignore_index=255)
+    (seg_run / "contract.json").write_text(json.dumps(contract))
+    result = runner.invoke(main, ["evaluate", str(seg_run), str(image_folder)])
+    _one_error_line(result)
+    assert result.output.strip() == (
+        f"Error: {str(seg_run)!r} is a segmentation model but {str(image_folder)!r} is a "
+        f"classification layout (one sub-folder per class); evaluate it with a classification "
+        f"run, or pass a folder of images/ + masks/")
+
+
+def test_evaluate_without_a_saved_split_describes_the_data_of_the_runs_task(runner, run_dir,
+                                                                             tmp_path):
+    bare = shutil.copytree(run_dir, tmp_path / "bare")
+    (bare / "split.json").unlink()
+    _one_error_line(runner.invoke(main, ["evaluate", str(bare)]),
+                    "has no split.json to evaluate on; pass DATA_DIR, a folder with one "
+                    "sub-folder per class")
+    # a segmentation run (a classifier's run relabelled in contract.json) is told of the
+    # images/ + masks/ it reads
+    contract = json.loads((bare / "contract.json").read_text())
+    contract.update(task="segmentation", ignore_index=255)
+    (bare / "contract.json").write_text(json.dumps(contract))
+    _one_error_line(runner.invoke(main, ["evaluate", str(bare)]),
+                    "has no split.json to evaluate on; pass DATA_DIR, a folder of images/ + "
+                    "masks/")

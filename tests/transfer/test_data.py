@@ -380,6 +380,33 @@ def test_csv_source(tmp_path):
         load_source(csv_file, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.parametrize("text,line,message", [
+    # a header of two columns: a third cell is a comma in the label
+    ("path,label\na.png,cat\nb.png,cat, big\n", 3,
+     ("3 columns where 'path,label' rows have 2; if the label holds a comma, quote it: "
+      "b.png,\"cat, big\"")),
+    # no header, a comma in every label: the third cell looks like a split column
+    ("a.png,cat, big\nb.png,dog, small\n", 1,
+     ("' big' is not a split (train, val or test); if the label holds a comma, quote it: "
+      "a.png,\"cat, big\"")),
+    # a split column, and a comma in one label
+    ("a.png,cat,train\nb.png,cat, big,val\n", 2,
+     ("4 columns where 'path,label,split' rows have 3; if the label holds a comma, quote "
+      "it: b.png,\"cat, big\",val")),
+    # no header, a comma in some labels only
+    ("a.png,cat\nb.png,cat, big\n", 2,
+     ("3 columns where 'path,label' rows have 2; if the label holds a comma, quote it: "
+      "b.png,\"cat, big\"")),
+])
+def test_csv_label_with_an_unquoted_comma_names_the_line_and_the_quoting(tmp_path, text, line,
+                                                                         message):
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text(text)
+    with pytest.raises(DataError) as info:
+        load_source(csv_file, cache_dir=tmp_path / "cache")
+    assert str(info.value) == f"{csv_file}:{line}: {message}"
+
+
 def test_tfds_offline_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     start = time.perf_counter()

@@ -607,3 +607,70 @@ def test_augment_batches_differs_per_epoch_and_repeats_per_run():
     again = epochs(5)
     np.testing.assert_array_equal(first, again[0])
     np.testing.assert_array_equal(second, again[1])
+
+
+def _pairs_folder(root: Path, masks: list[np.ndarray]) -> Path:
+    rng = np.random.default_rng(0)
+    for i, mask in enumerate(masks):
+        _save_image(root / "images" / f"{i}.png", _noise(rng, *mask.shape))
+        _save_mask(root / "masks" / f"{i}.png", mask)
+    return root
+
+
+def test_ignore_index_advice_names_only_values_the_option_accepts(tmp_path):
+    """Every value advised is 0-255 and no class; where none is left, the advice says so."""
+    masks = [np.arange(64, dtype=np.uint8).reshape(8, 8) % 3 for _ in range(2)]
+    root = _pairs_folder(tmp_path / "wide", masks)
+    (root / "classes.txt").write_text("".join(f"c{i}\n" for i in range(256)))
+    with pytest.raises(DataError) as info:  # not a ConfigError: no option value can fix it
+        load_segmentation(root, cache_dir=tmp_path / "cache")
+    assert str(info.value) == (
+        "ignore_index 255 is also a class index (classes 0-255), and 8-bit masks leave no "
+        f"other value for it: list at most 255 classes in {str(root / 'classes.txt')!r}")
+    (root / "classes.txt").write_text("".join(f"c{i}\n" for i in range(200)))
+    with pytest.raises(ConfigError) as info:
+        load_segmentation(root, ignore_index=100, cache_dir=tmp_path / "cache")
+    assert str(info.value) == ("ignore_index 100 is also a class index (classes 0-199); choose "
+                               "an ignore_index from 200 to 255")
+
+    # Labels read from the masks: up to 150 with ignore_index 100 (150 fits below 255) ...
+    masks = [np.full((8, 8), 150, np.uint8), np.zeros((8, 8), np.uint8)]
+    root = _pairs_folder(tmp_path / "labels", masks)
+    with pytest.raises(DataError) as info:
+        load_segmentation(root, ignore_index=100, cache_dir=tmp_path / "cache")
+    assert str(info.value) == (
+        f"the masks in {str(root)!r} hold labels up to 150, above ignore_index 100; choose an "
+        f"ignore_index from 151 to 255")
+    # ... and up to 255, which leaves no 8-bit value for ignore_index.
+    masks = [np.full((8, 8), 255, np.uint8), np.zeros((8, 8), np.uint8)]
+    root = _pairs_folder(tmp_path / "full", masks)
+    with pytest.raises(DataError) as info:
+        load_segmentation(root, ignore_index=100, cache_dir=tmp_path / "cache")
+    assert str(info.value) == (
+        f"the masks in {str(root)!r} hold labels up to 255, and 8-bit masks leave no other "
+        f"value for ignore_index 100: use at most 255 classes (0-254; ignore_index 255)")
+
+
+def test_binary_hint_only_for_0_255_masks_and_only_advice_that_works(tmp_path):
+    masks = [np.where(np.arange(64).reshape(8, 8) % 2, 255, 0).astype(np.uint8)] * 2
+    root = _pairs_folder(tmp_path / "binary", masks)
+    with pytest.raises(DataError) as info:
+        load_segmentation(root, cache_dir=tmp_path / "cache")
+    # another ignore_index would make 255 a label: 256 classes, which 8-bit masks cannot have
+    assert str(info.value).endswith("binary masks saved as 0/255: save them as 0/1")
+    masks = [(np.arange(64).reshape(8, 8) % 2).astype(np.uint8)] * 2
+    root = _pairs_folder(tmp_path / "ones", masks)
+    with pytest.raises(DataError) as info:
+        load_segmentation(root, ignore_index=1, cache_dir=tmp_path / "cache")
+    assert str(info.value).endswith(
+        "hold the values [0, 1] (ignore_index 1); if 1 is a class, choose an ignore_index from "
+        "2 to 255")
+
+
+def test_too_few_pairs_advise_the_check_that_lists_every_file(tmp_path):
+    masks = [(np.arange(64).reshape(8, 8) % 2).astype(np.uint8)]
+    root = _pairs_folder(tmp_path / "one", masks)
+    with pytest.raises(DataError) as info:
+        load_segmentation(root, cache_dir=tmp_path / "cache")
+    # a failed 'zoo data check' prints this line only; with --json it lists every file
+    assert str(info.value).endswith(f"; run 'zoo data check {root} --json' to see every file")

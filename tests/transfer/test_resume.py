@@ -222,3 +222,29 @@ def test_a_damaged_feature_cache_is_rebuilt_with_a_warning(interrupted, tmp_path
     assert "reusing the backbone features" not in caplog.text
     assert [r["epoch"] for r in result.history] == [1, 2]
     assert (run / "model.keras").is_file()
+
+
+class _CtrlCInFirstEpoch(keras.callbacks.Callback):
+    """Ctrl-C on the first training batch, before any epoch is checkpointed."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_so_and_resume_starts_over(image_folder,
+                                                                           tmp_path):
+    out = tmp_path / "early"
+    settings = {"model": "lenet5", "mode": "full-retrain", "weights": None, "epochs": 1,
+                "batch_size": 8, "seed": 3, "verbose": 0}
+    with pytest.raises(transfer.TrainingInterrupted) as info:
+        transfer.train(image_folder, output=out, callbacks=[_CtrlCInFirstEpoch()], **settings)
+    assert str(info.value) == (
+        f"stopped before the first epoch finished, so nothing is checkpointed; start it over "
+        f"with: zoo train --resume {out} (or the same command with --overwrite)")
+    assert not (out / "checkpoint" / "state.json").exists()
+
+    result = transfer.resume(out, verbose=0)  # starts the run over from its config and split
+    assert [row["epoch"] for row in result.history] == [1]
+    assert (out / "model.keras").is_file()
+    expected = transfer.train(image_folder, output=tmp_path / "straight", **settings)
+    assert result.history[0]["loss"] == pytest.approx(expected.history[0]["loss"], rel=1e-5)

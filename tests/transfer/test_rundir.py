@@ -38,6 +38,27 @@ def test_create_refuses_a_non_empty_folder_and_replaces_it_when_told(tmp_path):
         RunDir.create(tmp_path / "file")
 
 
+@pytest.mark.parametrize("files,resumable", [
+    ({"keep.txt": "mine"}, False),
+    ({"config.json": "{}", "split.json": "{}"}, True),  # stopped before the first checkpoint
+    ({"config.json": "{}", "split.json": "{}", "checkpoint/state.json": '{"epoch": 1}'}, True),
+    ({"config.json": "{}", "split.json": "{}", "checkpoint/state.json": '{"finished": true}'},
+     False),  # 'zoo train --resume' would refuse a finished run
+])
+def test_create_advises_resume_only_for_a_run_it_can_continue(tmp_path, files, resumable):
+    run = tmp_path / "run"
+    for name, text in files.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+    with pytest.raises(RunDirError) as info:
+        RunDir.create(run)
+    message = (f"run directory {str(run)!r} already exists and is not empty; choose another "
+               f"--output, pass --overwrite to replace it")
+    if resumable:
+        message += f", or continue it with: zoo train --resume {run}"
+    assert str(info.value) == message
+
+
 def test_source_names_run_dirs_keras_files_and_refuses_the_rest(trained_run, tmp_path):
     run, model = RunDir.source(trained_run.run_dir)
     assert run.path == trained_run.run_dir and model == trained_run.model_path

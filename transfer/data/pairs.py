@@ -301,9 +301,15 @@ def load_segmentation(data_dir: str | os.PathLike, *, val_split: float = 0.2,
     layout = _layout(root)
     names, colours = _class_table(layout, root, palette, ignore_index)
     if ignore_index < len(names):
-        raise ConfigError(f"ignore_index {ignore_index} is also a class index (classes "
-                          f"0-{len(names) - 1}); choose an ignore_index of at least "
-                          f"{len(names)}", field="ignore_index")
+        clash = f"ignore_index {ignore_index} is also a class index (classes 0-{len(names) - 1})"
+        if len(names) > 255:  # no 8-bit value is left: the option cannot fix it
+            table = next((str(p) for p in (palette, root / "classes.csv", root / "classes.txt")
+                          if p is not None and Path(p).is_file()), "the class table")
+            # a data error: no --ignore-index can fix it, so the option is not blamed
+            raise DataError(f"{clash}, and 8-bit masks leave no other value for it: list at "
+                            f"most 255 classes in {table!r}")
+        raise ConfigError(f"{clash}; choose an ignore_index from {len(names)} to 255",
+                          field="ignore_index")
     values = layout.values
     if layout.kind == "voc" and ignore_index != DEFAULT_IGNORE_INDEX:
         # VOC stores its borders as 255 whatever ignore_index the user trains with.
@@ -438,15 +444,24 @@ def _final_names(names: tuple[str, ...], usable: dict[str, list[dict]], ignore_i
               if int(v) != ignore_index and not pair["outside"]]
     k = max(values, default=-1) + 1
     report.seconds = time.perf_counter() - start
-    if k > 256 or ignore_index < k:
-        raise _error(f"the masks hold labels up to {k - 1}, which do not fit 8-bit masks "
-                     f"beside ignore_index {ignore_index}; at most {ignore_index} classes "
-                     f"(0-{ignore_index - 1}) are supported", report)
+    if ignore_index < k:
+        if k > 255:  # labels 0-255 (or 16-bit ones) leave no 8-bit value to ignore
+            raise _error(f"the masks in {report.source!r} hold labels up to {k - 1}, and 8-bit "
+                         f"masks leave no other value for ignore_index {ignore_index}: use at "
+                         f"most 255 classes (0-254; ignore_index 255)", report)
+        raise _error(f"the masks in {report.source!r} hold labels up to {k - 1}, above "
+                     f"ignore_index {ignore_index}; choose an ignore_index from {k} to 255",
+                     report)
     if k < 2:
         seen = sorted({int(v) for g in usable.values() for p in g for v in p["counts"]})
-        hint = (f"; masks of 0 and {ignore_index} only are usually binary masks saved as "
-                f"0/255: save them as 0/1, or pass another ignore_index"
-                if seen == [0, ignore_index] else "")
+        hint = ""
+        if seen == [0, ignore_index] == [0, 255]:
+            # another ignore_index would make 255 a label: 256 classes, more than 8 bits hold
+            hint = "; masks of 0 and 255 only are usually binary masks saved as 0/255: save " \
+                   "them as 0/1"
+        elif seen == [0, ignore_index]:
+            hint = (f"; if {ignore_index} is a class, choose an ignore_index from "
+                    f"{ignore_index + 1} to 255")
         raise _error(f"{report.source!r} needs masks with at least 2 classes; the usable masks "
                      f"hold the values {seen or 'none'} (ignore_index {ignore_index}){hint}",
                      report)
@@ -510,4 +525,4 @@ def _too_few_message(layout: _Layout, splits: dict[str, list[dict]], report: Dat
                f"{', '.join(f'{n} {r}' for r, n in report.reason_counts.items())})"
                if report.skipped else "")
     return (f"{str(layout.root)!r} needs usable image/mask pairs in train and val; found "
-            f"{found}{skipped}; run 'zoo data check' on it to see every file")
+            f"{found}{skipped}; run 'zoo data check {layout.root} --json' to see every file")

@@ -255,6 +255,9 @@ def _load_folder(root: Path, source: str, options: _Options) -> ImageFolderData:
         else:
             classes, skipped = _list_classes(root, pool)
             groups = {"all": classes}
+        folders = {name for classes in groups.values() for name in classes}
+        if folders in ({"images"}, {"masks"}):  # one class: half a segmentation layout
+            raise DataError(_half_segmentation_layout(source, folders.pop()))
         skipped += _drop_linked_copies(root, groups)
         return _assemble(source, str(root), groups, skipped, options, pool, start)
 
@@ -291,6 +294,20 @@ def _drop_linked_copies(root: Path, groups: dict[str, dict[str, list[_Entry]]]
     return [(p, SKIP_LINKED) for p, _ in dropped]
 
 
+def _half_segmentation_layout(source: str, present: str) -> str:
+    if present == "images":
+        return (f"{source!r} has images/ but no masks/: for segmentation add masks/, one PNG "
+                f"per image with the same file name, each pixel its class index (0, 1, ...); "
+                f"for classification put the images in one sub-folder per class")
+    return (f"{source!r} has masks/ but no images/: for segmentation add images/, the image of "
+            f"each mask with the same file name")
+
+
+def _quoted(cell: str) -> str:
+    """``cell`` as a CSV writer quotes it."""
+    return '"' + cell.replace('"', '""') + '"'
+
+
 def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int = 42,
              test_split: float = 0.0, min_per_class: int = DEFAULT_MIN_PER_CLASS,
              drop_small_classes: bool = False, cache_dir: str | os.PathLike | None = None,
@@ -312,20 +329,34 @@ def load_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
                     if row and any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read CSV file {str(csv_file)!r}: {exc}") from None
-    if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["path", "label"]:
+    header = [c.strip().lower() for c in rows[0][1]] if rows else []
+    with_split = None
+    if header[:2] == ["path", "label"]:
         rows = rows[1:]
-    with_split = bool(rows) and all(len(row) >= 3 and row[2].strip() for _, row in rows)
+        if not any(header[2:]):  # the header says: no split column
+            with_split = False
+    if with_split is None:
+        with_split = bool(rows) and all(len(row) >= 3 and row[2].strip() for _, row in rows)
+    columns = "'path,label,split'" if with_split else "'path,label'"
     groups: dict[str, dict[str, list[_Entry]]] = {}
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
     for line, row in rows:
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise DataError(f"{str(csv_file)}:{line}: expected 'path,label', got {row!r}")
+            raise DataError(f"{csv_file}:{line}: expected {columns}, got {row!r}")
+        width = 3 if with_split else 2
+        label, rest = ((row[1:-1], [row[-1]]) if with_split and len(row) > width
+                       else (row[1:], []))
+        quote = (f"if the label holds a comma, quote it: "
+                 f"{','.join([row[0], _quoted(','.join(label)), *rest])}")
+        if any(cell.strip() for cell in row[width:]):
+            raise DataError(f"{csv_file}:{line}: {len(row)} columns where {columns} rows "
+                            f"have {width}; {quote}")
         path = str(csv_file.parent / row[0].strip())
         split = row[2].strip().lower() if with_split else "all"
         if split not in (*SPLIT_FOLDERS, "all"):
-            raise DataError(f"{str(csv_file)}:{line}: split must be one of {SPLIT_FOLDERS}, "
-                            f"got {row[2]!r}")
+            raise DataError(f"{csv_file}:{line}: {row[2]!r} is not a split (train, val or "
+                            f"test); {quote}")
         if path in seen:
             skipped.append((path, SKIP_DUPLICATE))
             continue

@@ -199,8 +199,8 @@ def _assemble(source: str, root: str, groups: dict[str, dict[str, list[_Entry]]]
         found = ", ".join(f"{n}: {c}" for n, c in report.class_counts.items()) or "none"
         raise _error(
             f"{source!r} needs at least 2 classes with usable images; found "
-            f"{len(class_names)} ({found}){skipped_note}; run 'zoo data check {source}' to "
-            f"see every file", report)
+            f"{len(class_names)} ({found}){skipped_note}; run 'zoo data check {source} --json' "
+            f"to see every file", report)
     for split in usable:
         extra = sorted(name for name, files in usable[split].items()
                        if files and name not in class_names and name not in small
