@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transfer import plots
+from transfer import outputs, plots
 from transfer.data import (
     SPLIT_FOLDERS,
     ImageFolderData,
@@ -236,7 +236,9 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
                             task.name)
         described, used_split = str(classifier.run_dir / "split.json"), split
         default_out = evaluations / split
-    out_dir = make_folder(output_dir if output_dir is not None else default_out)
+    out_dir = make_folder(output_dir if output_dir is not None else default_out,
+                          kind="evaluation")
+    outputs.check_file(out_dir / "metrics.json")  # before the evaluation, not after it
 
     predictions = predict_split(classifier.model, data, batch_size=batch_size,
                                 truth=task.labels(data, classifier.image_size))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from transfer import outputs, plots
+from transfer import plots
 from transfer.data import IMAGE_SUFFIXES, list_image_files, load_normalized
 from transfer.errors import ConfigError, DataError, RunDirError
 from transfer.rundir import InputContract, RunDir, load_keras_model, make_folder
@@ -219,10 +219,7 @@ class Predictor:
             raise ConfigError("a segmentation model writes a mask and an overlay per image; "
                               "pass --output FOLDER for them")
         if self.segmentation:
-            new = not self.output_dir.exists()
-            make_folder(self.output_dir)
-            if new:
-                outputs.mark_folder(self.output_dir, "predictions")
+            make_folder(self.output_dir, kind="predictions")
 
     def predict_files(self, paths: Sequence[str], *, batch_size: int = 32,
                       progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:

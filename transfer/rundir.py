@@ -106,14 +106,18 @@ class atomic_output:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
-def make_folder(folder: str | os.PathLike, option: str = "output") -> Path:
-    """Create ``folder`` (and its parents) and check that files can be written in it.
+def make_folder(folder: str | os.PathLike, option: str = "output",
+                kind: str | None = None) -> Path:
+    """Create ``folder`` (and its parents) and check that files can be written in it; with
+    ``kind``, a folder that was missing or empty is marked as the toolkit's
+    (:func:`outputs.mark_folder`), so that a re-run may replace what it wrote there.
 
     Raises:
         RunDirError: naming the folder and ``--option``, when it cannot be made (a file in its
             path, a read-only file system) or written to.
     """
     folder = Path(folder)
+    new = not folder.is_dir() or not any(folder.iterdir())
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -127,6 +131,8 @@ def make_folder(folder: str | os.PathLike, option: str = "output") -> Path:
                           f"choose another --{option}") from None
     os.close(fd)
     os.unlink(probe)
+    if kind is not None and new:
+        outputs.mark_folder(folder, kind)
     return folder
 
 

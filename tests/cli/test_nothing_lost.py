@@ -185,3 +185,19 @@ def test_a_real_process_prints_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_evaluate_replaces_its_own_results_and_never_a_users(runner, tmp_path, trained_run,
+                                                             image_folder):
+    out = tmp_path / "evaluation"
+    args = ["evaluate", str(trained_run.run_dir), str(image_folder), "--output", str(out)]
+    for _ in range(2):  # a re-run replaces what the first wrote
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "metrics.json").write_text('{"mine": 1}')
+    (theirs / "other.txt").write_text("x")
+    result = runner.invoke(main, [*args[:-1], str(theirs)])
+    assert "already exists and was not written by zoo" in _one_error_line(result)
+    assert (theirs / "metrics.json").read_text() == '{"mine": 1}'
