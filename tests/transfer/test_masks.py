@@ -655,8 +655,9 @@ def test_binary_hint_only_for_0_255_masks_and_only_advice_that_works(tmp_path):
     masks = [np.where(np.arange(64).reshape(8, 8) % 2, 255, 0).astype(np.uint8)] * 2
     root = _pairs_folder(tmp_path / "binary", masks)
     with pytest.raises(DataError) as info:
-        load_segmentation(root, cache_dir=tmp_path / "cache")
-    # another ignore_index would make 255 a label: 256 classes, which 8-bit masks cannot have
+        load_segmentation(root, ignore_index=255, cache_dir=tmp_path / "cache")
+    # Read as 0/1 by default; an explicit ignore_index 255 keeps every object pixel ignored, and
+    # another ignore_index would make 255 a label: 256 classes, which 8-bit masks cannot have.
     assert str(info.value).endswith("binary masks saved as 0/255: save them as 0/1")
     masks = [(np.arange(64).reshape(8, 8) % 2).astype(np.uint8)] * 2
     root = _pairs_folder(tmp_path / "ones", masks)
