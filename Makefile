@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
+# mkdocs-material's end-of-life banner, printed by every build
+export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: demo test test-all install clean benchmark benchmark-peer
+.PHONY: demo test test-all docs install clean benchmark benchmark-peer
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,9 +26,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "not network"
+
+# The documentation site (docs/, mkdocs.yml); --strict fails on a broken link or a page missing from nav.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 # Every benchmark but the peer one, which builds a venv of its own (about 2 GB, once).
 benchmark: $(STAMP)
