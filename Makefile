@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# --overwrite replaces the last demo run, and only if everything in it is the toolkit's.
 demo: $(STAMP)
-	rm -rf runs/demo
 	$(BIN)/zoo train data/animal-mnist --model lenet5 --mode full-retrain --weights none \
-		--epochs 30 --batch-size 32 --output runs/demo
+		--epochs 30 --batch-size 32 --output runs/demo --overwrite
 	$(BIN)/zoo predict runs/demo data/animal-mnist/cat/cat_000.png data/animal-mnist/zebra/zebra_000.png
 
 test: $(STAMP)
