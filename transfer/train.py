@@ -223,7 +223,8 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
     state = ckpt.load_state(run.path)
     if state is not None and state.get("finished"):
         raise RunDirError(f"the run in {str(run.path)!r} already finished")
-    ckpt.verify(run.path, state)
+    if state is not None:
+        ckpt.verify(run.path, state)
     config = TrainConfig.load(run / "config.json")
     if config.task == "auto":  # runs written before tasks were recorded were classifiers
         config = config.replace(task="classification")
