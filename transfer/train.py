@@ -45,7 +45,7 @@ from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
 from transfer.tasks import Predictions, Task, get_task
-from zoo._common import leaf_layers
+from zoo import leaf_layers
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
