@@ -221,7 +221,7 @@ def constant_variables(model: keras.Model, backbone: keras.Model | None, *,
     variables that do not train (its weights, or the frozen part and its BatchNorm statistics)
     stay as they are; the moving statistics of BatchNorm layers that train (fine-tune with
     ``fine_tune_batchnorm="train"``) change. In the full phase (``full``) anything may change."""
-    from zoo._common import leaf_layers
+    from zoo import leaf_layers
 
     if full or backbone is None:
         return frozenset()

@@ -28,19 +28,21 @@ from typing import Sequence
 import numpy as np
 
 from transfer import outputs, plots
+from transfer.classification_metrics import classification_metrics
 from transfer.data import (
     SPLIT_FOLDERS,
     ImageFolderData,
     Split,
-    check_files,
+    folder_split,  # noqa: F401  (importable from here, as before it moved to transfer.data)
     image_dataset,
+    is_imagenet,
+    looks_like_segmentation,
     scan_class_folders,
 )
 from transfer.errors import DataError, RunDirError
 from transfer.predict import is_model_name, load_classifier
 from transfer.rundir import make_folder, write_json
 from transfer.tasks import Predictions, get_task
-from transfer.tasks.classification import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,100 +91,6 @@ def predict_split(model, split: Split, *, batch_size: int = 32,
     labels = truth[kept_idx]
     return Predictions(np.concatenate(probabilities), labels,
                             tuple(split.paths[i] for i in kept_idx), unreadable)
-
-
-def folder_split(data_dir: str | os.PathLike, class_names: Sequence[str], *,
-                 split: str = "val") -> tuple[Split, list[str]]:
-    """The usable images of a folder with one sub-folder per class, labelled as the model's.
-
-    A folder laid out as ``train/``, ``val/`` (and ``test/``) is read from its ``split``
-    sub-folder. Files are checked as for training (:func:`transfer.data.check_files`), so they
-    are decoded the same way. Every class folder must be one of ``class_names``; classes without
-    a folder are allowed (a test set may lack some) and get zero support. For a model with the
-    1000 ImageNet classes, folders are looked up with :func:`zoo.imagenet_class`: a class name
-    (any of its synonyms, ``_`` read as a space), a WordNet id or a class index.
-
-    Returns:
-        The split, and the files left out as unusable (each logged with its reason).
-
-    Raises:
-        DataError: the folder is missing, holds no usable images, or has a class the model lacks.
-    """
-    root = Path(data_dir)
-    if (root / "train").is_dir() and ((root / "val").is_dir() or (root / "test").is_dir()):
-        if split not in SPLIT_FOLDERS or not (root / split).is_dir():
-            raise DataError(f"{str(root)!r} is split into train/, val/... but has no {split}/ "
-                            f"folder; choose another --split")
-        root = root / split
-    if not root.is_dir():
-        raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
-    classes = {name: files for name, files in scan_class_folders(root).items() if files}
-    if not classes:
-        raise DataError(f"data folder {str(root)!r} holds no class sub-folders with files")
-    index = _class_index(sorted(classes), class_names, root)
-    entries = []
-    for files in classes.values():
-        for path in files:
-            try:
-                st = os.stat(path)
-                entries.append((path, st.st_size, st.st_mtime_ns))
-            except OSError:
-                entries.append((path, -1, 0))
-    results, _ = check_files(entries)
-    rows, skipped = [], []
-    for name, files in classes.items():
-        for path in files:
-            result = results[path]
-            if result["reason"] is None:
-                rows.append((path, index[name], result))
-            else:
-                skipped.append(path)
-                log.warning("skipping %s: %s", path, result["reason"])
-    if not rows:
-        raise DataError(f"data folder {str(root)!r} holds no usable images "
-                        f"({len(skipped)} file(s) skipped)")
-    return Split(paths=tuple(p for p, _, _ in rows), labels=tuple(y for _, y, _ in rows),
-                 sources=tuple(r.get("source", p) for p, _, r in rows),
-                 orientations=tuple(r.get("orientation", 1) for _, _, r in rows)), skipped
-
-
-def is_imagenet(class_names: Sequence[str]) -> bool:
-    """Whether ``class_names`` are the 1000 ImageNet classes in Keras's order."""
-    import zoo
-
-    return len(class_names) == len(zoo.imagenet_classes()) and \
-        list(class_names) == zoo.imagenet_class_names()
-
-
-def _class_index(folders: Sequence[str], class_names: Sequence[str], root: Path) -> dict[str, int]:
-    """The label of each class folder; ImageNet folders by name, synonym or WordNet id."""
-    if is_imagenet(class_names):
-        import zoo
-        from zoo.errors import ZooError
-
-        index, failed = {}, []
-        for name in folders:
-            try:  # digits are class indices, as zoo.imagenet_class's errors suggest
-                index[name] = zoo.imagenet_class(int(name) if name.isdigit() else name).index
-            except ZooError as exc:
-                failed.append((name, exc))
-        if failed:
-            names = ", ".join(repr(name) for name, _ in failed)
-            raise DataError(
-                f"class folder(s) {names} in {str(root)!r} do not name one ImageNet class "
-                f"({failed[0][1]}); name each by a class name, WordNet id or index (e.g. "
-                f"'Egyptian cat', 'n02124075' or '285'), or remove it")
-        return index
-    index = {name: i for i, name in enumerate(class_names)}
-    unknown = [name for name in folders if name not in index]
-    if unknown:
-        raise DataError(
-            f"class folder(s) {', '.join(map(repr, unknown))} in {str(root)!r} are not classes of "
-            f"the model, which knows {', '.join(map(repr, class_names))}; rename or remove them")
-    missing = [name for name in class_names if name not in folders]
-    if missing:
-        log.warning("no images of class(es) %s in %s", ", ".join(missing), root)
-    return index
 
 
 def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
@@ -261,8 +169,6 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
 
 def _segmentation_layout(root: Path) -> str | None:
     """The folders that make ``root`` a segmentation layout, or ``None``."""
-    from transfer.tasks.segmentation import looks_like_segmentation
-
     if not looks_like_segmentation(root):
         return None
     if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():

@@ -24,7 +24,7 @@ import zoo
 from transfer.config import Augment, TransferMode
 from transfer.errors import ConfigError
 from transfer.rundir import load_keras_model
-from zoo._common import leaf_layers, walk_layers
+from zoo import leaf_layers, walk_layers
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)

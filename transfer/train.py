@@ -45,7 +45,7 @@ from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
 from transfer.tasks import Predictions, Task, get_task
-from zoo._common import leaf_layers
+from zoo import leaf_layers
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,14 @@ def resolve_task(config: TrainConfig, data_dir: str | os.PathLike) -> TrainConfi
     if config.task != "auto":
         return config
     import zoo
-
-    from transfer.tasks.segmentation import DECODERS, looks_like_segmentation
+    from zoo.segmentation import DECODERS
 
     model = str(config.model)
     segmentation = (
         config.backbone is not None
         or (model in DECODERS and not Path(model).suffix)
         or (model in zoo.list_models() and zoo.get_spec(model).task == "segmentation")
-        or looks_like_segmentation(data_dir))
+        or data_lib.looks_like_segmentation(data_dir))
     return config.replace(task="segmentation" if segmentation else "classification")
 
 

@@ -1,6 +1,7 @@
 """The model zoo: classic CNN builders and keras.applications wrappers behind one registry."""
 
 from zoo import layers  # noqa: F401  (registers the serialisable layers)
+from zoo._common import leaf_layers, walk_layers
 from zoo.errors import InputShapeError, UnknownModelError, WeightsError, ZooError
 from zoo.imagenet import ImageNetClass, imagenet_class, imagenet_class_names, imagenet_classes
 from zoo.registry import ModelSpec, create_model, get_spec, list_models, register_model
@@ -27,7 +28,9 @@ __all__ = [
     "imagenet_class",
     "imagenet_class_names",
     "imagenet_classes",
+    "leaf_layers",
     "get_taps",
     "list_models",
     "register_model",
+    "walk_layers",
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from zoo.registry import get_spec
+from zoo.registry import create_model, get_spec
 from zoo.taps import TABLE, get_taps
 
 
@@ -42,10 +43,44 @@ def model_info(name: str, *, with_stats: bool = True,
         "feature_taps": _taps(name),
     }
     if with_stats:
-        from zoo.stats import compute
-
         row.update(compute(name, input_shape=input_shape, classes=classes))
     return row
+
+
+def count(model) -> dict[str, int]:
+    """Parameters (all and trainable) and MACs of a built model."""
+    from zoo.macs import count_macs
+
+    return {
+        "params_total": int(model.count_params()),
+        "params_trainable": int(sum(math.prod(w.shape) for w in model.trainable_weights)),
+        "macs": int(count_macs(model)),
+    }
+
+
+def compute(name: str, *, input_shape: tuple[int, int, int] | None = None,
+            classes: int | None = None) -> dict[str, Any]:
+    """Build ``name`` (random weights, with its top) and count it.
+
+    Args:
+        name: registry name.
+        input_shape: ``(height, width, channels)``; the model's default when ``None``.
+        classes: outputs of the classifier; the spec's ``default_classes`` when ``None``.
+
+    Returns:
+        The counts, and the ``stats_input_shape`` and ``stats_classes`` they were taken at.
+    """
+    import keras
+
+    spec = get_spec(name)
+    model = create_model(name, weights=None, input_shape=input_shape, classes=classes)
+    try:
+        return {"stats_input_shape": list(model.input_shape[1:]),
+                "stats_classes": spec.default_classes if classes is None else classes,
+                **count(model)}
+    finally:
+        del model
+        keras.backend.clear_session()
 
 
 def _taps(name: str) -> list[str]:

@@ -25,55 +25,21 @@ import argparse
 import functools
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.info import compute, count, model_info
+from zoo.registry import list_models
 
 log = logging.getLogger(__name__)
 
 STATS_PATH = Path(__file__).with_name("stats.json")
 COUNTS = ("params_total", "params_trainable", "macs")
 
-
-def count(model) -> dict[str, int]:
-    """Parameters (all and trainable) and MACs of a built model."""
-    from zoo.macs import count_macs
-
-    return {
-        "params_total": int(model.count_params()),
-        "params_trainable": int(sum(math.prod(w.shape) for w in model.trainable_weights)),
-        "macs": int(count_macs(model)),
-    }
-
-
-def compute(name: str, *, input_shape: tuple[int, int, int] | None = None,
-            classes: int | None = None) -> dict[str, Any]:
-    """Build ``name`` (random weights, with its top) and count it.
-
-    Args:
-        name: registry name.
-        input_shape: ``(height, width, channels)``; the model's default when ``None``.
-        classes: outputs of the classifier; the spec's ``default_classes`` when ``None``.
-
-    Returns:
-        The counts, and the ``stats_input_shape`` and ``stats_classes`` they were taken at.
-    """
-    import keras
-
-    from zoo.registry import create_model, get_spec
-
-    spec = get_spec(name)
-    model = create_model(name, weights=None, input_shape=input_shape, classes=classes)
-    try:
-        return {"stats_input_shape": list(model.input_shape[1:]),
-                "stats_classes": spec.default_classes if classes is None else classes,
-                **count(model)}
-    finally:
-        del model
-        keras.backend.clear_session()
+__all__ = ["COUNTS", "STATS_PATH", "compute", "count", "differences", "main", "rows", "stored",
+           "table", "write"]
 
 
 @functools.cache
@@ -101,9 +67,6 @@ def stored(name: str) -> dict[str, Any]:
 
 def rows(names: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Registry facts and counts, computed now, of ``names`` (every model by default)."""
-    from zoo.info import model_info
-    from zoo.registry import list_models
-
     result = {}
     for name in names or list_models():
         result[name] = model_info(name, with_stats=True)
@@ -146,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         write()
         print(f"wrote {STATS_PATH}")
         return 0
-    from zoo.registry import list_models
-
     stale = sorted(set(table()) ^ set(list_models()))
     if stale:
         print(f"registry and table differ on: {', '.join(stale)}")

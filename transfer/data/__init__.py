@@ -9,17 +9,20 @@ One module per step, each importing only the ones before it:
 - :mod:`~transfer.data.splits`: :class:`Split`, :class:`ImageFolderData` and the seeded,
   stratified split of checked files.
 - :mod:`~transfer.data.sources`: image folders, CSV files and TFDS datasets
-  (:func:`load_source`), and :func:`list_image_files`, the one walk of a folder for images.
+  (:func:`load_source`), :func:`list_image_files`, the one walk of a folder for images, and
+  :func:`folder_split`, a class folder labelled as a trained model's classes.
 - :mod:`~transfer.data.pipelines`: decode, orient and resize into ``tf.data`` datasets
   (:func:`make_dataset`), the ops the exported model runs too.
 - :mod:`~transfer.data.pairs`, :mod:`~transfer.data.masks`, :mod:`~transfer.data.augment`:
-  segmentation: image/mask pairs in the usual layouts (:func:`load_segmentation`), class-index
-  masks (:func:`read_mask`, :func:`load_masks`), median frequency class weights
-  (:func:`class_pixel_weights`) and the joint augmentation of images and masks
-  (:func:`joint_augment`).
+  segmentation: image/mask pairs in the usual layouts (:func:`looks_like_segmentation`,
+  :func:`load_segmentation`), class-index masks (:func:`read_mask`, :func:`load_masks`),
+  median frequency class weights (:func:`class_pixel_weights`) and the joint augmentation of
+  images and masks (:func:`joint_augment`).
 
 Every public name is importable from ``transfer.data`` itself.
 """
+
+from transfer.data.augment import augment_batches, joint_augment
 
 # Private helpers that benchmarks/bench_data.py calls directly, to time checking batch by batch.
 from transfer.data.checks import (  # noqa: F401, E402
@@ -43,12 +46,11 @@ from transfer.data.checks import (  # noqa: F401, E402
     default_workers,
     load_normalized,
 )
-from transfer.data.augment import augment_batches, joint_augment
 from transfer.data.masks import (
     DEFAULT_IGNORE_INDEX,
     NOTE_MASK_16BIT,
-    NOTE_MASK_GRAY_RGB,
     NOTE_MASK_BINARY,
+    NOTE_MASK_GRAY_RGB,
     NOTE_MASK_MAPPED,
     NOTE_MASK_RGB,
     NOTE_UNLISTED,
@@ -63,7 +65,7 @@ from transfer.data.masks import (
     read_palette,
     voc_colours,
 )
-from transfer.data.pairs import load_segmentation
+from transfer.data.pairs import load_segmentation, looks_like_segmentation
 from transfer.data.pipelines import (
     decode_and_resize,
     decode_rgb,
@@ -77,9 +79,9 @@ from transfer.data.reports import (
     SKIP_COLOUR,
     SKIP_CORRUPT,
     SKIP_DUPLICATE,
-    SKIP_LINKED,
     SKIP_EMPTY,
     SKIP_LABELS,
+    SKIP_LINKED,
     SKIP_LOSSY_MASK,
     SKIP_MASK_MODE,
     SKIP_MISSING,
@@ -103,6 +105,8 @@ from transfer.data.sources import (
     SYSTEM_FOLDERS,
     TFDS_PREFIX,
     changes_since,
+    folder_split,
+    is_imagenet,
     list_image_files,
     load_csv,
     load_image_folder,
@@ -132,10 +136,11 @@ __all__ = [
     "SKIP_TOO_LARGE", "SKIP_TRUNCATED", "SKIP_UNREADABLE",
     "DataReport", "ImageFolderData", "Palette", "Split",
     "augment_batches", "check_files", "class_pixel_weights", "class_weights",
-    "decode_and_resize", "decode_rgb", "default_cache_dir",
+    "decode_and_resize", "decode_rgb", "default_cache_dir", "folder_split", "is_imagenet",
     "changes_since", "default_workers", "image_dataset", "imbalance_ratio", "joint_augment",
     "list_image_files", "load_csv", "load_image_folder", "load_masks", "load_normalized",
-    "load_segmentation", "load_source", "load_tfds", "make_dataset", "orient_image",
+    "load_segmentation", "load_source", "load_tfds", "looks_like_segmentation", "make_dataset",
+    "orient_image",
     "pixel_frequencies", "read_mask", "read_palette", "resize_images", "scan_class_folders",
     "split_loader", "voc_colours",
 ]

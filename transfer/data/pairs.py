@@ -208,6 +208,20 @@ def _pet_layout(root: Path) -> _Layout:
                    tuple(sorted(PET_TRIMAP.items())))
 
 
+def looks_like_segmentation(data_dir: str | os.PathLike) -> bool:
+    """Whether a data folder is laid out as image/mask pairs: ``images/`` + ``masks/`` (also
+    under ``train/``), Pascal VOC (``JPEGImages/`` + ``SegmentationClass/``) or Oxford-IIIT Pet
+    (``images/`` + ``annotations/trimaps/``)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        return False
+    for folder in (root, root / "train"):
+        if (folder / "images").is_dir() and (folder / "masks").is_dir():
+            return True
+    return ((root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir()) or (
+        (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir())
+
+
 def _has_pairs_folders(folder: Path) -> bool:
     return (folder / "images").is_dir() and (folder / "masks").is_dir()
 

@@ -15,7 +15,7 @@ import numpy as np
 from transfer import data as data_lib
 from transfer import plots
 from transfer import segmentation_metrics as seg_metrics
-from transfer.data import Split
+from transfer.data import Split, looks_like_segmentation  # noqa: F401  (its name here too)
 from transfer.errors import ConfigError, DataError
 from transfer.model import frozen_part
 from transfer.tasks.base import Predictions, Task
@@ -311,17 +311,3 @@ def _resized(path: str, size: int) -> np.ndarray:
 
     image = Image.fromarray(load_normalized(path)).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image)
-
-
-def looks_like_segmentation(data_dir: str | os.PathLike) -> bool:
-    """Whether a data folder is laid out as image/mask pairs: ``images/`` + ``masks/`` (also
-    under ``train/``), Pascal VOC (``JPEGImages/`` + ``SegmentationClass/``) or Oxford-IIIT Pet
-    (``images/`` + ``annotations/trimaps/``)."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        return False
-    for folder in (root, root / "train"):
-        if (folder / "images").is_dir() and (folder / "masks").is_dir():
-            return True
-    return ((root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir()) or (
-        (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir())

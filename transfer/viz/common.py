@@ -26,7 +26,7 @@ from transfer import outputs
 from transfer.errors import ConfigError, DataError, RunDirError
 from transfer.rundir import RunDir, load_keras_model
 from transfer.rundir import write_json as rundir_write_json
-from zoo._common import walk_layers as zoo_walk_layers
+from zoo import walk_layers as zoo_walk_layers
 
 if TYPE_CHECKING:
     import keras
