@@ -208,9 +208,11 @@ def test_a_damaged_checkpoint_is_one_line_saying_to_start_again(interrupted, tmp
 
 @pytest.mark.parametrize("damage", [
     lambda f: _truncate(f / "train_0.npy"),
-    lambda f: (f / "val_0.npy").write_bytes(b""),
-    lambda f: (f / "train_0.npy").unlink(),
-    lambda f: np.save(f / "val_0.npy", np.zeros((2, 3), np.float32)),  # the wrong shape
+    # the truncation runs in the fast suite; the other damages take the same rebuild path
+    pytest.param(lambda f: (f / "val_0.npy").write_bytes(b""), marks=pytest.mark.slow),
+    pytest.param(lambda f: (f / "train_0.npy").unlink(), marks=pytest.mark.slow),
+    pytest.param(lambda f: np.save(f / "val_0.npy", np.zeros((2, 3), np.float32)),  # wrong shape
+                 marks=pytest.mark.slow),
 ])
 def test_a_damaged_feature_cache_is_rebuilt_with_a_warning(interrupted, tmp_path, caplog,
                                                            damage):
@@ -231,6 +233,7 @@ class _CtrlCInFirstEpoch(keras.callbacks.Callback):
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # 10 s: trains twice (make test-all runs it)
 def test_ctrl_c_before_the_first_checkpoint_says_so_and_resume_starts_over(image_folder,
                                                                            tmp_path):
     out = tmp_path / "early"
