@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import keras
 
-from transfer import data as data_lib
 from transfer import checkpoint as ckpt
+from transfer import data as data_lib
 from transfer.card import write_model_card
 from transfer.config import TrainConfig
 from transfer.evaluate import predict_split

@@ -44,7 +44,7 @@ from transfer.model import (
 from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
-from transfer.tasks import Predictions, Task, get_task
+from transfer.tasks import Predictions, Task, get_task, task_for
 from zoo import leaf_layers
 from zoo.errors import ZooError
 
@@ -69,6 +69,11 @@ class TrainResult:
     @property
     def saved_model_dir(self) -> Path:
         return RunDir(self.run_dir).saved_model_dir
+
+    @property
+    def task(self) -> Task:
+        """The task the run trained, with its options."""
+        return get_task(self.config.task, ignore_index=self.config.ignore_index)
 
     @property
     def model_path(self) -> Path:
@@ -111,20 +116,10 @@ def resolve_contract(config: TrainConfig, info: BackboneInfo,
 
 
 def resolve_task(config: TrainConfig, data_dir: str | os.PathLike) -> TrainConfig:
-    """``task="auto"`` decided: segmentation for a decoder on a backbone, a segmentation model
-    or a folder of images and masks; classification otherwise."""
-    if config.task != "auto":
-        return config
-    import zoo
-    from zoo.segmentation import DECODERS
-
-    model = str(config.model)
-    segmentation = (
-        config.backbone is not None
-        or (model in DECODERS and not Path(model).suffix)
-        or (model in zoo.list_models() and zoo.get_spec(model).task == "segmentation")
-        or data_lib.looks_like_segmentation(data_dir))
-    return config.replace(task="segmentation" if segmentation else "classification")
+    """``task="auto"`` decided by the task registry (:func:`transfer.tasks.task_for`): the
+    task the model options name, else the one whose layout the data has, else
+    classification."""
+    return config.replace(task=task_for(config, data_dir))
 
 
 def resolve_config(config: TrainConfig, data_dir: str | os.PathLike

@@ -19,8 +19,9 @@ import zoo
 from transfer import evaluate as evaluate_lib
 from transfer.data import ImageFolderData, decode_and_resize
 from transfer.errors import ConfigError, DataError, RunDirError
-from transfer.evaluate import classification_metrics, evaluate
+from transfer.evaluate import evaluate
 from transfer.export import export, write_model_card
+from transfer.tasks.classification.metrics import classification_metrics
 
 
 @pytest.fixture(scope="module")

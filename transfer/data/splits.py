@@ -38,9 +38,10 @@ class Split:
     orientations (1-8) TensorFlow applies after decoding a source; empty means all 1.
 
     ``masks`` (segmentation only) are the class-index masks, position by position: the user's
-    mask file, or its normalised copy in the cache (see :mod:`transfer.data.masks`). A
-    segmentation split's ``labels`` are the positions ``0..n-1``, not classes, so
-    :meth:`class_counts` means nothing for it; the report counts the masks holding each class.
+    mask file, or its normalised copy in the cache (see
+    :mod:`transfer.tasks.segmentation.masks`). A segmentation split's ``labels`` are the
+    positions ``0..n-1``, not classes, so :meth:`class_counts` means nothing for it; the report
+    counts the masks holding each class.
     """
 
     paths: tuple[str, ...]

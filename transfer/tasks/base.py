@@ -33,6 +33,42 @@ class Predictions:
         return self.outputs
 
 
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """What a model predicted for one image, or the reason it could not be read.
+
+    ``labels`` and ``scores`` are ranked, best first: the top-k classes and their
+    probabilities, or (segmentation) the classes present and the share of the pixels each
+    covers. ``files`` are what the task wrote for the image (a mask and an overlay), and
+    ``details`` the task's JSON form of the prediction when it is not a ranked list.
+    """
+
+    path: str
+    labels: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+    error: str | None = None
+    files: tuple[str, ...] = ()
+    details: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict:
+        if self.error:
+            return {"path": self.path, "error": self.error}
+        if self.details is not None:
+            return {"path": self.path, **self.details}
+        return {"path": self.path,
+                "predictions": [{"label": l, "score": s} for l, s in zip(self.labels, self.scores)]}
+
+    def csv_row(self, top_k: int) -> list[str]:
+        """``path, label_1, score_1, ..., label_k, score_k, error``; see :func:`csv_header`."""
+        cells = [self.path]
+        for rank in range(top_k):
+            if rank < len(self.labels):
+                cells += [self.labels[rank], f"{self.scores[rank]:.6f}"]
+            else:
+                cells += ["", ""]
+        return cells + [self.error or ""]
+
+
 class Task(abc.ABC):
     """What one task supplies to the training core, evaluation and serving."""
 
@@ -56,16 +92,44 @@ class Task(abc.ABC):
     augment: Mapping[str, str] = types.MappingProxyType({})
     #: the label smoothing of the loss when the config leaves it unset, by mode (not named: 0)
     label_smoothing: Mapping[str, float] = types.MappingProxyType({})
+    #: the data this task reads, in words, for messages ("pass DATA_DIR, <layout_hint>")
+    layout_hint: str = "a folder of this task's layout"
+    #: what ``predict`` writes per image, in words (segmentation: "a mask and an overlay"), or
+    #: ``None`` when a prediction is numbers only
+    prediction_files: str | None = None
+    #: the SavedModel output that tells this task's exports apart (:func:`served_task`)
+    serving_key: str = ""
+    #: the order in which tasks are asked whether they claim a data folder: a task whose
+    #: layout is specific (segmentation's images/ + masks/) before one that takes any folder of
+    #: sub-folders (classification)
+    claim_order: int = 0
 
     def __init__(self, **options: Any):
         """Options a task does not use are ignored, so callers can pass the contract's."""
 
     # ---- data -------------------------------------------------------------------------------
+    @classmethod
+    def claims(cls, source: str | os.PathLike, *, split: str | None = None) -> str | None:
+        """The layout of ``source`` this task reads, in words (``"images/ + masks/"``), or
+        ``None`` when it is not one of this task's layouts. ``split``: a folder laid out in
+        ``train/ val/ test/`` is judged by that split's folder. The task registry asks the
+        tasks in :attr:`claim_order` (:func:`transfer.tasks.recognise`); ``zoo train`` with
+        ``task="auto"``, ``zoo data check`` and ``zoo evaluate`` use its answer."""
+        return None
+
+    @classmethod
+    def wanted_by(cls, config: TrainConfig) -> bool:
+        """Whether the model options alone mean this task (a decoder named as ``--model``, a
+        ``--backbone``, a registry model of this task), whatever the data looks like."""
+        return False
+
     @abc.abstractmethod
     def load_data(self, source: str | os.PathLike, config: TrainConfig, *,
                   cache_dir: str | os.PathLike | None = None,
-                  tfds_data_dir: str | os.PathLike | None = None) -> ImageFolderData:
-        """Read, check and split the user's data (files skipped are in its report)."""
+                  tfds_data_dir: str | os.PathLike | None = None,
+                  workers: int | None = None, dry_run: bool = False) -> ImageFolderData:
+        """Read, check and split the user's data (files skipped are in its report);
+        ``dry_run``: check and report only, writing nothing (``zoo data check``)."""
 
     @abc.abstractmethod
     def evaluation_split(self, data_dir: str | os.PathLike, class_names: Sequence[str], *,
@@ -150,6 +214,27 @@ class Task(abc.ABC):
         """One line of the most telling numbers of :meth:`summarise`'s result."""
 
     @abc.abstractmethod
+    def key_metrics(self, metrics: dict[str, Any]) -> list[tuple[str, float]]:
+        """``(label, value)`` of the numbers of :meth:`summarise`'s result a summary shows
+        (the report's table), those present and numeric."""
+
+    @abc.abstractmethod
+    def trained_line(self, val: dict[str, Any]) -> str:
+        """What ``zoo train`` prints of the validation metrics at the end of a run."""
+
+    @abc.abstractmethod
+    def evaluation_lines(self, result: dict[str, Any]) -> list[str]:
+        """What ``zoo evaluate`` prints of :func:`transfer.evaluate.evaluate`'s result (the
+        per-class table, the files written), line by line."""
+
+    def report_sections(self, page: Any) -> list[tuple[str, Callable[[], str]]]:
+        """The task's sections of ``report.html`` after the training curves: ``(title, a
+        function returning HTML)``, drawn with ``page`` (a
+        :class:`transfer.viz.report.ReportPage`: the run's metrics, validation split and
+        predictions, and the page's building blocks). A section that fails becomes a note."""
+        return []
+
+    @abc.abstractmethod
     def write_artifacts(self, metrics: dict[str, Any], predictions: Predictions,
                         class_names: Sequence[str], out_dir: str | os.PathLike) -> dict[str, Path]:
         """The evaluation figures, as PNG files in ``out_dir``."""
@@ -168,7 +253,15 @@ class Task(abc.ABC):
     def card_outputs(self, k: int, top_k: int, size: str) -> dict[str, str]:
         """The outputs of each export (``savedmodel``, ``keras``, ``tflite``), in words."""
 
-    # ---- serving ----------------------------------------------------------------------------
+    # ---- prediction and serving -------------------------------------------------------------
+    @abc.abstractmethod
+    def predictions(self, paths: Sequence[str], images: np.ndarray,
+                    served: Mapping[str, np.ndarray], *, class_names: Sequence[str], top_k: int,
+                    output_dir: Path | None) -> dict[str, Prediction]:
+        """A :class:`Prediction` per path from the serving outputs of ``images`` (one size,
+        float 0-255, as decoded); files the task writes (:attr:`prediction_files`) go into
+        ``output_dir`` and never replace one already there."""
+
     @abc.abstractmethod
     def serving_outputs(self, outputs: tf.Tensor, class_names: tf.Tensor, top_k: int,
                         input_size: tf.Tensor) -> dict[str, tf.Tensor]:

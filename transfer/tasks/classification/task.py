@@ -13,11 +13,20 @@ import numpy as np
 
 from transfer import data as data_lib
 from transfer import plots
-from transfer.classification_metrics import classification_metrics
 from transfer.errors import ConfigError
-from transfer.feeding import mix_batch
 from transfer.model import build_classifier, feature_model, head_model
-from transfer.tasks.base import Predictions, Task
+from transfer.tasks.base import Prediction, Predictions, Task
+from transfer.tasks.classification.figures import mistakes_figure
+from transfer.tasks.classification.imagenet import imagenet_labels, present_classes
+from transfer.tasks.classification.metrics import classification_metrics
+from transfer.tasks.classification.mixing import mix_batch
+from transfer.tasks.classification.sources import (
+    TFDS_PREFIX,
+    folder_split,
+    is_imagenet,
+    load_source,
+    scan_class_folders,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -42,15 +51,32 @@ class ClassificationTask(Task):
     # --augment digits or none.
     augment = types.MappingProxyType({"fine-tune": "flip"})
     label_smoothing = types.MappingProxyType({"fine-tune": 0.1})
+    layout_hint = "a folder with one sub-folder per class"
+    claim_order = 100  # any folder of sub-folders: asked after the tasks with specific layouts
 
-    def load_data(self, source, config, *, cache_dir=None, tfds_data_dir=None):
-        return data_lib.load_source(
+    @classmethod
+    def claims(cls, source, *, split=None):
+        text = str(source)
+        if text.startswith(TFDS_PREFIX):
+            return "a TensorFlow Datasets dataset"
+        root = Path(source)
+        if root.is_file():
+            return "a CSV file of path,label rows" if root.suffix.lower() == ".csv" else None
+        if not root.is_dir():
+            return None
+        folder = root / split if split and (root / "train").is_dir() and \
+            (root / split).is_dir() else root
+        return "one sub-folder per class" if any(scan_class_folders(folder).values()) else None
+
+    def load_data(self, source, config, *, cache_dir=None, tfds_data_dir=None, workers=None,
+                  dry_run=False):
+        return load_source(
             source, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
             min_per_class=config.min_per_class, drop_small_classes=config.drop_small_classes,
-            cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
+            cache_dir=cache_dir, tfds_data_dir=tfds_data_dir, workers=workers, dry_run=dry_run)
 
     def evaluation_split(self, data_dir, class_names, *, split="val"):
-        return data_lib.folder_split(data_dir, class_names, split=split)
+        return folder_split(data_dir, class_names, split=split)
 
     def targets(self, split, num_classes, image_size):
         import tensorflow as tf
@@ -112,13 +138,72 @@ class ClassificationTask(Task):
                                                       name="top5_accuracy")]
 
     def summarise(self, outputs, labels, class_names):
-        return classification_metrics(outputs, labels, class_names)
+        metrics = classification_metrics(outputs, labels, class_names)
+        # A pretrained ImageNet classifier on a folder of a few of its classes: the per-class
+        # rows and the confusion matrix over the classes present, not the 1000.
+        return present_classes(metrics) if is_imagenet(class_names) else metrics
 
     def headline(self, metrics: dict[str, Any]) -> str:
         loss = metrics["loss"]
         return (f"top-1 accuracy {metrics['top1_accuracy']:.4f}, top-{metrics['top_k']} "
                 f"accuracy {metrics['top5_accuracy']:.4f}, loss "
                 + (f"{loss:.4f}" if loss is not None else "nan"))
+
+    def key_metrics(self, metrics):
+        k = metrics.get("top_k", 5)
+        return _present(metrics, (("top1_accuracy", "top-1 accuracy"),
+                                  ("top5_accuracy", f"top-{k} accuracy"), ("loss", "loss")))
+
+    def trained_line(self, val):
+        return (f"validation accuracy {val['top1_accuracy']:.4f} (top-{val['top_k']} "
+                f"{val['top5_accuracy']:.4f}) on {val['samples']} images")
+
+    def evaluation_lines(self, result):
+        loss = f"{result['loss']:.4f}" if result["loss"] is not None else "n/a"
+        lines = [f"top-1 accuracy {result['top1_accuracy']:.4f}, top-{result['top_k']} "
+                 f"accuracy {result['top5_accuracy']:.4f}, loss {loss} on {result['samples']} "
+                 f"images ({result['data']})"]
+        rows = [*result["per_class"].items(), ("macro avg", result["macro"]),
+                ("weighted avg", result["weighted"])]
+        width = max(20, *(len(name) for name, _ in rows))
+        lines.append(f"{'class':<{width}} {'precision':>9} {'recall':>7} {'f1':>7} "
+                     f"{'support':>8}")
+        for name, row in rows:
+            support = row.get("support", result["samples"])
+            lines.append(f"{name:<{width}} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+                         f"{row['f1']:>7.3f} {support:>8}")
+        return lines
+
+    def report_sections(self, page):
+        def confusion():
+            return page.figure(plots.confusion_figure(page.metrics["val"]["confusion_matrix"],
+                                                      page.contract.class_names),
+                               "confusion matrix")
+
+        def mistakes():
+            if page.predictions is None:
+                existing = page.existing("mistakes.png")  # drawn by training or 'zoo evaluate'
+                if existing is not None:
+                    return (page.note(f"from {existing.relative_to(page.run.path)}")
+                            + page.png(existing.read_bytes(), "worst mistakes"))
+            predictions = page.val_predictions()
+            if predictions is None:
+                return page.note("no validation images found (split.json missing, or the "
+                                 "files moved)")
+            wrong = int((predictions.outputs.argmax(axis=1) != predictions.labels).sum())
+            if not wrong:
+                return page.note(f"no mistakes on the {len(predictions.labels)} validation "
+                                 f"images")
+            fig = mistakes_figure(predictions.outputs, predictions.labels, predictions.paths,
+                                  page.contract.class_names, limit=page.max_mistakes)
+            return (page.note(f"{wrong} of {len(predictions.labels)} validation images "
+                              f"misclassified; the most confident mistakes first")
+                    + page.figure(fig, "worst mistakes"))
+
+        return [("Confusion matrix (validation)", confusion),
+                ("Worst mistakes (validation)", mistakes),
+                ("First-layer filters", page.filters),
+                ("Grad-CAM on validation images", page.gradcams)]
 
     def write_artifacts(self, metrics, predictions: Predictions, class_names,
                         out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -127,10 +212,13 @@ class ClassificationTask(Task):
         out.mkdir(parents=True, exist_ok=True)
         written = {"confusion_matrix": out / "confusion_matrix.png",
                    "mistakes": out / "mistakes.png"}
-        plots.save_figure(plots.confusion_figure(metrics["confusion_matrix"], class_names),
+        imagenet = is_imagenet(class_names)
+        plots.save_figure(plots.confusion_figure(metrics["confusion_matrix"],
+                                                 metrics.get("confusion_classes", class_names)),
                           written["confusion_matrix"])
-        plots.save_figure(plots.mistakes_figure(predictions.outputs, predictions.labels,
-                                                predictions.paths, class_names),
+        plots.save_figure(mistakes_figure(predictions.outputs, predictions.labels,
+                                          predictions.paths,
+                                          imagenet_labels() if imagenet else class_names),
                           written["mistakes"])
         return written
 
@@ -165,7 +253,15 @@ class ClassificationTask(Task):
                 "keras": f"probabilities `[batch, {k}]`",
                 "tflite": f"`probabilities` float32 `[1, {k}]`"}
 
-    # ---- serving ----------------------------------------------------------------------------
+    # ---- prediction and serving -------------------------------------------------------------
+    serving_key = "top_classes"
+
+    def predictions(self, paths, images, served, *, class_names, top_k, output_dir):
+        scores, labels = served["top_scores"][:, :top_k], served["top_classes"][:, :top_k]
+        return {path: Prediction(path, tuple(label.decode() for label in labels[i]),
+                                 tuple(float(s) for s in scores[i]))
+                for i, path in enumerate(paths)}
+
     def serving_outputs(self, outputs, class_names, top_k, input_size):
         import tensorflow as tf
 
@@ -176,3 +272,8 @@ class ClassificationTask(Task):
 
 def _prf(row: dict) -> str:
     return f"{row['precision']:.3f} / {row['recall']:.3f} / {row['f1']:.3f}"
+
+
+def _present(metrics: dict[str, Any], keys) -> list[tuple[str, float]]:
+    return [(label, metrics[key]) for key, label in keys
+            if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics[key], bool)]
