@@ -482,8 +482,10 @@ class Trainer:
         self.set_trainable(last.name)
         with self.strategy.scope():
             self.compile(self.model, last.learning_rate)
-        found = probe_batch_size(self.model, self.num_classes,
-                                 maximum=max(8, len(self.data.train)))
+        size = int(self.model.input_shape[1])
+        found = probe_batch_size(
+            self.model, lambda n, rng: self.task.probe_targets(n, self.num_classes, size, rng),
+            maximum=max(8, len(self.data.train)))
         for variable, value in zip(self.model.variables, saved):
             variable.assign(value)
         self.config = self.config.replace(batch_size=found.batch_size)

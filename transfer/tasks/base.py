@@ -143,6 +143,12 @@ class Task(abc.ABC):
         """Training targets of ``split``, indexed by position."""
 
     @abc.abstractmethod
+    def probe_targets(self, batch: int, num_classes: int, image_size: int,
+                      rng: np.random.Generator) -> np.ndarray:
+        """Random training targets of the shape and type :meth:`targets` gives, for a batch
+        of ``batch`` images (``batch_size="auto"`` trains a few steps on them)."""
+
+    @abc.abstractmethod
     def labels(self, split: Split, image_size: int) -> np.ndarray:
         """The ground truth of ``split`` for evaluation, indexed by position."""
 

@@ -83,6 +83,9 @@ class ClassificationTask(Task):
 
         return tf.one_hot(tf.constant(list(split.labels), tf.int32), num_classes)
 
+    def probe_targets(self, batch, num_classes, image_size, rng):
+        return np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, batch)]
+
     def labels(self, split, image_size):
         return np.asarray(split.labels, dtype=np.int64)
 
