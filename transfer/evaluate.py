@@ -24,19 +24,21 @@ from transfer.data import SPLIT_FOLDERS, ImageFolderData, Split, image_dataset
 from transfer.errors import DataError, RunDirError
 from transfer.predict import is_model_name, load_classifier
 from transfer.rundir import make_folder, write_json
-from transfer.tasks import TASKS, Predictions, Task, get_task, recognise
+from transfer.tasks import TASKS, Evaluator, Predictions, Task, get_task, recognise
 
 log = logging.getLogger(__name__)
 
 
-def predict_split(model, split: Split, *, batch_size: int = 32,
-                  truth: np.ndarray | None = None) -> Predictions:
-    """Run a classifier taking raw images over the files of ``split``.
+def score_split(model, split: Split, evaluator: Evaluator, *, batch_size: int = 32,
+                truth=None, postprocess=None) -> tuple[str, ...]:
+    """Run a model taking raw images over the files of ``split``, batch by batch, into
+    ``evaluator``; the files that could not be read (left out, with a warning).
 
     Images are read, decoded and resized by the training pipeline
     (:func:`transfer.data.image_dataset`: normalised sources, EXIF orientation, bilinear
-    resize), so a saved split is evaluated on exactly the pixels it was validated on. Files that
-    fail to decode are left out and listed in ``unreadable``.
+    resize), so a saved split is evaluated on exactly the pixels it was validated on.
+    ``truth``: the ground truth by position (default: the split's labels); ``postprocess``: the
+    task's step from raw outputs to results (:meth:`transfer.tasks.Task.postprocess`).
     """
     import tensorflow as tf
 
@@ -45,23 +47,52 @@ def predict_split(model, split: Split, *, batch_size: int = 32,
     # Labels replaced by positions: the pipeline may drop a file, and positions say which.
     indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
     ds = image_dataset(indexed, image_size=int(model.input_shape[1]))
-    probabilities, kept = [], []
+    truth = np.asarray(split.labels, dtype=np.int64) if truth is None else truth
+    kept: set[int] = set()
     for images, positions in ds.batch(batch_size).prefetch(tf.data.AUTOTUNE):
-        probabilities.append(np.asarray(model(images, training=False)))
-        kept.append(positions.numpy())
-    kept_idx = np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
-    kept_set = set(kept_idx.tolist())
-    unreadable = tuple(p for i, p in enumerate(split.paths) if i not in kept_set)
+        outputs = model(images, training=False)
+        if postprocess is not None:
+            outputs = postprocess(outputs)
+        positions = positions.numpy().astype(np.int64)
+        evaluator.update(np.asarray(outputs), truth[positions],
+                         [split.paths[i] for i in positions])
+        kept.update(positions.tolist())
+    unreadable = tuple(p for i, p in enumerate(split.paths) if i not in kept)
     if unreadable:
         log.warning("%d of %d image(s) could not be read and were left out, e.g. %s",
                     len(unreadable), len(split.paths), unreadable[0])
-    if not len(kept_idx):
+    if not kept:
         raise DataError(f"none of the {len(split.paths)} images could be read, e.g. "
                         f"{split.paths[0]!r}")
-    truth = np.asarray(split.labels, dtype=np.int64) if truth is None else truth
-    labels = truth[kept_idx]
-    return Predictions(np.concatenate(probabilities), labels,
-                            tuple(split.paths[i] for i in kept_idx), unreadable)
+    return unreadable
+
+
+class _Collect(Evaluator):
+    """Keeps every output, for :func:`predict_split`."""
+
+    def __init__(self):
+        super().__init__(())
+        self.outputs: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.paths: list[str] = []
+
+    def update(self, outputs, labels, paths):
+        self.outputs.append(outputs)
+        self.labels.append(np.asarray(labels))
+        self.paths += paths
+
+    def result(self):
+        return {}
+
+
+def predict_split(model, split: Split, *, batch_size: int = 32,
+                  truth: np.ndarray | None = None) -> Predictions:
+    """Every output of a model taking raw images on the files of ``split``, with their labels
+    (see :func:`score_split`, which scores a split without keeping them)."""
+    collected = _Collect()
+    unreadable = score_split(model, split, collected, batch_size=batch_size, truth=truth)
+    return Predictions(np.concatenate(collected.outputs), np.concatenate(collected.labels),
+                       tuple(collected.paths), unreadable)
 
 
 def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
@@ -118,13 +149,15 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
                           kind="evaluation")
     outputs.check_file(out_dir / "metrics.json")  # before the evaluation, not after it
 
-    predictions = predict_split(classifier.model, data, batch_size=batch_size,
-                                truth=task.labels(data, classifier.image_size))
-    metrics = task.summarise(predictions.outputs, predictions.labels, classifier.class_names)
-    artifacts = task.write_artifacts(metrics, predictions, classifier.class_names, out_dir)
+    evaluator = task.evaluator(classifier.class_names)
+    unreadable = score_split(classifier.model, data, evaluator, batch_size=batch_size,
+                             truth=task.labels(data, classifier.image_size),
+                             postprocess=task.postprocess)
+    metrics = evaluator.result()
+    artifacts = evaluator.write_artifacts(metrics, out_dir)
     metrics_path = out_dir / "metrics.json"
     result = {"source": str(source), "task": task.name, "data": described, "split": used_split,
-              "unreadable": skipped + list(predictions.unreadable), **metrics,
+              "unreadable": skipped + list(unreadable), **metrics,
               "artifacts": {"metrics": str(metrics_path),
                             **{k: str(v) for k, v in artifacts.items()}}}
     write_json(metrics_path, result)

@@ -63,6 +63,14 @@ def epoch_dataset(num_items: int, fetch: Callable, *, seed: int, start_epoch: in
             .prefetch(tf.data.AUTOTUNE))
 
 
+def take(targets, i):
+    """Rows ``i`` of the targets: a tensor indexed by position, or a nest of them (targets of
+    any length per image, padded to one length: a detector's boxes and their count)."""
+    import tensorflow as tf
+
+    return tf.nest.map_structure(lambda t: tf.gather(t, i), targets)
+
+
 def fetch_arrays(xs: list[np.ndarray], targets) -> Callable:
     """A batched fetch (index vector -> (inputs, targets)) for :func:`epoch_dataset`: each
     array of ``xs`` (one per model input) gathered from a constant, or read from a
@@ -84,8 +92,8 @@ def fetch_arrays(xs: list[np.ndarray], targets) -> Callable:
 
     readers = [gather(x) for x in xs]
     if len(readers) == 1:
-        return lambda i: (readers[0](i), tf.gather(targets, i))
-    return lambda i: (tuple(read(i) for read in readers), tf.gather(targets, i))
+        return lambda i: (readers[0](i), take(targets, i))
+    return lambda i: (tuple(read(i) for read in readers), take(targets, i))
 
 
 class ImageFeed:
@@ -94,8 +102,8 @@ class ImageFeed:
     Args:
         image_size: the side images are resized to.
         memory_mb: how much decoded float32 pixels may be held, over all splits.
-        encode: the task's targets of a split, ``split -> targets`` (a tensor indexed by
-            position: one-hot classes, or class maps for segmentation).
+        encode: the task's targets of a split, ``split -> targets`` (a tensor, or a nest of
+            padded tensors, indexed by position: one-hot classes, class maps).
     """
 
     def __init__(self, image_size: int, memory_mb: int, encode: Callable):
@@ -119,9 +127,9 @@ class ImageFeed:
                 self._images[key] = tf.constant(decode_all(split, size))
         if key in self._images:
             images = self._images[key]
-            return (lambda i: (tf.gather(images, i), tf.gather(targets, i))), True
+            return (lambda i: (tf.gather(images, i), take(targets, i))), True
         load = data_lib.split_loader(split, image_size=size)
-        return (lambda i: (load(i), tf.gather(targets, i))), False
+        return (lambda i: (load(i), take(targets, i))), False
 
     def evaluation_dataset(self, split: data_lib.Split, *, batch_size: int, seed: int):
         """One pass over ``split`` in order: from memory when it fits, else decoded from the
@@ -136,7 +144,7 @@ class ImageFeed:
         # Labels replaced by positions, so targets of any kind are looked up by position.
         indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
         return (data_lib.image_dataset(indexed, image_size=self.image_size)
-                .map(lambda x, i: (x, tf.gather(targets, i)))
+                .map(lambda x, i: (x, take(targets, i)))
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def clear(self) -> None:

@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any, Iterable
 
 from transfer.errors import ConfigError
-from transfer.tasks.base import Prediction, Predictions, Task
+from transfer.tasks.base import Evaluator, Prediction, Predictions, Task
 from transfer.tasks.classification import ClassificationTask
 from transfer.tasks.segmentation import SegmentationTask
 
@@ -70,5 +70,5 @@ def get_task(name: str, **options: Any) -> Task:
     return task(**options)
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "ClassificationTask", "Prediction", "Predictions",
+__all__ = ["DEFAULT_TASK", "TASKS", "ClassificationTask", "Evaluator", "Prediction", "Predictions",
            "SegmentationTask", "Task", "get_task", "recognise", "served_task", "task_for"]

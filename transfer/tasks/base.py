@@ -69,6 +69,30 @@ class Prediction:
         return cells + [self.error or ""]
 
 
+class Evaluator(abc.ABC):
+    """Streaming evaluation of one split: :meth:`update` per batch of the model's
+    (post-processed) outputs, :meth:`result` at the end, then the figures. A task keeps what
+    its metrics and figures need (counts, the worst images), not every output, unless they
+    are small (a classifier's probabilities)."""
+
+    def __init__(self, class_names: Sequence[str]):
+        self.class_names = tuple(class_names)
+
+    @abc.abstractmethod
+    def update(self, outputs: np.ndarray, labels: Any, paths: Sequence[str]) -> None:
+        """Add a batch: the outputs of ``paths``' images and their ground truth (as
+        :meth:`Task.labels` gives it, indexed like ``outputs``)."""
+
+    @abc.abstractmethod
+    def result(self) -> dict[str, Any]:
+        """The JSON-ready metrics of every batch added."""
+
+    def write_artifacts(self, metrics: dict[str, Any],
+                        out_dir: str | os.PathLike) -> dict[str, Path]:
+        """The evaluation figures, as PNG files in ``out_dir``; their paths by name."""
+        return {}
+
+
 class Task(abc.ABC):
     """What one task supplies to the training core, evaluation and serving."""
 
@@ -99,6 +123,8 @@ class Task(abc.ABC):
     prediction_files: str | None = None
     #: the SavedModel output that tells this task's exports apart (:func:`served_task`)
     serving_key: str = ""
+    #: the SavedModel outputs a TFLite export keeps (LiteRT returns no strings)
+    tflite_outputs: tuple[str, ...] = ("probabilities",)
     #: the order in which tasks are asked whether they claim a data folder: a task whose
     #: layout is specific (segmentation's images/ + masks/) before one that takes any folder of
     #: sub-folders (classification)
@@ -139,8 +165,11 @@ class Task(abc.ABC):
         its ``split``)."""
 
     @abc.abstractmethod
-    def targets(self, split: Split, num_classes: int, image_size: int) -> tf.Tensor:
-        """Training targets of ``split``, indexed by position."""
+    def targets(self, split: Split, num_classes: int, image_size: int) -> Any:
+        """Training targets of ``split``, indexed by position: a tensor, or a nest of tensors
+        (a dict keyed by model output) when an image has targets of its own length, padded to
+        one length (boxes ``[n, max_boxes, 4]`` with a count or a padding class), which the
+        loss reads as such."""
 
     @abc.abstractmethod
     def probe_targets(self, batch: int, num_classes: int, image_size: int,
@@ -189,6 +218,12 @@ class Task(abc.ABC):
             changes["unfreeze_from"] = blocks[0]
         return config.replace(**changes) if changes else config
 
+    def contract_options(self) -> dict[str, Any]:
+        """The task's own settings the input contract carries (``task_options`` in
+        ``contract.json``): what reading the model's outputs depends on, given back to the
+        task's constructor when a run is loaded (segmentation: ``ignore_index``)."""
+        return {}
+
     def backbone_name(self, config: TrainConfig) -> str:
         """The registry model (or ``.keras`` file) whose metadata decides the input contract,
         the blocks and the unfreezing defaults."""
@@ -209,11 +244,30 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def metrics(self, num_classes: int) -> list[keras.metrics.Metric]: ...
 
+    def compile_args(self, config: TrainConfig, num_classes: int) -> dict[str, Any]:
+        """``loss``, ``metrics`` and ``loss_weights`` for ``model.compile``. A model of one
+        output takes :meth:`loss` and :meth:`metrics`; a task whose model has several outputs
+        (a detector's boxes and classes) returns them keyed by output name, with weights."""
+        return {"loss": self.loss(config), "metrics": self.metrics(num_classes)}
+
     # ---- evaluation -------------------------------------------------------------------------
+    def postprocess(self, outputs: tf.Tensor) -> tf.Tensor:
+        """The model's raw outputs turned into what evaluation, prediction and serving use
+        (a detector decodes its boxes and suppresses overlaps here); TensorFlow ops, so the
+        SavedModel runs the same step. Classification and segmentation: the outputs as they
+        are (probabilities)."""
+        return outputs
+
     @abc.abstractmethod
+    def evaluator(self, class_names: Sequence[str]) -> Evaluator:
+        """A fresh :class:`Evaluator` for one split."""
+
     def summarise(self, outputs: np.ndarray, labels: np.ndarray,
                   class_names: Sequence[str]) -> dict[str, Any]:
-        """The JSON-ready metrics of outputs against labels."""
+        """The JSON-ready metrics of outputs against labels, in one batch."""
+        evaluator = self.evaluator(class_names)
+        evaluator.update(outputs, labels, ())
+        return evaluator.result()
 
     @abc.abstractmethod
     def headline(self, metrics: dict[str, Any]) -> str:
@@ -239,11 +293,6 @@ class Task(abc.ABC):
         :class:`transfer.viz.report.ReportPage`: the run's metrics, validation split and
         predictions, and the page's building blocks). A section that fails becomes a note."""
         return []
-
-    @abc.abstractmethod
-    def write_artifacts(self, metrics: dict[str, Any], predictions: Predictions,
-                        class_names: Sequence[str], out_dir: str | os.PathLike) -> dict[str, Path]:
-        """The evaluation figures, as PNG files in ``out_dir``."""
 
     # ---- the model card ---------------------------------------------------------------------
     @abc.abstractmethod

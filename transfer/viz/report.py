@@ -29,7 +29,7 @@ from transfer.data import ImageFolderData, Split, image_dataset
 from transfer.errors import DataError
 from transfer.plots import figure_png, new_figure
 from transfer.rundir import InputContract, RunDir, atomic_write
-from transfer.tasks import Predictions, Task, get_task
+from transfer.tasks import Evaluator, Task, get_task
 from transfer.viz.common import VizModel, label_of
 
 if TYPE_CHECKING:
@@ -50,15 +50,18 @@ th { color: #555; font-weight: normal; } img { max-width: 100%; }
 def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None,
                  contract: InputContract | None = None, metrics: dict[str, Any] | None = None,
                  history: list[dict[str, Any]] | None = None,
-                 predictions: Predictions | None = None, max_gradcam: int = 4,
+                 evaluation: Evaluator | None = None, config: dict[str, Any] | None = None,
+                 val: Split | None = None, max_gradcam: int = 4,
                  max_mistakes: int = 8) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
     Args:
         run_dir: a run directory written by ``transfer.train``.
-        model, contract, metrics, history, predictions: what the end of a training run has in
-            memory (the validation ``predictions`` among them); each one not given is read from
-            the run directory (``predictions`` are then computed on the validation split).
+        model, contract, metrics, history, evaluation, config, val: what the end of a
+            training run has in memory (the validation split's
+            :class:`~transfer.tasks.Evaluator` among them); each one not given is read from the
+            run directory (the evaluation is then computed on the validation split, when a
+            section needs it).
         max_gradcam: validation images shown with Grad-CAM heatmaps.
         max_mistakes: misclassified validation images shown.
 
@@ -70,13 +73,13 @@ def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None
     contract = contract or run.contract(model)
     metrics = metrics if metrics is not None else run.metrics()
     history = history if history is not None else run.history()
-    config = run.read_json("config.json", {})
+    config = run.read_json("config.json", {}) if config is None else config
     loaded = VizModel(model, list(contract.class_names), contract.image_size)
-    val = _val_split(run)
+    val = _val_split(run) if val is None else val
 
     task = get_task(contract.task, **contract.task_options())
-    page = ReportPage(run, loaded, contract, metrics, val, predictions, max_gradcam=max_gradcam,
-                      max_mistakes=max_mistakes)
+    page = ReportPage(run, loaded, contract, task, metrics, val, evaluation,
+                      max_gradcam=max_gradcam, max_mistakes=max_mistakes)
 
     name = html.escape(run.path.resolve().name)
     parts = [f"<h1>Training report: {name}</h1>", _summary(config, metrics, loaded, task)]
@@ -109,9 +112,10 @@ class ReportPage:
     run: RunDir
     loaded: VizModel
     contract: InputContract
+    task: Task
     metrics: dict[str, Any]
     val: Split | None
-    predictions: Predictions | None
+    evaluation: Evaluator | None
     max_gradcam: int = 4
     max_mistakes: int = 8
 
@@ -137,17 +141,20 @@ class ReportPage:
                 return path
         return None
 
-    def val_predictions(self, limit: int = 1000) -> Predictions | None:
-        """The validation predictions training had in memory, else those of the first
+    def val_evaluation(self, limit: int = 1000) -> Evaluator | None:
+        """The validation split's evaluator training had in memory, else one run on the first
         ``limit`` validation images; ``None`` without a validation split."""
-        from transfer.evaluate import predict_split
+        from transfer.evaluate import score_split
 
-        if self.predictions is not None:
-            return self.predictions
+        if self.evaluation is not None:
+            return self.evaluation
         if self.val is None or not len(self.val):
             return None
-        return predict_split(self.loaded.model,
-                             _subset(self.val, list(range(min(limit, len(self.val))))))
+        evaluator = self.task.evaluator(self.contract.class_names)
+        score_split(self.loaded.model, _subset(self.val, list(range(min(limit, len(self.val))))),
+                    evaluator, postprocess=self.task.postprocess)
+        self.evaluation = evaluator
+        return evaluator
 
     def filters(self) -> str:
         """The first convolution's filters."""

@@ -4,7 +4,6 @@ a confusion matrix and top-k serving outputs."""
 from __future__ import annotations
 
 import logging
-import os
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,11 +13,11 @@ import numpy as np
 from transfer import data as data_lib
 from transfer import plots
 from transfer.errors import ConfigError
-from transfer.model import build_classifier, feature_model, head_model
-from transfer.tasks.base import Prediction, Predictions, Task
+from transfer.tasks.base import Evaluator, Prediction, Predictions, Task
 from transfer.tasks.classification.figures import mistakes_figure
 from transfer.tasks.classification.imagenet import imagenet_labels, present_classes
 from transfer.tasks.classification.metrics import classification_metrics
+from transfer.tasks.classification.model import build_classifier, feature_model, head_model
 from transfer.tasks.classification.mixing import mix_batch
 from transfer.tasks.classification.sources import (
     TFDS_PREFIX,
@@ -140,11 +139,8 @@ class ClassificationTask(Task):
                 keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes),
                                                       name="top5_accuracy")]
 
-    def summarise(self, outputs, labels, class_names):
-        metrics = classification_metrics(outputs, labels, class_names)
-        # A pretrained ImageNet classifier on a folder of a few of its classes: the per-class
-        # rows and the confusion matrix over the classes present, not the 1000.
-        return present_classes(metrics) if is_imagenet(class_names) else metrics
+    def evaluator(self, class_names):
+        return ClassificationEvaluator(class_names)
 
     def headline(self, metrics: dict[str, Any]) -> str:
         loss = metrics["loss"]
@@ -184,15 +180,16 @@ class ClassificationTask(Task):
                                "confusion matrix")
 
         def mistakes():
-            if page.predictions is None:
+            if page.evaluation is None:
                 existing = page.existing("mistakes.png")  # drawn by training or 'zoo evaluate'
                 if existing is not None:
                     return (page.note(f"from {existing.relative_to(page.run.path)}")
                             + page.png(existing.read_bytes(), "worst mistakes"))
-            predictions = page.val_predictions()
-            if predictions is None:
+            evaluation = page.val_evaluation()
+            if evaluation is None:
                 return page.note("no validation images found (split.json missing, or the "
                                  "files moved)")
+            predictions = evaluation.predictions()
             wrong = int((predictions.outputs.argmax(axis=1) != predictions.labels).sum())
             if not wrong:
                 return page.note(f"no mistakes on the {len(predictions.labels)} validation "
@@ -207,23 +204,6 @@ class ClassificationTask(Task):
                 ("Worst mistakes (validation)", mistakes),
                 ("First-layer filters", page.filters),
                 ("Grad-CAM on validation images", page.gradcams)]
-
-    def write_artifacts(self, metrics, predictions: Predictions, class_names,
-                        out_dir: str | os.PathLike) -> dict[str, Path]:
-        """``confusion_matrix.png`` and ``mistakes.png`` (the most confident mistakes)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = {"confusion_matrix": out / "confusion_matrix.png",
-                   "mistakes": out / "mistakes.png"}
-        imagenet = is_imagenet(class_names)
-        plots.save_figure(plots.confusion_figure(metrics["confusion_matrix"],
-                                                 metrics.get("confusion_classes", class_names)),
-                          written["confusion_matrix"])
-        plots.save_figure(mistakes_figure(predictions.outputs, predictions.labels,
-                                          predictions.paths,
-                                          imagenet_labels() if imagenet else class_names),
-                          written["mistakes"])
-        return written
 
     # ---- the model card ---------------------------------------------------------------------
     def card_data(self, split, names, report):
@@ -280,3 +260,49 @@ def _prf(row: dict) -> str:
 def _present(metrics: dict[str, Any], keys) -> list[tuple[str, float]]:
     return [(label, metrics[key]) for key, label in keys
             if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics[key], bool)]
+
+
+class ClassificationEvaluator(Evaluator):
+    """Keeps the probabilities (``[images, classes]``: small) for the metrics and the mistakes
+    figure. A pretrained ImageNet classifier on a folder of a few of its classes gets the
+    per-class rows and the confusion matrix over the classes present, not the 1000."""
+
+    def __init__(self, class_names):
+        super().__init__(class_names)
+        self._outputs: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._paths: list[str] = []
+
+    def update(self, outputs, labels, paths):
+        self._outputs.append(np.asarray(outputs))
+        self._labels.append(np.asarray(labels, dtype=np.int64))
+        self._paths += list(paths)
+
+    def predictions(self) -> Predictions:
+        """Every output and label added, in order."""
+        k = len(self.class_names)
+        return Predictions(
+            np.concatenate(self._outputs) if self._outputs else np.zeros((0, k), np.float32),
+            np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64),
+            tuple(self._paths))
+
+    def result(self):
+        predictions = self.predictions()
+        metrics = classification_metrics(predictions.outputs, predictions.labels,
+                                         self.class_names)
+        return present_classes(metrics) if is_imagenet(self.class_names) else metrics
+
+    def write_artifacts(self, metrics, out_dir):
+        """``confusion_matrix.png`` and ``mistakes.png`` (the most confident mistakes)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"confusion_matrix": out / "confusion_matrix.png",
+                   "mistakes": out / "mistakes.png"}
+        names = imagenet_labels() if is_imagenet(self.class_names) else self.class_names
+        predictions = self.predictions()
+        plots.save_figure(plots.confusion_figure(
+            metrics["confusion_matrix"], metrics.get("confusion_classes", self.class_names)),
+            written["confusion_matrix"])
+        plots.save_figure(mistakes_figure(predictions.outputs, predictions.labels,
+                                          predictions.paths, names), written["mistakes"])
+        return written

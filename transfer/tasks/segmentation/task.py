@@ -5,7 +5,6 @@ serving outputs at the input's own resolution."""
 from __future__ import annotations
 
 import logging
-import os
 import types
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from transfer import plots
 from transfer.data import Split
 from transfer.errors import ConfigError, DataError
 from transfer.model import frozen_part
-from transfer.tasks.base import Prediction, Predictions, Task
+from transfer.tasks.base import Evaluator, Prediction, Task
 from transfer.tasks.segmentation import figures as seg_figures
 from transfer.tasks.segmentation import metrics as seg_metrics
 from transfer.tasks.segmentation.augment import joint_augment
@@ -65,6 +64,9 @@ class SegmentationTask(Task):
         # None: the default 255, binary 0/255 masks read as 0/1 (transfer.data.load_segmentation)
         self.ignore_index = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
         self.pixel_weights: list[float] | None = None
+
+    def contract_options(self):
+        return {"ignore_index": self.ignore_index}
 
     # ---- data -------------------------------------------------------------------------------
     @classmethod
@@ -243,10 +245,8 @@ class SegmentationTask(Task):
         return seg_metrics.segmentation_metrics_for_compile(num_classes, self.ignore_index)
 
     # ---- evaluation -------------------------------------------------------------------------
-    def summarise(self, outputs, labels, class_names):
-        return seg_metrics.segmentation_summary(
-            np.asarray(outputs).argmax(-1), np.asarray(labels), class_names,
-            ignore_index=self.ignore_index, probabilities=np.asarray(outputs))
+    def evaluator(self, class_names):
+        return SegmentationEvaluator(class_names, ignore_index=self.ignore_index)
 
     def headline(self, metrics: dict[str, Any]) -> str:
         return (f"mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
@@ -296,27 +296,6 @@ class SegmentationTask(Task):
                 "confusion matrix")),
             ("Worst-segmented validation images: image, truth, prediction", worst),
         ]
-
-    def write_artifacts(self, metrics, predictions: Predictions, class_names,
-                        out_dir: str | os.PathLike) -> dict[str, Path]:
-        """``confusion_matrix.png`` over pixels and ``worst.png``: the images with the lowest
-        IoU as image, truth and prediction side by side."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = {"confusion_matrix": out / "confusion_matrix.png", "worst": out / "worst.png"}
-        plots.save_figure(seg_figures.pixel_confusion_figure(metrics["confusion_matrix"],
-                                                       class_names),
-                          written["confusion_matrix"])
-        ious = np.asarray([np.nan if v is None else v for v in metrics["per_image_iou"]])
-        order = np.argsort(np.nan_to_num(ious, nan=2.0), kind="stable")[:8]
-        size = predictions.labels.shape[1]
-        images = np.stack([_resized(predictions.paths[i], size) for i in order])
-        fig = seg_figures.worst_figure(images, predictions.labels[order],
-                                 predictions.outputs[order].argmax(-1), ious[order],
-                                 class_names, seg_figures.palette(len(class_names)),
-                                 ignore_index=self.ignore_index)
-        plots.save_figure(fig, written["worst"])
-        return written
 
     # ---- the model card ---------------------------------------------------------------------
     def card_data(self, split, names, report):
@@ -434,3 +413,57 @@ def _unique_stem(folder: Path, stem: str) -> str:
         n += 1
         candidate = f"{stem}_{n}"
     return candidate
+
+
+class SegmentationEvaluator(Evaluator):
+    """Pixel counts, the loss's sum and each image's IoU, batch by batch
+    (:class:`~transfer.tasks.segmentation.metrics.SegmentationScore`), and the
+    :data:`WORST` images with the lowest IoU for ``worst.png``: a split of any size is
+    scored in the memory of one batch."""
+
+    #: the images drawn in ``worst.png``
+    WORST = 8
+
+    def __init__(self, class_names, *, ignore_index):
+        super().__init__(class_names)
+        self.ignore_index = ignore_index
+        self.score = seg_metrics.SegmentationScore(class_names, ignore_index=ignore_index)
+        # (sort key, position, path, truth, prediction, IoU) of the worst images so far
+        self._worst: list[tuple] = []
+
+    def update(self, outputs, labels, paths):
+        outputs, labels = np.asarray(outputs), np.asarray(labels)
+        predicted = outputs.argmax(-1)
+        start = len(self.score.per_image_iou)
+        self.score.update(predicted, labels, outputs)
+        for i, iou in enumerate(self.score.per_image_iou[start:]):
+            value = np.nan if iou is None else iou
+            key = 2.0 if np.isnan(value) else value  # images without counted pixels last
+            path = paths[i] if i < len(paths) else None
+            self._worst.append((key, start + i, path, labels[i], predicted[i], value))
+        self._worst.sort(key=lambda w: (w[0], w[1]))
+        del self._worst[self.WORST:]
+
+    def result(self):
+        return self.score.result()
+
+    def write_artifacts(self, metrics, out_dir):
+        """``confusion_matrix.png`` over pixels and ``worst.png``: the images with the lowest
+        IoU as image, truth and prediction side by side."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"confusion_matrix": out / "confusion_matrix.png", "worst": out / "worst.png"}
+        plots.save_figure(seg_figures.pixel_confusion_figure(metrics["confusion_matrix"],
+                                                             self.class_names),
+                          written["confusion_matrix"])
+        worst = [w for w in self._worst if w[2] is not None]
+        size = worst[0][3].shape[0] if worst else 0
+        images = np.stack([_resized(w[2], size) for w in worst]) if worst else \
+            np.zeros((0, 1, 1, 3), np.uint8)
+        fig = seg_figures.worst_figure(
+            images, np.stack([w[3] for w in worst]) if worst else np.zeros((0, 1, 1)),
+            np.stack([w[4] for w in worst]) if worst else np.zeros((0, 1, 1)),
+            np.asarray([w[5] for w in worst]), self.class_names,
+            seg_figures.palette(len(self.class_names)), ignore_index=self.ignore_index)
+        plots.save_figure(fig, written["worst"])
+        return written
