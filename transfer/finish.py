@@ -69,7 +69,8 @@ def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
     # The card and the report from what is in memory, not from the files just written.
     config = record.config.to_dict()
     write_model_card(run.path, metrics=metrics, config=config, split=data.to_dict(),
-                     contract=record.contract, data_report=data.report.to_dict())
+                     contract=record.contract,
+                     data_report=data.report.to_dict() if data.report is not None else None)
     write_report(run.path, model=model, contract=record.contract, metrics=metrics,
                  history=record.history, evaluation=val, config=config, val=data.val)
     metrics["seconds"] = {"training": round(trained - record.started, 3),

@@ -45,7 +45,7 @@ from transfer.model import (
 from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
-from transfer.tasks import Predictions, Task, get_task, task_for
+from transfer.tasks import DEFAULT_TASK, Predictions, Task, get_task, task_for
 from zoo import leaf_layers
 from zoo.errors import ZooError
 
@@ -243,7 +243,7 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
         ckpt.verify(run.path, state)
     config = TrainConfig.load(run / "config.json")
     if config.task == "auto":  # runs written before tasks were recorded were classifiers
-        config = config.replace(task="classification")
+        config = config.replace(task=DEFAULT_TASK)
     data = data_lib.ImageFolderData.load(run / "split.json")
     _warn_if_data_changed(run, data)
     strategy = make_strategy(config.strategy)

@@ -1,9 +1,12 @@
-"""Tasks: what a kind of model learns, plugged into the one task-neutral training core.
+"""Tasks: what a kind of model learns, each one package plugged into the one task-neutral engine.
 
-A :class:`Task` supplies everything that is particular to it: the data reader, the model's head
-(or decoder), the loss and metrics, how targets are encoded for the epoch loop, how evaluation
-summarises predictions (and which figures it draws), and which outputs the SavedModel serves.
-The phase plan, the epoch loop, checkpoints, resume, strategies and the run directory are shared.
+A :class:`Task` supplies everything that is particular to it: the layouts it reads
+(:meth:`Task.claims`), the data reader, the model's head (or decoder), the losses and metrics,
+how targets are encoded, how raw outputs become results (:meth:`Task.postprocess`), streaming
+evaluation and its figures (:class:`Evaluator`), what the CLI prints, its report and model-card
+sections, predictions and the SavedModel's outputs. The phase plan, the epoch loop, checkpoints,
+resume, strategies and the run directory are shared. This module is the registry: the engine
+reaches a concrete task only through it.
 """
 
 from __future__ import annotations

@@ -276,7 +276,7 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def key_metrics(self, metrics: dict[str, Any]) -> list[tuple[str, float]]:
         """``(label, value)`` of the numbers of :meth:`summarise`'s result a summary shows
-        (the report's table), those present and numeric."""
+        (the report's table), those present and numeric (see :func:`present_numbers`)."""
 
     @abc.abstractmethod
     def trained_line(self, val: dict[str, Any]) -> str:
@@ -324,3 +324,10 @@ class Task(abc.ABC):
         ``input_size`` before they were resized to the model's size: ``[2]`` (height, width)
         for a batch of one size, ``[batch, 2]`` for encoded images of their own sizes, or
         ``None`` when the task does not need it (:attr:`needs_input_size`)."""
+
+
+def present_numbers(metrics: Mapping[str, Any],
+                    keys: Sequence[tuple[str, str]]) -> list[tuple[str, float]]:
+    """``(label, value)`` for each ``(key, label)`` whose value in ``metrics`` is a number."""
+    return [(label, metrics[key]) for key, label in keys
+            if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics[key], bool)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from transfer.tasks.classification.metrics import per_class_rows
+
 
 def imagenet_labels() -> list[str]:
     """The ImageNet class names, a name two classes share followed by its WordNet id
@@ -31,20 +33,6 @@ def present_classes(metrics: dict) -> dict:
     support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
     present = np.flatnonzero(support)
     shown = np.flatnonzero(support + predicted)
-    per_class = {}
-    for i in present:
-        tp = confusion[i, i]
-        precision = tp / predicted[i] if predicted[i] else 0.0
-        recall = tp / support[i]
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[labels[i]] = {"precision": float(precision), "recall": float(recall),
-                                "f1": float(f1), "support": int(support[i])}
-    rows = list(per_class.values())
-    weights = np.array([row["support"] for row in rows], dtype=np.float64)
-    return {**metrics, "per_class": per_class,
-            "macro": {key: float(np.mean([row[key] for row in rows]))
-                      for key in ("precision", "recall", "f1")},
-            "weighted": {key: float(np.dot([row[key] for row in rows], weights) / weights.sum())
-                         for key in ("precision", "recall", "f1")},
+    return {**metrics, **per_class_rows(confusion, {int(i): labels[i] for i in present}),
             "confusion_matrix": confusion[np.ix_(shown, shown)].tolist(),
             "confusion_classes": [labels[i] for i in shown]}

@@ -13,7 +13,7 @@ import numpy as np
 from transfer import data as data_lib
 from transfer import plots
 from transfer.errors import ConfigError
-from transfer.tasks.base import Evaluator, Prediction, Predictions, Task
+from transfer.tasks.base import Evaluator, Prediction, Predictions, Task, present_numbers
 from transfer.tasks.classification.figures import mistakes_figure
 from transfer.tasks.classification.imagenet import imagenet_labels, present_classes
 from transfer.tasks.classification.metrics import classification_metrics
@@ -150,8 +150,9 @@ class ClassificationTask(Task):
 
     def key_metrics(self, metrics):
         k = metrics.get("top_k", 5)
-        return _present(metrics, (("top1_accuracy", "top-1 accuracy"),
-                                  ("top5_accuracy", f"top-{k} accuracy"), ("loss", "loss")))
+        return present_numbers(metrics, (("top1_accuracy", "top-1 accuracy"),
+                                         ("top5_accuracy", f"top-{k} accuracy"),
+                                         ("loss", "loss")))
 
     def trained_line(self, val):
         return (f"validation accuracy {val['top1_accuracy']:.4f} (top-{val['top_k']} "
@@ -256,10 +257,6 @@ class ClassificationTask(Task):
 def _prf(row: dict) -> str:
     return f"{row['precision']:.3f} / {row['recall']:.3f} / {row['f1']:.3f}"
 
-
-def _present(metrics: dict[str, Any], keys) -> list[tuple[str, float]]:
-    return [(label, metrics[key]) for key, label in keys
-            if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics[key], bool)]
 
 
 class ClassificationEvaluator(Evaluator):

@@ -15,7 +15,7 @@ from transfer import plots
 from transfer.data import Split
 from transfer.errors import ConfigError, DataError
 from transfer.model import frozen_part
-from transfer.tasks.base import Evaluator, Prediction, Task
+from transfer.tasks.base import Evaluator, Prediction, Task, present_numbers
 from transfer.tasks.segmentation import figures as seg_figures
 from transfer.tasks.segmentation import metrics as seg_metrics
 from transfer.tasks.segmentation.augment import joint_augment
@@ -253,10 +253,9 @@ class SegmentationTask(Task):
                 f"{metrics['pixel_accuracy']:.4f}, Dice {metrics['dice']:.4f}")
 
     def key_metrics(self, metrics):
-        return [(label, metrics[key]) for key, label in (
-            ("mean_iou", "mean IoU"), ("pixel_accuracy", "pixel accuracy"), ("dice", "Dice"),
-            ("loss", "loss"))
-            if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics[key], bool)]
+        return present_numbers(metrics, (("mean_iou", "mean IoU"),
+                                         ("pixel_accuracy", "pixel accuracy"), ("dice", "Dice"),
+                                         ("loss", "loss")))
 
     def trained_line(self, val):
         return (f"validation mean IoU {val['mean_iou']:.4f} (pixel accuracy "
@@ -328,7 +327,7 @@ class SegmentationTask(Task):
                 "keras": f"probabilities `[batch, {size}, {size}, {k}]`",
                 "tflite": f"`probabilities` float32 `[1, {size}, {size}, {k}]`"}
 
-    # ---- serving ----------------------------------------------------------------------------
+    # ---- prediction and serving -------------------------------------------------------------
     prediction_files = "a mask and an overlay"
     serving_key = "class_ids"
 
