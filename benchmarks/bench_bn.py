@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import _common  # noqa: F401  (quiets TensorFlow's log and puts the repository on sys.path)
-
 import keras  # noqa: E402
 
 import transfer  # noqa: E402

@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from transfer.tasks.classification.sources import load_image_folder
+
 
 def make_folder(root: Path, files: int, size: int, classes: int = 10) -> list[Path]:
     rng = np.random.default_rng(0)
@@ -150,10 +152,10 @@ def main() -> None:
 
         print("\n2. load_image_folder: first run vs second run (check results cached)")
         start = time.perf_counter()
-        first = data_lib.load_image_folder(root, cache_dir=tmp / "cache")
+        first = load_image_folder(root, cache_dir=tmp / "cache")
         t_first = time.perf_counter() - start
         start = time.perf_counter()
-        second = data_lib.load_image_folder(root, cache_dir=tmp / "cache")
+        second = load_image_folder(root, cache_dir=tmp / "cache")
         t_second = time.perf_counter() - start
         assert second.report.from_cache == args.files and first.train == second.train
         print(f"   first  {t_first:7.3f} s  {rate(args.files, t_first)}")

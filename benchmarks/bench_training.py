@@ -21,16 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import make_jpeg_folder
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import make_jpeg_folder
 
 import transfer  # noqa: E402
-from transfer.data import ImageFolderData, decode_and_resize, load_image_folder, make_dataset  # noqa: E402,E501
-from transfer.model import backbone_info, build_classifier, set_trainable  # noqa: E402
+from transfer.data import ImageFolderData, decode_and_resize, make_dataset  # noqa: E402,E501
+from transfer.model import backbone_info, set_trainable  # noqa: E402
+from transfer.tasks.classification.model import build_classifier  # noqa: E402
 from transfer.optimizers import make_optimizer  # noqa: E402
+from transfer.tasks.classification.sources import load_image_folder
 
 
 class EpochTimes(keras.callbacks.Callback):

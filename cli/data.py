@@ -36,21 +36,18 @@ def check_command(source: str, as_json: bool, cache_dir: str | None, val_split: 
     (images/ + masks/, Pascal VOC or Oxford-IIIT Pet). Exit status 0 when it is usable, 1 when
     not.
     """
-    from transfer import data as data_lib
+    from transfer import TrainConfig
     from transfer.errors import DataError
-    from transfer.tasks.segmentation import looks_like_segmentation
+    from transfer.tasks import DEFAULT_TASK, get_task, recognise
 
+    config = TrainConfig(val_split=val_split, test_split=test_split, min_per_class=min_per_class,
+                         drop_small_classes=drop_small_classes, palette=palette,
+                         ignore_index=ignore_index)
+    recognised = recognise(source)
+    task = get_task(recognised[0] if recognised else DEFAULT_TASK, ignore_index=ignore_index)
     try:
-        if looks_like_segmentation(source):
-            folder = data_lib.load_segmentation(
-                source, val_split=val_split, test_split=test_split, palette=palette,
-                ignore_index=ignore_index, cache_dir=cache_dir, workers=workers, dry_run=True)
-        else:
-            folder = data_lib.load_source(
-                source, tfds_data_dir=tfds_data_dir, val_split=val_split,
-                test_split=test_split, min_per_class=min_per_class,
-                drop_small_classes=drop_small_classes, cache_dir=cache_dir, workers=workers,
-                dry_run=True)
+        folder = task.load_data(source, config, cache_dir=cache_dir, tfds_data_dir=tfds_data_dir,
+                                workers=workers, dry_run=True)
     except DataError as exc:
         if as_json:
             report = getattr(exc, "report", None)

@@ -40,44 +40,18 @@ def evaluate_command(source: str, data_dir: str | None, weights: str | None, spl
     images).
     """
     from transfer.evaluate import evaluate
+    from transfer.tasks import get_task
 
     result = evaluate(source, data_dir, output_dir=output_dir, split=split,
                       batch_size=batch_size, weights=resolve_weights(source, weights))
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
-    if "mean_iou" in result:
-        _print_segmentation(result)
-        return
-    loss = f"{result['loss']:.4f}" if result["loss"] is not None else "n/a"
-    click.echo(f"top-1 accuracy {result['top1_accuracy']:.4f}, top-{result['top_k']} accuracy "
-               f"{result['top5_accuracy']:.4f}, loss {loss} on {result['samples']} images "
-               f"({result['data']})")
-    rows = [*result["per_class"].items(), ("macro avg", result["macro"]),
-            ("weighted avg", result["weighted"])]
-    width = max(20, *(len(name) for name, _ in rows))
-    click.echo(f"{'class':<{width}} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
-    for name, row in rows:
-        support = row.get("support", result["samples"])
-        click.echo(f"{name:<{width}} {row['precision']:>9.3f} {row['recall']:>7.3f} "
-                   f"{row['f1']:>7.3f} {support:>8}")
+    for line in get_task(result["task"]).evaluation_lines(result):
+        click.echo(line)
     if result["unreadable"]:
         click.echo(f"{len(result['unreadable'])} file(s) could not be read and were left out",
                    err=True)
-    artifacts = result["artifacts"]
-    click.echo(f"wrote {artifacts['metrics']}, {artifacts['confusion_matrix']}, "
-               f"{artifacts['mistakes']}")
-
-
-def _print_segmentation(result: dict) -> None:
-    click.echo(f"mean IoU {result['mean_iou']:.4f}, pixel accuracy "
-               f"{result['pixel_accuracy']:.4f}, Dice {result['dice']:.4f} on "
-               f"{result['samples']} images ({result['data']})")
-    click.echo(f"{'class':<20} {'IoU':>7} {'Dice':>7}")
-    for name, iou in result["per_class_iou"].items():
-        dice = result["per_class_dice"].get(name)
-        click.echo(f"{name:<20} {'absent' if iou is None else f'{iou:.3f}':>7} "
-                   f"{'' if dice is None else f'{dice:.3f}':>7}")
     click.echo("wrote " + ", ".join(str(p) for p in result["artifacts"].values()))
 
 

@@ -314,7 +314,12 @@ from cli.evaluate import evaluate_command, export_command  # noqa: E402
 main.add_command(evaluate_command)
 main.add_command(export_command)
 from cli.viz import (  # noqa: E402
-    adversarial_command, embed_command, report_command, similar_command, viz)
+    adversarial_command,
+    embed_command,
+    report_command,
+    similar_command,
+    viz,
+)
 
 main.add_command(viz)
 main.add_command(adversarial_command)

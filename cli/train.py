@@ -76,15 +76,8 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
     except transfer.TrainingInterrupted as exc:
         click.echo(f"Interrupted: {exc}", err=True)
         sys.exit(130)
-    val = result.metrics["val"]
-    if "mean_iou" in val:
-        click.echo(f"validation mean IoU {val['mean_iou']:.4f} (pixel accuracy "
-                   f"{val['pixel_accuracy']:.4f}) on {val['samples']} images; run directory "
-                   f"{result.run_dir}")
-    else:
-        click.echo(f"validation accuracy {val['top1_accuracy']:.4f} "
-                   f"(top-{val['top_k']} {val['top5_accuracy']:.4f}) on {val['samples']} "
-                   f"images; run directory {result.run_dir}")
+    click.echo(f"{result.task.trained_line(result.metrics['val'])}; run directory "
+               f"{result.run_dir}")
 
 
 @click.command("lr-find", cls=ConfigCommand)

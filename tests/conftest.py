@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 import tempfile  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -2,11 +2,12 @@
 
 from transfer.config import TrainConfig, TransferMode
 from transfer.errors import ConfigError, DataError, RunDirError, TrainingInterrupted
-from transfer.model import build_classifier, set_trainable
+from transfer.model import set_trainable
 from transfer.predict import Prediction, Predictor, predict
 from transfer.rundir import InputContract, RunDir
 from transfer.serving import export_saved_model
 from transfer.tasks import Task, get_task
+from transfer.tasks.classification.model import build_classifier
 from transfer.train import TrainResult, resume, train
 
 __all__ = [

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import resource
 import sys
+from typing import Callable
 
 import keras
 import numpy as np
@@ -48,12 +49,15 @@ def _available_bytes() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def probe_batch_size(model: keras.Model, num_classes: int, *, start: int = 8,
-                     maximum: int = 1024, memory_fraction: float = 0.6,
+def probe_batch_size(model: keras.Model,
+                     targets: Callable[[int, np.random.Generator], np.ndarray], *,
+                     start: int = 8, maximum: int = 1024, memory_fraction: float = 0.6,
                      on_accelerator: bool | None = None) -> BatchProbe:
     """Find the largest power-of-two batch in ``[start, maximum]`` that trains without OOM.
 
-    ``model`` must be compiled with the optimizer and trainable set of the real run.
+    ``model`` must be compiled with the optimizer, loss and trainable set of the real run;
+    ``targets(batch, rng)`` makes a batch of the task's training targets
+    (:meth:`transfer.tasks.Task.probe_targets`).
     """
     import tensorflow as tf
 
@@ -68,7 +72,7 @@ def probe_batch_size(model: keras.Model, num_classes: int, *, start: int = 8,
     rng = np.random.default_rng(0)
     while size <= maximum:
         x = rng.uniform(0, 255, (size, *shape)).astype("float32")
-        y = np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, size)]
+        y = targets(size, rng)
         try:
             model.train_on_batch(x, y)
         except tf.errors.ResourceExhaustedError:

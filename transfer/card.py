@@ -11,24 +11,30 @@ import os
 from pathlib import Path
 from typing import Any
 
-from transfer.rundir import RunDir, atomic_write
+from transfer.rundir import InputContract, RunDir, atomic_write
 from transfer.serving import DEFAULT_TOP_K
 from transfer.tasks import get_task
 
 
 def write_model_card(run_dir: str | os.PathLike, *,
-                     metrics: dict[str, Any] | None = None) -> Path:
+                     metrics: dict[str, Any] | None = None,
+                     config: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
+                     contract: InputContract | None = None,
+                     data_report: dict[str, Any] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into a run directory: data, training, metrics and export contracts.
 
-    Everything comes from the run directory's own files (``config.json``, ``split.json``,
-    ``metrics.json`` and the input contract in ``contract.json``), so the card can be rewritten
-    at any time without loading the model.
+    The end of a training run passes what it holds in memory; whatever is not given comes from
+    the run directory's own files (``config.json``, ``split.json``, ``metrics.json``, the input
+    contract in ``contract.json`` and ``data_report.json``), so the card can be rewritten at any
+    time without loading the model.
     """
     run = RunDir.open(run_dir)
-    config = run.read_json("config.json", {})
-    split = run.read_json("split.json", {})
+    config = run.read_json("config.json", {}) if config is None else config
+    split = run.read_json("split.json", {}) if split is None else split
     metrics = run.metrics() if metrics is None else metrics
-    contract = run.contract()
+    contract = run.contract() if contract is None else contract
+    if data_report is None:
+        data_report = run.read_json("data_report.json", {})
     names, size, preprocessing = contract.class_names, contract.image_size, contract.preprocessing
     k = len(names)
     top_k = min(DEFAULT_TOP_K, k) if k else DEFAULT_TOP_K
@@ -39,7 +45,7 @@ def write_model_card(run_dir: str | os.PathLike, *,
              f"- data root: `{split.get('root', 'unknown')}`",
              f"- {k} classes, in label order (index: name); the outputs follow this order", ""]
     task = get_task(contract.task, **contract.task_options())
-    lines += task.card_data(split, names, run.read_json("data_report.json", {}))
+    lines += task.card_data(split, names, data_report)
     lines += ["", "## Training", "",
               f"- backbone: `{config.get('model', 'unknown')}`, weights: "
               f"`{config.get('weights')}`",

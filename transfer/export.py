@@ -50,6 +50,7 @@ from transfer.errors import ConfigError, DataError
 from transfer.predict import expand_inputs, is_model_name, load_classifier
 from transfer.rundir import InputContract, RunDir, atomic_output
 from transfer.serving import DEFAULT_TOP_K, export_saved_model
+from transfer.tasks import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +198,9 @@ def tflite_model(model: keras.Model, contract: InputContract | Sequence[str], *,
 
     The converted function is the SavedModel's ``serve_images``, loaded from ``saved_model_dir``
     (written to a temporary folder first when not given), traced at uint8 ``[1, size, size, 3]``
-    and reduced to its ``probabilities`` output: LiteRT has no string tensors to return the class
-    names, and full-integer quantisation needs a static shape.
+    and reduced to the task's :attr:`~transfer.tasks.Task.tflite_outputs` (``probabilities``):
+    LiteRT has no string tensors to return the class names, and full-integer quantisation needs
+    a static shape.
     """
     if quantize not in QUANTIZATIONS:
         raise ConfigError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
@@ -206,6 +208,7 @@ def tflite_model(model: keras.Model, contract: InputContract | Sequence[str], *,
         raise DataError("int8 quantisation needs calibration images")
     size = (contract.image_size if isinstance(contract, InputContract)
             else int(model.input_shape[1]))
+    task = get_task(contract.task if isinstance(contract, InputContract) else DEFAULT_TASK)
     with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as scratch:
         if saved_model_dir is None:
             saved_model_dir = Path(scratch) / "saved_model"
@@ -215,7 +218,8 @@ def tflite_model(model: keras.Model, contract: InputContract | Sequence[str], *,
         @tf.function(input_signature=[tf.TensorSpec((1, size, size, 3), tf.uint8,
                                                     name="images")])
         def serve(images):
-            return {"probabilities": loaded.serve_images(images)["probabilities"]}
+            served = loaded.serve_images(images)
+            return {name: served[name] for name in task.tflite_outputs}
 
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [serve.get_concrete_function()], loaded)

@@ -63,43 +63,12 @@ def epoch_dataset(num_items: int, fetch: Callable, *, seed: int, start_epoch: in
             .prefetch(tf.data.AUTOTUNE))
 
 
-def mix_batch(mixup: float, cutmix: float) -> Callable | None:
-    """Mixup and/or CutMix on one-hot batches; with both, each batch picks one at random."""
-    if not mixup and not cutmix:
-        return None
+def take(targets, i):
+    """Rows ``i`` of the targets: a tensor indexed by position, or a nest of them (targets of
+    any length per image, padded to one length: a detector's boxes and their count)."""
     import tensorflow as tf
 
-    def beta(alpha, seed):
-        a = tf.random.stateless_gamma([], seed=seed, alpha=alpha)
-        b = tf.random.stateless_gamma([], seed=seed + 1, alpha=alpha)
-        return a / (a + b)
-
-    def apply(batch, seed):
-        x, y = batch
-        n = tf.shape(x)[0]
-        perm = tf.random.experimental.stateless_shuffle(tf.range(n), seed=seed + 2)
-        x2, y2 = tf.gather(x, perm), tf.gather(y, perm)
-        use_cutmix = cutmix > 0 and (
-            not mixup or tf.random.stateless_uniform([], seed=seed + 3) < 0.5)
-        if use_cutmix:
-            lam = beta(cutmix, seed + 4)
-            h, w = tf.shape(x)[1], tf.shape(x)[2]
-            cut = tf.sqrt(1.0 - lam)
-            ch = tf.cast(tf.cast(h, tf.float32) * cut, tf.int32)
-            cw = tf.cast(tf.cast(w, tf.float32) * cut, tf.int32)
-            cy = tf.random.stateless_uniform([], seed=seed + 5, maxval=h, dtype=tf.int32)
-            cx = tf.random.stateless_uniform([], seed=seed + 6, maxval=w, dtype=tf.int32)
-            y0, y1 = tf.maximum(cy - ch // 2, 0), tf.minimum(cy + ch // 2, h)
-            x0, x1 = tf.maximum(cx - cw // 2, 0), tf.minimum(cx + cw // 2, w)
-            rows = tf.logical_and(tf.range(h) >= y0, tf.range(h) < y1)
-            cols = tf.logical_and(tf.range(w) >= x0, tf.range(w) < x1)
-            mask = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), x.dtype)[None, :, :, None]
-            area = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(h * w, tf.float32)
-            return x * (1 - mask) + x2 * mask, y * (1 - area) + y2 * area
-        lam = beta(mixup, seed + 7)
-        return x * lam + x2 * (1 - lam), y * lam + y2 * (1 - lam)
-
-    return apply
+    return tf.nest.map_structure(lambda t: tf.gather(t, i), targets)
 
 
 def fetch_arrays(xs: list[np.ndarray], targets) -> Callable:
@@ -123,8 +92,8 @@ def fetch_arrays(xs: list[np.ndarray], targets) -> Callable:
 
     readers = [gather(x) for x in xs]
     if len(readers) == 1:
-        return lambda i: (readers[0](i), tf.gather(targets, i))
-    return lambda i: (tuple(read(i) for read in readers), tf.gather(targets, i))
+        return lambda i: (readers[0](i), take(targets, i))
+    return lambda i: (tuple(read(i) for read in readers), take(targets, i))
 
 
 class ImageFeed:
@@ -133,8 +102,8 @@ class ImageFeed:
     Args:
         image_size: the side images are resized to.
         memory_mb: how much decoded float32 pixels may be held, over all splits.
-        encode: the task's targets of a split, ``split -> targets`` (a tensor indexed by
-            position: one-hot classes, or class maps for segmentation).
+        encode: the task's targets of a split, ``split -> targets`` (a tensor, or a nest of
+            padded tensors, indexed by position: one-hot classes, class maps).
     """
 
     def __init__(self, image_size: int, memory_mb: int, encode: Callable):
@@ -158,9 +127,9 @@ class ImageFeed:
                 self._images[key] = tf.constant(decode_all(split, size))
         if key in self._images:
             images = self._images[key]
-            return (lambda i: (tf.gather(images, i), tf.gather(targets, i))), True
+            return (lambda i: (tf.gather(images, i), take(targets, i))), True
         load = data_lib.split_loader(split, image_size=size)
-        return (lambda i: (load(i), tf.gather(targets, i))), False
+        return (lambda i: (load(i), take(targets, i))), False
 
     def evaluation_dataset(self, split: data_lib.Split, *, batch_size: int, seed: int):
         """One pass over ``split`` in order: from memory when it fits, else decoded from the
@@ -175,7 +144,7 @@ class ImageFeed:
         # Labels replaced by positions, so targets of any kind are looked up by position.
         indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
         return (data_lib.image_dataset(indexed, image_size=self.image_size)
-                .map(lambda x, i: (x, tf.gather(targets, i)))
+                .map(lambda x, i: (x, take(targets, i)))
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def clear(self) -> None:

@@ -10,11 +10,11 @@ from typing import Any, Sequence
 
 import keras
 
-from transfer import data as data_lib
 from transfer import checkpoint as ckpt
+from transfer import data as data_lib
 from transfer.card import write_model_card
 from transfer.config import TrainConfig
-from transfer.evaluate import predict_split
+from transfer.evaluate import score_split
 from transfer.rundir import InputContract, RunDir
 from transfer.serving import export_saved_model
 from transfer.tasks import Predictions, Task
@@ -50,22 +50,29 @@ def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
     trained, trained_cpu = time.perf_counter(), time.process_time()
     model.save(run.model_path)
     data, names, size = record.data, record.contract.class_names, record.contract.image_size
-    if val_predictions is None:
-        val_predictions = predict_split(model, data.val, batch_size=batch_size,
-                                        truth=task.labels(data.val, size))
-    metrics: dict[str, Any] = {"val": task.summarise(val_predictions.outputs,
-                                                     val_predictions.labels, names)}
+    val = task.evaluator(names)
+    if val_predictions is not None:
+        val.update(val_predictions.outputs, val_predictions.labels, val_predictions.paths)
+    else:
+        score_split(model, data.val, val, batch_size=batch_size,
+                    truth=task.labels(data.val, size), postprocess=task.postprocess)
+    metrics: dict[str, Any] = {"val": val.result()}
     if data.test is not None and len(data.test):
-        test = predict_split(model, data.test, batch_size=batch_size,
-                             truth=task.labels(data.test, size))
-        metrics["test"] = task.summarise(test.outputs, test.labels, names)
+        test = task.evaluator(names)
+        score_split(model, data.test, test, batch_size=batch_size,
+                    truth=task.labels(data.test, size), postprocess=task.postprocess)
+        metrics["test"] = test.result()
     metrics["phases"] = [dataclasses.asdict(p) for p in record.phases]
     metrics["class_weights"] = record.class_weight
     export_saved_model(model, run.saved_model_dir, record.contract, force=True)
-    task.write_artifacts(metrics["val"], val_predictions, names, run.path)
-    write_model_card(run.path, metrics=metrics)
+    val.write_artifacts(metrics["val"], run.path)
+    # The card and the report from what is in memory, not from the files just written.
+    config = record.config.to_dict()
+    write_model_card(run.path, metrics=metrics, config=config, split=data.to_dict(),
+                     contract=record.contract,
+                     data_report=data.report.to_dict() if data.report is not None else None)
     write_report(run.path, model=model, contract=record.contract, metrics=metrics,
-                 history=record.history, predictions=val_predictions)
+                 history=record.history, evaluation=val, config=config, val=data.val)
     metrics["seconds"] = {"training": round(trained - record.started, 3),
                           # all of the process's threads; not slowed by other processes
                           "training_cpu": round(trained_cpu - record.started_cpu, 3),

@@ -95,9 +95,10 @@ def lr_find(data_dir: str | os.PathLike, *, config: TrainConfig | None = None,
     if plot_path:  # before the sweep, which takes minutes
         outputs.check_output(plot_path, replace=force, what="--plot",
                              reads=[(data_dir, "the data")])
-    config, task, _ = resolve_config(config, data_dir)
-    data = task.load_data(data_dir, config)
-    trainer = Trainer(config, data, None, make_strategy(config.strategy), [], verbose=0)
+    resolved = resolve_config(config, data_dir)
+    config = resolved.config
+    data = resolved.task.load_data(data_dir, config)
+    trainer = Trainer(resolved, data, None, make_strategy(config.strategy), [], verbose=0)
     model = trainer.build()
     saved = [np.array(v) for v in model.variables]
     setup = trainer.setup_phase(0)

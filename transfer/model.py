@@ -1,11 +1,13 @@
-"""Backbone + head classifiers, and the one function that decides what is trainable.
+"""Backbones for every task, and the one function that decides what is trainable.
 
-The classifier takes raw 0-255 RGB pixels at a fixed size. Inside it: optional augmentation
-(active only in training), luma for one-channel backbones, the backbone without its top (every zoo
-model holds its own preprocessing, so the user never has to know it), global pooling, dropout and
-a dense classifier. Every layer is one of Keras's own, so the ``.keras`` file loads where this
-package is not installed. Layer names are fixed (``"backbone"``, ``"head_dropout"``,
-``"classifier"``) so the other modules can find the parts.
+A task's model takes raw 0-255 RGB pixels at a fixed size. Inside it: optional augmentation
+(:func:`augmentation`, active only in training), luma for one-channel backbones
+(:func:`rgb_adapter`), the backbone without its top (:func:`build_backbone`; every zoo model
+holds its own preprocessing, so the user never has to know it), then the task's head or decoder
+(classification's is in :mod:`transfer.tasks.classification.model`). Every layer is one of
+Keras's own, so the ``.keras`` file loads where this package is not installed. The backbone's
+layer is named ``"backbone"`` (``"encoder"`` in a segmenter) so that :func:`set_trainable` and
+the feature cache find it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ from pathlib import Path
 import keras
 
 import zoo
-from transfer.config import Augment, TransferMode
 from transfer.errors import ConfigError
 from transfer.rundir import load_keras_model
 from zoo import leaf_layers, walk_layers
-from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ BACKBONE = "backbone"
 RGB_ADAPTER = "rgb_to_gray"
 FROZEN_PARTS = (BACKBONE, "encoder")  # zoo.segmentation.ENCODER
 LEGACY_PREPROCESS = "preprocess"  # the layer classifiers held before the zoo's models did
-HEAD_LAYERS = ("head_dropout", "classifier")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,72 +156,6 @@ def augmentation(seed: int, ops: str = "flip,crop,rotate,colour") -> keras.Seque
     ]
     built = [make() for op, make in steps if op in chosen]
     return keras.Sequential(built, name="augmentation") if built else None
-
-
-def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
-                     image_size: int | None = None, weights: str | None = None,
-                     dropout: float = 0.2, weight_decay: float = 0.0, augment: str = "",
-                     seed: int = 42, train_batchnorm: bool = False) -> keras.Model:
-    """Backbone + new head taking raw 0-255 RGB images of ``image_size``.
-
-    In feature-extractor and fine-tune modes the backbone is called with ``training=False``, so
-    its BatchNormalization layers stay in inference mode whatever ``trainable`` says; in
-    full-retrain mode, and in fine-tune with ``train_batchnorm``, it is called plainly, so they
-    normalise with batch statistics while they are trainable (frozen layers run in inference
-    mode in Keras 3, so the head phase is unchanged).
-    """
-    info = backbone_info(model)
-    if not _is_model_file(model) and zoo.get_spec(model).task != "classification":
-        raise ConfigError(f"model {model!r} is a {zoo.get_spec(model).task} model and cannot "
-                          f"be a classifier backbone")
-    size = image_size or info.default_size
-    if size < info.min_size:
-        raise ConfigError(f"image size {size} is below the minimum {info.min_size} of "
-                          f"backbone {info.name!r}")
-    keras.utils.set_random_seed(seed)
-    backbone = build_backbone(model, image_size=size, weights=weights)
-    backbone.name = BACKBONE  # a public contract for freezing and feature extraction
-
-    inputs = keras.Input((size, size, 3), name="image")
-    augment = Augment().parse(augment)  # True/False or a policy name, as TrainConfig takes
-    augmenter = augmentation(seed, augment) if augment else None
-    x = augmenter(inputs) if augmenter is not None else inputs
-    adapter = rgb_adapter(info.channels)
-    if adapter is not None:
-        x = adapter(x)
-    if mode is TransferMode.FULL_RETRAIN or (mode is TransferMode.FINE_TUNE and train_batchnorm):
-        x = backbone(x)
-    else:
-        x = backbone(x, training=False)
-    if len(x.shape) != 2:
-        raise ZooError(f"backbone {info.name!r} does not end in pooled features: {x.shape}")
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
-    # float32 output even under a mixed-precision policy, for a numerically stable softmax.
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier",
-                                 kernel_regularizer=regularizer, dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=f"{info.name}_classifier")
-
-
-def head_model(classifier: keras.Model) -> keras.Model:
-    """The head alone, on pooled features, sharing its layers (and weights) with ``classifier``."""
-    feature_dim = classifier.get_layer(BACKBONE).output.shape[-1]
-    features = keras.Input((feature_dim,), name="features")
-    x = features
-    for name in HEAD_LAYERS:
-        x = classifier.get_layer(name)(x)
-    return keras.Model(features, x, name="head")
-
-
-def feature_model(classifier: keras.Model) -> keras.Model:
-    """Raw images to pooled backbone features (preprocessing included, augmentation skipped)."""
-    image = keras.Input(classifier.input_shape[1:], name="image")
-    x = image
-    for name in (LEGACY_PREPROCESS, RGB_ADAPTER):
-        if any(layer.name == name for layer in classifier.layers):
-            x = classifier.get_layer(name)(x)
-    x = classifier.get_layer(BACKBONE)(x, training=False)
-    return keras.Model(image, x, name="features")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from transfer import plots
 from transfer.data import IMAGE_SUFFIXES, list_image_files, load_normalized
 from transfer.errors import ConfigError, DataError, RunDirError
 from transfer.rundir import InputContract, RunDir, load_keras_model, make_folder
 from transfer.serving import ServingFunctions
+from transfer.tasks import Prediction, get_task, served_task
 
 if TYPE_CHECKING:
     import keras
@@ -35,40 +35,6 @@ log = logging.getLogger(__name__)
 DECODABLE_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".jpe", ".jfif")
 DECODABLE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 NOT_AN_IMAGE = f"not a {DECODABLE_FORMATS} image"
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """Top-k classes of one image, or the reason it could not be read.
-
-    For segmentation, ``labels`` and ``scores`` are the classes present and the share of the
-    image's pixels each covers (largest first), and ``files`` the mask and overlay written.
-    """
-
-    path: str
-    labels: tuple[str, ...] = ()
-    scores: tuple[float, ...] = ()
-    error: str | None = None
-    files: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        if self.error:
-            return {"path": self.path, "error": self.error}
-        if self.files:
-            return {"path": self.path, "areas": dict(zip(self.labels, self.scores)),
-                    "mask": self.files[0], "overlay": self.files[1]}
-        return {"path": self.path,
-                "predictions": [{"label": l, "score": s} for l, s in zip(self.labels, self.scores)]}
-
-    def csv_row(self, top_k: int) -> list[str]:
-        """``path, label_1, score_1, ..., label_k, score_k, error``; see :func:`csv_header`."""
-        cells = [self.path]
-        for rank in range(top_k):
-            if rank < len(self.labels):
-                cells += [self.labels[rank], f"{self.scores[rank]:.6f}"]
-            else:
-                cells += ["", ""]
-        return cells + [self.error or ""]
 
 
 def csv_header(top_k: int) -> list[str]:
@@ -206,7 +172,7 @@ class Predictor:
             self.class_names = [n.decode() for n in loaded.class_names().numpy()]
             self._serve_images = lambda images: loaded.serve_images(images)
             served = loaded.signatures["serve_images"].structured_outputs
-            self.segmentation = "class_ids" in served
+            self.task = get_task(served_task(served))
             self.top_k = min(top_k, len(self.class_names))
         else:
             classifier = load_classifier(source, weights=weights)
@@ -214,11 +180,12 @@ class Predictor:
             self.class_names = fns.class_names
             self.top_k = fns.top_k
             self._serve_images = fns.serve_images
-            self.segmentation = classifier.contract.task == "segmentation"
-        if self.segmentation and self.output_dir is None:
-            raise ConfigError("a segmentation model writes a mask and an overlay per image; "
-                              "pass --output FOLDER for them")
-        if self.segmentation:
+            self.task = get_task(classifier.contract.task,
+                                 **classifier.contract.task_options())
+        if self.task.prediction_files is not None:
+            if self.output_dir is None:
+                raise ConfigError(f"a {self.task.name} model writes {self.task.prediction_files}"
+                                  f" per image; pass --output FOLDER for them")
             make_folder(self.output_dir, kind="predictions")
 
     def predict_files(self, paths: Sequence[str], *, batch_size: int = 32,
@@ -252,50 +219,10 @@ class Predictor:
                 progress(len(chunk))
 
     def _predict_images(self, paths: list[str], images: np.ndarray) -> dict[str, Prediction]:
-        out = self._serve_images(self._tf.constant(images))
-        if self.segmentation:
-            return self._masks(paths, images, out)
-        scores = out["top_scores"].numpy()[:, : self.top_k]
-        labels = out["top_classes"].numpy()[:, : self.top_k]
-        return {path: Prediction(path, tuple(l.decode() for l in labels[i]),
-                                 tuple(float(s) for s in scores[i]))
-                for i, path in enumerate(paths)}
-
-    def _masks(self, paths: list[str], images: np.ndarray, out) -> dict[str, Prediction]:
-        """Write each image's mask and overlay; its classes by the share of pixels they cover."""
-        ids, sizes = out["class_ids"].numpy(), out["sizes"].numpy()
-        colours = plots.palette(len(self.class_names))
-        folder = self.output_dir.resolve()
-        inside = next((p for p in paths if folder in Path(p).resolve().parents), None)
-        if inside is not None:  # the masks would be read as images by the next run
-            raise ConfigError(f"--output {str(self.output_dir)!r} holds the image {inside!r} "
-                              f"being predicted; choose an --output folder outside the images")
-        results = {}
-        for i, path in enumerate(paths):
-            height, width = sizes[i]
-            mask = ids[i, :height, :width]
-            stem = _unique_stem(self.output_dir, Path(path).stem)
-            files = (self.output_dir / f"{stem}_mask.png", self.output_dir / f"{stem}_overlay.png")
-            plots.save_palette_png(mask, files[0], colours)
-            plots.save_png(plots.image_png(plots.overlay(images[i], mask, colours)), files[1])
-            counts = np.bincount(mask.ravel(), minlength=len(self.class_names))
-            order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
-            results[path] = Prediction(
-                path, tuple(self.class_names[c] for c in order),
-                tuple(float(counts[c] / mask.size) for c in order),
-                files=tuple(str(f) for f in files))
-        return results
-
-
-def _unique_stem(folder: Path, stem: str) -> str:
-    """``stem``, or ``stem_2``, ``stem_3``... when a mask of that name is already there: files
-    already in the folder are never overwritten."""
-    candidate, n = stem, 1
-    while (folder / f"{candidate}_mask.png").exists() or \
-            (folder / f"{candidate}_overlay.png").exists():
-        n += 1
-        candidate = f"{stem}_{n}"
-    return candidate
+        served = {key: value.numpy() for key, value in
+                  self._serve_images(self._tf.constant(images)).items()}
+        return self.task.predictions(paths, images, served, class_names=self.class_names,
+                                     top_k=self.top_k, output_dir=self.output_dir)
 
 
 def _reason(exc: Exception) -> str:

@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence
 
 from transfer import outputs
 from transfer.errors import ConfigError, RunDirError
@@ -207,7 +207,9 @@ class InputContract:
             every model still takes raw 0-255 RGB images.
         preprocessing: the backbone's preprocessing mode, applied inside the model.
         class_names: class names in label order; the outputs follow it.
-        ignore_index: segmentation: the mask value of unlabelled pixels (``None`` otherwise).
+        options: the task's own settings that decide how its outputs are read (segmentation:
+            ``ignore_index``; see :meth:`transfer.tasks.Task.contract_options`), written as
+            ``task_options`` in ``contract.json``.
     """
 
     task: str
@@ -215,29 +217,36 @@ class InputContract:
     channels: int
     preprocessing: str
     class_names: tuple[str, ...]
-    ignore_index: int | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def ignore_index(self) -> int | None:  # the name callers knew before task options
+        return self.options.get("ignore_index")
+
     def to_dict(self) -> dict[str, Any]:
         data = {**dataclasses.asdict(self), "class_names": list(self.class_names)}
-        if self.ignore_index is None:
-            del data["ignore_index"]
+        del data["options"]
+        if self.options:
+            data["task_options"] = dict(self.options)
         return data
 
     def task_options(self) -> dict[str, Any]:
         """What :func:`transfer.tasks.get_task` needs besides the task's name."""
-        return {} if self.ignore_index is None else {"ignore_index": self.ignore_index}
+        return dict(self.options)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputContract:
+        options = dict(data.get("task_options") or {})
+        if data.get("ignore_index") is not None:  # contracts written before task options
+            options.setdefault("ignore_index", data["ignore_index"])
         return cls(task=data.get("task", "classification"), image_size=int(data["image_size"]),
                    channels=int(data.get("channels", 3)),
                    preprocessing=str(data.get("preprocessing", "unknown")),
-                   class_names=tuple(str(n) for n in data["class_names"]),
-                   ignore_index=data.get("ignore_index"))
+                   class_names=tuple(str(n) for n in data["class_names"]), options=options)
 
     @classmethod
     def of_model(cls, model: keras.Model, class_names: Sequence[str] | None = None,

@@ -46,8 +46,8 @@ class ServingFunctions:
         self._names = tf.constant(self.class_names)
 
     def _outputs(self, images: tf.Tensor, input_size: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self.task.serving_outputs(self.model(images, training=False), self._names,
-                                         self.top_k, input_size)
+        outputs = self.task.postprocess(self.model(images, training=False))
+        return self.task.serving_outputs(outputs, self._names, self.top_k, input_size)
 
     def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._outputs(resize_images(images, self.image_size), tf.shape(images)[1:3])

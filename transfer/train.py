@@ -12,6 +12,7 @@ comes from its :class:`~transfer.tasks.Task`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -44,7 +45,7 @@ from transfer.model import (
 from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
-from transfer.tasks import Predictions, Task, get_task
+from transfer.tasks import DEFAULT_TASK, Predictions, Task, get_task, task_for
 from zoo import leaf_layers
 from zoo.errors import ZooError
 
@@ -69,6 +70,11 @@ class TrainResult:
     @property
     def saved_model_dir(self) -> Path:
         return RunDir(self.run_dir).saved_model_dir
+
+    @property
+    def task(self) -> Task:
+        """The task the run trained, with its options."""
+        return get_task(self.config.task, ignore_index=self.config.ignore_index)
 
     @property
     def model_path(self) -> Path:
@@ -100,42 +106,52 @@ def phase_plan(config: TrainConfig, replicas: int = 1) -> list[Phase]:
     return plan
 
 
-def resolve_contract(config: TrainConfig, info: BackboneInfo,
-                     class_names: Sequence[str]) -> InputContract:
-    """The input contract of the model this config trains, decided once."""
-    return InputContract(task=config.task, image_size=config.image_size or info.default_size,
-                         channels=info.channels, preprocessing=info.preprocessing,
-                         class_names=tuple(class_names),
-                         ignore_index=(get_task(config.task, ignore_index=config.ignore_index)
-                                       .ignore_index if config.task == "segmentation" else None))
+@dataclasses.dataclass
+class ResolvedRun:
+    """What a run's config resolves to, decided once at the start and passed down: the config
+    with every ``"auto"`` and ``None`` filled in (as ``config.json`` records it), the task with
+    its options, the backbone's facts (blocks, input size, preprocessing) and the block
+    fine-tuning unfreezes from."""
+
+    config: TrainConfig
+    task: Task
+    info: BackboneInfo
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> ResolvedRun:
+        """A config already resolved (a run's ``config.json``, on resume)."""
+        task = get_task(config.task, ignore_index=config.ignore_index)
+        return cls(config, task, backbone_info(task.backbone_name(config)))
+
+    @functools.cached_property
+    def unfreeze_from(self) -> str | None:
+        """The first block fine-tuning trains (``None``: the whole backbone, or no blocks)."""
+        return resolve_unfreeze(self.info, unfreeze_from=self.config.unfreeze_from,
+                                unfreeze_top=self.config.unfreeze_top)
+
+    def contract(self, class_names: Sequence[str]) -> InputContract:
+        """The input contract of the model this run trains."""
+        info, config = self.info, self.config
+        return InputContract(task=config.task, image_size=config.image_size or info.default_size,
+                             channels=info.channels, preprocessing=info.preprocessing,
+                             class_names=tuple(class_names), options=self.task.contract_options())
 
 
 def resolve_task(config: TrainConfig, data_dir: str | os.PathLike) -> TrainConfig:
-    """``task="auto"`` decided: segmentation for a decoder on a backbone, a segmentation model
-    or a folder of images and masks; classification otherwise."""
-    if config.task != "auto":
-        return config
-    import zoo
-    from zoo.segmentation import DECODERS
-
-    model = str(config.model)
-    segmentation = (
-        config.backbone is not None
-        or (model in DECODERS and not Path(model).suffix)
-        or (model in zoo.list_models() and zoo.get_spec(model).task == "segmentation")
-        or data_lib.looks_like_segmentation(data_dir))
-    return config.replace(task="segmentation" if segmentation else "classification")
+    """``task="auto"`` decided by the task registry (:func:`transfer.tasks.task_for`): the
+    task the model options name, else the one whose layout the data has, else
+    classification."""
+    return config.replace(task=task_for(config, data_dir))
 
 
-def resolve_config(config: TrainConfig, data_dir: str | os.PathLike
-                   ) -> tuple[TrainConfig, Task, BackboneInfo]:
+def resolve_config(config: TrainConfig, data_dir: str | os.PathLike) -> ResolvedRun:
     """What ``"auto"`` and ``None`` leave open, decided once before training: the task, the
     image size (the backbone's own) and the task's defaults (augmentation, fine-tune policy)."""
     config = resolve_task(config, data_dir)
     task = get_task(config.task, ignore_index=config.ignore_index)
     info = backbone_info(task.backbone_name(config))
     config = config.replace(image_size=config.image_size or info.default_size)
-    return task.fill_defaults(config, info.blocks), task, info
+    return ResolvedRun(task.fill_defaults(config, info.blocks), task, info)
 
 
 def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
@@ -174,15 +190,16 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     reads = [(p, f"the {what} the run starts from") for p, what in
              ((given.model, "model"), (given.weights, "weights")) if _is_path(p)]
     RunDir.check_new(output, overwrite=overwrite, data=data_source, reads=reads)
-    config, task, info = resolve_config(given, data_dir)
+    resolved = resolve_config(given, data_dir)
+    config, task = resolved.config, resolved.task
     # Before the task fills in its defaults: what the user set must do something.
     check_applicable(given.replace(task=config.task), explicit)
     # Checked before anything is written or trained: a typo must not cost the head phase.
     task.check(config)
-    resolve_unfreeze(info, unfreeze_from=config.unfreeze_from, unfreeze_top=config.unfreeze_top)
+    resolved.unfreeze_from  # noqa: B018  - a block name that does not exist is refused now
     data = task.load_data(data_dir, config, cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
     log.info("data: %s", data.report.summary())
-    contract = resolve_contract(config, info, data.class_names)
+    contract = resolved.contract(data.class_names)
     strategy = make_strategy(config.strategy)
     if is_chief(strategy):
         fresh = not Path(output).exists()
@@ -195,7 +212,7 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
         data.save(run / "split.json")
         data.report.save(run / "data_report.json")
         run.write_class_names(data.class_names)
-        return Trainer(config, data, run, strategy, list(callbacks), verbose).run(None)
+        return Trainer(resolved, data, run, strategy, list(callbacks), verbose).run(None)
     except ZooError as exc:
         # A config or data error found before the first checkpoint leaves nothing behind, so
         # the corrected command needs no --overwrite (an interrupted run stays, to resume).
@@ -226,7 +243,7 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
         ckpt.verify(run.path, state)
     config = TrainConfig.load(run / "config.json")
     if config.task == "auto":  # runs written before tasks were recorded were classifiers
-        config = config.replace(task="classification")
+        config = config.replace(task=DEFAULT_TASK)
     data = data_lib.ImageFolderData.load(run / "split.json")
     _warn_if_data_changed(run, data)
     strategy = make_strategy(config.strategy)
@@ -234,7 +251,8 @@ def resume(run_dir: str | os.PathLike, *, callbacks: Sequence[keras.callbacks.Ca
         log.info("%s stopped before its first epoch finished: starting it over", run.path)
     else:
         log.info("resuming %s after epoch %d", run.path, state["epoch"])
-    return Trainer(config, data, run, strategy, list(callbacks), verbose).run(state)
+    return Trainer(ResolvedRun.of(config), data, run, strategy, list(callbacks),
+                   verbose).run(state)
 
 
 def _warn_if_data_changed(run: RunDir, data: data_lib.ImageFolderData) -> None:
@@ -294,11 +312,12 @@ class Trainer:
     test runs on this same loop).
     """
 
-    def __init__(self, config: TrainConfig, data: data_lib.ImageFolderData,
+    def __init__(self, resolved: ResolvedRun, data: data_lib.ImageFolderData,
                  run_dir: RunDir | None, strategy, extra_callbacks: list, verbose):
+        config = resolved.config
         self.config = config  # resolved (resolve_config), as config.json records it
-        self.task: Task = get_task(config.task, ignore_index=config.ignore_index)
-        self.info = backbone_info(self.task.backbone_name(config))
+        self.task: Task = resolved.task
+        self.info = resolved.info
         self.data = data
         self.run_dir = run_dir
         self.strategy = strategy
@@ -306,11 +325,10 @@ class Trainer:
         self.verbose = verbose
         self.replicas = strategy.num_replicas_in_sync
         self.plan = phase_plan(config, self.replicas)
-        self.unfreeze_from = resolve_unfreeze(self.info, unfreeze_from=config.unfreeze_from,
-                                              unfreeze_top=config.unfreeze_top)
+        self.unfreeze_from = resolved.unfreeze_from
         # resolve_config fills in "auto"; a run written before the field existed froze BN
         self.train_batchnorm = config.fine_tune_batchnorm == "train"
-        self.contract = resolve_contract(config, self.info, data.class_names)
+        self.contract = resolved.contract(data.class_names)
         self.num_classes = data.num_classes
         self.history: list[dict[str, Any]] = []
         self.phases: list[TrainableSummary] = []
@@ -487,8 +505,10 @@ class Trainer:
         self.set_trainable(last.name)
         with self.strategy.scope():
             self.compile(self.model, last.learning_rate)
-        found = probe_batch_size(self.model, self.num_classes,
-                                 maximum=max(8, len(self.data.train)))
+        size = int(self.model.input_shape[1])
+        found = probe_batch_size(
+            self.model, lambda n, rng: self.task.probe_targets(n, self.num_classes, size, rng),
+            maximum=max(8, len(self.data.train)))
         for variable, value in zip(self.model.variables, saved):
             variable.assign(value)
         self.config = self.config.replace(batch_size=found.batch_size)
@@ -503,8 +523,7 @@ class Trainer:
             optimizer=make_optimizer(config.optimizer, learning_rate, momentum=config.momentum,
                                      weight_decay=config.weight_decay,
                                      lr_multipliers=lr_multipliers),
-            loss=self.task.loss(config), metrics=self.task.metrics(self.num_classes),
-            jit_compile=config.jit)
+            **self.task.compile_args(config, self.num_classes), jit_compile=config.jit)
 
     def callbacks(self, index: int, phase: Phase, model: keras.Model) -> list:
         steps = math.ceil(len(self.data.train) / self.global_batch)
@@ -553,7 +572,8 @@ class Trainer:
         if features and self.config.mode is TransferMode.FEATURE_EXTRACTOR:
             _, head = self.task.feature_split(self.model)
             inputs = features["val"]
-            outputs = head.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)
+            outputs = np.asarray(self.task.postprocess(
+                head.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)))
             result = Predictions(outputs, self.task.labels(val, self.config.image_size),
                                  tuple(val.paths))
         self.features.release()

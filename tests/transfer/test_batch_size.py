@@ -4,6 +4,11 @@ import keras
 
 import transfer
 from transfer.batch_size import probe_batch_size
+from transfer.tasks import get_task
+
+
+def ONE_HOT(batch, rng):  # noqa: N802  - the classification task's targets for 3 classes
+    return get_task("classification").probe_targets(batch, 3, 16, rng)
 
 
 def _tiny_model():
@@ -16,7 +21,7 @@ def _tiny_model():
 
 
 def test_probe_doubles_up_to_the_maximum_when_memory_allows():
-    probe = probe_batch_size(_tiny_model(), 3, start=8, maximum=64)
+    probe = probe_batch_size(_tiny_model(), ONE_HOT, start=8, maximum=64)
     assert probe.tried == (8, 16, 32, 64) and probe.batch_size == 64
     assert "maximum" in probe.reason
 
@@ -33,7 +38,7 @@ def test_probe_backs_off_on_out_of_memory(monkeypatch):
         return real(x, y)
 
     monkeypatch.setattr(model, "train_on_batch", fake_oom_above_32)
-    probe = probe_batch_size(model, 3, start=8, maximum=1024, on_accelerator=True)
+    probe = probe_batch_size(model, ONE_HOT, start=8, maximum=1024, on_accelerator=True)
     assert probe.batch_size == 32 and probe.tried == (8, 16, 32, 64)
     assert probe.reason == "out of memory at 64"
 
@@ -42,7 +47,7 @@ def test_probe_on_cpu_stops_before_the_memory_budget(monkeypatch):
     from transfer import batch_size as module
 
     monkeypatch.setattr(module, "_available_bytes", lambda: 1)  # nothing left to grow into
-    probe = probe_batch_size(_tiny_model(), 3, start=8, maximum=1024, on_accelerator=False)
+    probe = probe_batch_size(_tiny_model(), ONE_HOT, start=8, maximum=1024, on_accelerator=False)
     assert probe.batch_size == 8 and "budget" in probe.reason
 
 
@@ -76,3 +81,14 @@ def test_nothing_fits_reaches_the_cli_user_as_one_clean_line(image_folder, tmp_p
     assert line == ("Error: batch_size=auto: even a batch of 8 does not fit in memory (out of "
                     "memory at 8); use a smaller --image-size or model")
     assert "Traceback" not in result.output
+
+
+def test_auto_batch_size_probes_a_segmenter_with_class_maps(seg_folder, tmp_path):
+    """The probe trains on the task's own targets: a segmenter gets per-pixel class maps,
+    not the one-hot class vectors of a classifier (which its loss cannot take)."""
+    result = transfer.train(seg_folder, output=tmp_path / "seg", model="unet",
+                            backbone="keras_mobilenet", weights=None, mode="feature-extractor",
+                            image_size=32, epochs=1, batch_size="auto", verbose=0)
+    found = json.loads((tmp_path / "seg" / "config.json").read_text())["batch_size"]
+    assert isinstance(found, int) and 8 <= found <= 16  # capped by the 16 training pairs
+    assert result.config.batch_size == found

@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from transfer import data as data_lib
-from transfer.data import checks
 from transfer.data import (
     NOTE_16BIT,
     NOTE_ALPHA,
@@ -31,13 +30,13 @@ from transfer.data import (
     SKIP_SYSTEM,
     SKIP_TRUNCATED,
     DataReport,
+    checks,
     list_image_files,
-    load_image_folder,
     load_normalized,
-    load_source,
     make_dataset,
 )
 from transfer.errors import ConfigError, DataError
+from transfer.tasks.classification.sources import load_image_folder, load_source
 
 AHRE = "Ähre"
 # Relative path -> reason, for every file of the messy folder that must be skipped.

@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from transfer.data import image_dataset
 from transfer.predict import predict, pretrained_classifier
-from transfer.data import image_dataset, load_image_folder
 from transfer.serving import ServingFunctions, export_saved_model
+from transfer.tasks.classification.sources import load_image_folder
 
 SIZE = 32  # LeNet-5's own input size: training and prediction resize to it
 

@@ -19,8 +19,9 @@ import zoo
 from transfer import evaluate as evaluate_lib
 from transfer.data import ImageFolderData, decode_and_resize
 from transfer.errors import ConfigError, DataError, RunDirError
-from transfer.evaluate import classification_metrics, evaluate
+from transfer.evaluate import evaluate
 from transfer.export import export, write_model_card
+from transfer.tasks.classification.metrics import classification_metrics
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +71,10 @@ def _assert_png(path: Path, min_size=(200, 100)) -> None:
 def test_evaluate_on_the_saved_split_uses_exactly_its_images(trained_run, tmp_path,
                                                              monkeypatch):
     seen = []
-    real = evaluate_lib.predict_split
-    monkeypatch.setattr(evaluate_lib, "predict_split",
-                        lambda model, split, **kw: seen.append(split) or real(model, split, **kw))
+    real = evaluate_lib.score_split
+    monkeypatch.setattr(evaluate_lib, "score_split",
+                        lambda model, split, *a, **kw: seen.append(split)
+                        or real(model, split, *a, **kw))
     out = tmp_path / "eval"
     result = evaluate(trained_run.run_dir, output_dir=out)
 

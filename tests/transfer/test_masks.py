@@ -11,11 +11,6 @@ import pytest
 from PIL import Image
 
 from transfer.data import (
-    NOTE_MASK_BINARY,
-    NOTE_MASK_MAPPED,
-    NOTE_MASK_RGB,
-    NOTE_UNUSED_IMAGES,
-    PET_CLASSES,
     SKIP_COLOUR,
     SKIP_EMPTY,
     SKIP_LABELS,
@@ -27,21 +22,27 @@ from transfer.data import (
     SKIP_SIZE_MISMATCH,
     SKIP_SYSTEM,
     SKIP_TRUNCATED,
-    VOC_CLASSES,
     DataReport,
     ImageFolderData,
     Split,
-    augment_batches,
+)
+from transfer.errors import ConfigError, DataError
+from transfer.tasks.segmentation.augment import augment_batches, joint_augment
+from transfer.tasks.segmentation.masks import (
+    NOTE_MASK_BINARY,
+    NOTE_MASK_MAPPED,
+    NOTE_MASK_RGB,
+    NOTE_UNUSED_IMAGES,
+    PET_CLASSES,
+    VOC_CLASSES,
     class_pixel_weights,
-    joint_augment,
     load_masks,
-    load_segmentation,
     pixel_frequencies,
     read_mask,
     read_palette,
     voc_colours,
 )
-from transfer.errors import ConfigError, DataError
+from transfer.tasks.segmentation.pairs import load_segmentation
 
 CLASSES = ("background", "road", "car")
 

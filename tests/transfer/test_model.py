@@ -6,7 +6,7 @@ import pytest
 
 from transfer import TransferMode, build_classifier, set_trainable
 from transfer.errors import ConfigError
-from transfer.model import feature_model, head_model
+from transfer.tasks.classification.model import feature_model, head_model
 
 # LeNet-5 without its top: C1 6*(25+1)=156, C3 16*(150+1)=2,416, C5 120*(400+1)=48,120.
 LENET_BACKBONE = 156 + 2_416 + 48_120

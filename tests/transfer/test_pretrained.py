@@ -21,12 +21,8 @@ from PIL import Image
 import zoo
 from transfer.data import decode_and_resize
 from transfer.errors import ConfigError, DataError
-from transfer.evaluate import (
-    folder_split,
-    imagenet_labels,
-    is_imagenet,
-    present_classes,
-)
+from transfer.tasks.classification.imagenet import imagenet_labels, present_classes
+from transfer.tasks.classification.sources import folder_split, is_imagenet
 from transfer.export import export
 from transfer.predict import (
     Predictor,
@@ -36,7 +32,7 @@ from transfer.predict import (
 )
 from transfer.rundir import InputContract
 from transfer.serving import ServingFunctions
-from transfer.tasks.classification import classification_metrics
+from transfer.tasks.classification.metrics import classification_metrics
 from zoo._common import leaf_layers
 from zoo.errors import UnknownModelError
 

@@ -116,7 +116,7 @@ def test_every_config_task_is_registered_and_unknown_ones_are_refused():
 
 def test_no_samples_is_a_data_error_not_a_value_error():
     from transfer.errors import DataError
-    from transfer.evaluate import classification_metrics
+    from transfer.tasks.classification.metrics import classification_metrics
 
     with pytest.raises(DataError, match="no samples to evaluate"):
         classification_metrics(np.zeros((0, 3)), np.zeros(0, np.int64), ["a", "b", "c"])

@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 
 from transfer.config import TrainConfig
-from transfer.schedules import (StepSchedule, cosine_with_warmup, one_cycle, policy_callbacks,
-                                resolve_schedule)
+from transfer.schedules import (
+    StepSchedule,
+    cosine_with_warmup,
+    one_cycle,
+    policy_callbacks,
+    resolve_schedule,
+)
 
 
 @pytest.mark.parametrize("mode,expected", [

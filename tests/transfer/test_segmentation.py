@@ -40,7 +40,7 @@ def test_the_run_directory_describes_a_segmenter(seg_run):
     contract = json.loads((seg_run / "contract.json").read_text())
     assert contract == {"task": "segmentation", "image_size": SIZE, "channels": 3,
                         "preprocessing": "tf", "class_names": ["background", "square", "disc"],
-                        "ignore_index": 255}
+                        "task_options": {"ignore_index": 255}}
     config = json.loads((seg_run / "config.json").read_text())
     assert config["task"] == "segmentation"
     # config.json records the fine-tune policy the task decided, not "task's default"

@@ -13,8 +13,9 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from transfer import plots
-from transfer import segmentation_metrics as sm
 from transfer.errors import ConfigError, DataError
+from transfer.tasks.segmentation import figures as seg_figures
+from transfer.tasks.segmentation import metrics as sm
 
 IGNORE = 255
 
@@ -324,35 +325,35 @@ VOC_COLOURS = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), 
 
 
 def test_palette_is_vocs_and_distinct():
-    colours = plots.palette(256)
+    colours = seg_figures.palette(256)
     assert colours.shape == (256, 3) and colours.dtype == np.uint8
     assert [tuple(c) for c in colours[:21].tolist()] == VOC_COLOURS
     assert tuple(colours[255]) == (224, 224, 192)  # VOC's "void" colour, from the same rule
     assert len({tuple(c) for c in colours.tolist()}) == 256
-    assert np.array_equal(plots.palette(5), colours[:5])
+    assert np.array_equal(seg_figures.palette(5), colours[:5])
 
 
 def test_colour_mask_and_overlay():
     mask = np.array([[0, 1], [2, IGNORE]])
-    colours = plots.palette(3)
-    rgb = plots.colour_mask(mask, colours)
+    colours = seg_figures.palette(3)
+    rgb = seg_figures.colour_mask(mask, colours)
     assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
     assert rgb.tolist() == [[[0, 0, 0], [128, 0, 0]], [[0, 128, 0], [255, 255, 255]]]
     image = np.full((2, 2, 3), 100, dtype=np.uint8)
-    blended = plots.overlay(image, mask, colours, alpha=0.5)
+    blended = seg_figures.overlay(image, mask, colours, alpha=0.5)
     assert blended.dtype == np.uint8 and blended.shape == (2, 2, 3)
     assert blended.tolist() == [[[50, 50, 50], [114, 50, 50]], [[50, 114, 50], [100, 100, 100]]]
-    assert np.array_equal(plots.overlay(image[..., 0], mask, colours, alpha=0.0), image)
+    assert np.array_equal(seg_figures.overlay(image[..., 0], mask, colours, alpha=0.0), image)
     with pytest.raises(ValueError, match="outside the palette"):
-        plots.colour_mask(np.array([[3]]), colours)
+        seg_figures.colour_mask(np.array([[3]]), colours)
     with pytest.raises(ValueError, match=r"\(h, w\) mask"):
-        plots.overlay(image, np.zeros((3, 2), int), colours)
+        seg_figures.overlay(image, np.zeros((3, 2), int), colours)
 
 
 def test_palette_png_round_trips_class_ids(tmp_path):
     from PIL import Image
 
-    path = plots.save_palette_png(TRUE[0], tmp_path / "masks" / "a.png", plots.palette(4))
+    path = seg_figures.save_palette_png(TRUE[0], tmp_path / "masks" / "a.png", seg_figures.palette(4))
     with Image.open(path) as image:
         assert image.mode == "P"
         assert np.array_equal(np.asarray(image), TRUE[0])
@@ -360,7 +361,7 @@ def test_palette_png_round_trips_class_ids(tmp_path):
     assert table[:4].tolist() == [list(c) for c in VOC_COLOURS[:4]]
     assert table[IGNORE].tolist() == [255, 255, 255]
     with pytest.raises(ValueError, match="ids 0-255"):
-        plots.save_palette_png(np.array([[256]]), tmp_path / "b.png", plots.palette(4))
+        seg_figures.save_palette_png(np.array([[256]]), tmp_path / "b.png", seg_figures.palette(4))
 
 
 def test_worst_figure_orders_rows_by_iou_lowest_first():
@@ -369,37 +370,37 @@ def test_worst_figure_orders_rows_by_iou_lowest_first():
     labels = np.concatenate([TRUE, TRUE])
     predicted = np.concatenate([PRED, PRED])
     ious = np.array([0.9, np.nan, 0.2, 0.5])  # NaN, like None: nothing labelled
-    fig = plots.worst_figure(images, labels, predicted, ious, NAMES, plots.palette(4), limit=2,
+    fig = seg_figures.worst_figure(images, labels, predicted, ious, NAMES, seg_figures.palette(4), limit=2,
                              names=["a.png", "b.png", "c.png", "d.png"])
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["c.png: mean IoU 0.200", "truth", "prediction",
                       "d.png: mean IoU 0.500", "truth", "prediction"]
     assert np.array_equal(fig.axes[0].images[0].get_array(), images[2])
-    assert np.array_equal(fig.axes[1].images[0].get_array(), plots.colour_mask(TRUE[0],
-                                                                               plots.palette(4)))
+    assert np.array_equal(fig.axes[1].images[0].get_array(), seg_figures.colour_mask(TRUE[0],
+                                                                               seg_figures.palette(4)))
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["background", "cat", "dog", "not labelled"]
-    everything = plots.worst_figure(images, labels, predicted, ious, NAMES, plots.palette(4))
+    everything = seg_figures.worst_figure(images, labels, predicted, ious, NAMES, seg_figures.palette(4))
     assert [ax.get_title() for ax in everything.axes[::3]] == [
         "#2: mean IoU 0.200", "#3: mean IoU 0.500", "#0: mean IoU 0.900"]
     assert plots.figure_png(everything).startswith(b"\x89PNG")
-    assert [ax.get_title() for ax in plots.worst_figure(
-        images, labels, predicted, [0.9, None, 0.2, 0.5], NAMES, plots.palette(4)).axes[::3]] == [
+    assert [ax.get_title() for ax in seg_figures.worst_figure(
+        images, labels, predicted, [0.9, None, 0.2, 0.5], NAMES, seg_figures.palette(4)).axes[::3]] == [
         "#2: mean IoU 0.200", "#3: mean IoU 0.500", "#0: mean IoU 0.900"]
-    empty = plots.worst_figure(images[:1], labels[:1], predicted[:1], [None], NAMES,
-                               plots.palette(4))
+    empty = seg_figures.worst_figure(images[:1], labels[:1], predicted[:1], [None], NAMES,
+                               seg_figures.palette(4))
     assert "no labelled pixels in 1 images" in empty.texts[0].get_text()
 
 
 def test_iou_bar_and_pixel_confusion_figures(tmp_path):
     summary = sm.segmentation_summary(PRED, TRUE, NAMES)
-    bars = plots.iou_bar_figure(summary["per_class_iou"])
+    bars = seg_figures.iou_bar_figure(summary["per_class_iou"])
     ax = bars.axes[0]
     assert [p.get_width() for p in ax.patches] == pytest.approx([6 / 9, 10 / 14, 3 / 6, 0.0])
     assert [t.get_text() for t in ax.texts] == ["0.667", "0.714", "0.500", "absent"]
     assert ax.get_title() == "IoU per class (3 of 4 classes present)"
     assert ax.get_legend().get_texts()[0].get_text() == f"mean {79 / 126:.3f}"
-    confusion = plots.pixel_confusion_figure(np.array(CONFUSION) * 100_000, NAMES)
+    confusion = seg_figures.pixel_confusion_figure(np.array(CONFUSION) * 100_000, NAMES)
     assert confusion.axes[0].get_title() == (
         f"confusion matrix: 2,400,000 pixels, pixel accuracy {19 / 24:.3f}")
     assert [t.get_text() for t in confusion.axes[0].texts][:3] == ["600k", "200k", "0"]

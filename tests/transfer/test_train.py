@@ -42,12 +42,11 @@ def test_feature_extractor_caches_features_and_trains_only_the_head(image_folder
     assert phase.trainable_params == 120 * 3 + 3
     assert len(result.history) == 3 and result.history[0]["phase"] == "head"
     # The final metrics come from the cached features; a full forward pass agrees.
-    from transfer.data import make_dataset
-    from transfer.evaluate import evaluate_model
+    from transfer.evaluate import predict_split
 
     split = transfer.data.ImageFolderData.load(result.run_dir / "split.json").val
-    full = evaluate_model(result.model, make_dataset(split, image_size=32, batch_size=8),
-                          result.class_names)
+    predictions = predict_split(result.model, split, batch_size=8)
+    full = result.task.summarise(predictions.outputs, predictions.labels, result.class_names)
     assert result.metrics["val"]["loss"] == pytest.approx(full["loss"], rel=1e-5)
     assert result.metrics["val"]["confusion_matrix"] == full["confusion_matrix"]
 

@@ -313,13 +313,14 @@ def _png_bytes() -> bytes:
 def test_report_summary_reads_segmentation_metrics_of_val_and_test():
     """A segmentation run with a test split: the summary once read ``top1_accuracy`` from the
     test metrics and sank metrics.json and report.html with a KeyError."""
+    from transfer.tasks import get_task
     from transfer.viz.common import VizModel
     from transfer.viz.report import _summary
 
     seg = {"samples": 4, "mean_iou": 0.5, "pixel_accuracy": 0.875, "dice": 0.625,
            "loss": 0.25, "per_class_iou": {"a": 0.5}, "confusion_matrix": [[1]]}
     summary = _summary({"model": "unet"}, {"val": seg, "test": dict(seg, mean_iou=0.375)},
-                       VizModel(None, ["a"], 32))
+                       VizModel(None, ["a"], 32), get_task("segmentation"))
     for row in ("validation mean IoU</th><td>0.5000", "test mean IoU</th><td>0.3750",
                 "test pixel accuracy</th><td>0.8750", "test Dice</th><td>0.6250"):
         assert row in summary
@@ -327,7 +328,7 @@ def test_report_summary_reads_segmentation_metrics_of_val_and_test():
     classification = {"samples": 9, "top1_accuracy": 0.5, "top5_accuracy": 1.0, "top_k": 3,
                       "loss": None}
     summary = _summary({}, {"val": classification, "test": classification},
-                       VizModel(None, ["a"], 32))
+                       VizModel(None, ["a"], 32), get_task("classification"))
     assert "test top-1 accuracy</th><td>0.5000" in summary
     assert "validation top-3 accuracy</th><td>1.0000" in summary
     assert "loss" not in summary

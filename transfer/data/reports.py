@@ -31,7 +31,8 @@ SKIP_UNREADABLE = "unreadable"
 SKIP_MISSING = "missing"
 SKIP_DUPLICATE = "listed twice"
 SKIP_LINKED = "same file as another (symlink)"
-# Segmentation: an image and its mask are used together or not at all (transfer.data.masks).
+# Segmentation: an image and its mask are used together or not at all
+# (transfer.tasks.segmentation.masks).
 SKIP_NO_MASK = "image without mask"
 SKIP_NO_IMAGE = "mask without image"
 SKIP_SIZE_MISMATCH = "mask size differs from image"

@@ -38,9 +38,10 @@ class Split:
     orientations (1-8) TensorFlow applies after decoding a source; empty means all 1.
 
     ``masks`` (segmentation only) are the class-index masks, position by position: the user's
-    mask file, or its normalised copy in the cache (see :mod:`transfer.data.masks`). A
-    segmentation split's ``labels`` are the positions ``0..n-1``, not classes, so
-    :meth:`class_counts` means nothing for it; the report counts the masks holding each class.
+    mask file, or its normalised copy in the cache (see
+    :mod:`transfer.tasks.segmentation.masks`). A segmentation split's ``labels`` are the
+    positions ``0..n-1``, not classes, so :meth:`class_counts` means nothing for it; the report
+    counts the masks holding each class.
     """
 
     paths: tuple[str, ...]
@@ -91,16 +92,19 @@ class ImageFolderData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def save(self, path: Path) -> None:
-        """Write the exact split, so evaluation later uses the same images."""
-        data = {
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of ``split.json``."""
+        return {
             "root": self.root,
             "class_names": list(self.class_names),
             **{name: s.to_dict()
                for name, s in (("train", self.train), ("val", self.val), ("test", self.test))
                if s is not None},
         }
-        Path(path).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+    def save(self, path: Path) -> None:
+        """Write the exact split, so evaluation later uses the same images."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> ImageFolderData:

@@ -33,6 +33,66 @@ class Predictions:
         return self.outputs
 
 
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """What a model predicted for one image, or the reason it could not be read.
+
+    ``labels`` and ``scores`` are ranked, best first: the top-k classes and their
+    probabilities, or (segmentation) the classes present and the share of the pixels each
+    covers. ``files`` are what the task wrote for the image (a mask and an overlay), and
+    ``details`` the task's JSON form of the prediction when it is not a ranked list.
+    """
+
+    path: str
+    labels: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+    error: str | None = None
+    files: tuple[str, ...] = ()
+    details: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict:
+        if self.error:
+            return {"path": self.path, "error": self.error}
+        if self.details is not None:
+            return {"path": self.path, **self.details}
+        return {"path": self.path,
+                "predictions": [{"label": l, "score": s} for l, s in zip(self.labels, self.scores)]}
+
+    def csv_row(self, top_k: int) -> list[str]:
+        """``path, label_1, score_1, ..., label_k, score_k, error``; see :func:`csv_header`."""
+        cells = [self.path]
+        for rank in range(top_k):
+            if rank < len(self.labels):
+                cells += [self.labels[rank], f"{self.scores[rank]:.6f}"]
+            else:
+                cells += ["", ""]
+        return cells + [self.error or ""]
+
+
+class Evaluator(abc.ABC):
+    """Streaming evaluation of one split: :meth:`update` per batch of the model's
+    (post-processed) outputs, :meth:`result` at the end, then the figures. A task keeps what
+    its metrics and figures need (counts, the worst images), not every output, unless they
+    are small (a classifier's probabilities)."""
+
+    def __init__(self, class_names: Sequence[str]):
+        self.class_names = tuple(class_names)
+
+    @abc.abstractmethod
+    def update(self, outputs: np.ndarray, labels: Any, paths: Sequence[str]) -> None:
+        """Add a batch: the outputs of ``paths``' images and their ground truth (as
+        :meth:`Task.labels` gives it, indexed like ``outputs``)."""
+
+    @abc.abstractmethod
+    def result(self) -> dict[str, Any]:
+        """The JSON-ready metrics of every batch added."""
+
+    def write_artifacts(self, metrics: dict[str, Any],
+                        out_dir: str | os.PathLike) -> dict[str, Path]:
+        """The evaluation figures, as PNG files in ``out_dir``; their paths by name."""
+        return {}
+
+
 class Task(abc.ABC):
     """What one task supplies to the training core, evaluation and serving."""
 
@@ -56,16 +116,46 @@ class Task(abc.ABC):
     augment: Mapping[str, str] = types.MappingProxyType({})
     #: the label smoothing of the loss when the config leaves it unset, by mode (not named: 0)
     label_smoothing: Mapping[str, float] = types.MappingProxyType({})
+    #: the data this task reads, in words, for messages ("pass DATA_DIR, <layout_hint>")
+    layout_hint: str = "a folder of this task's layout"
+    #: what ``predict`` writes per image, in words (segmentation: "a mask and an overlay"), or
+    #: ``None`` when a prediction is numbers only
+    prediction_files: str | None = None
+    #: the SavedModel output that tells this task's exports apart (:func:`served_task`)
+    serving_key: str = ""
+    #: the SavedModel outputs a TFLite export keeps (LiteRT returns no strings)
+    tflite_outputs: tuple[str, ...] = ("probabilities",)
+    #: the order in which tasks are asked whether they claim a data folder: a task whose
+    #: layout is specific (segmentation's images/ + masks/) before one that takes any folder of
+    #: sub-folders (classification)
+    claim_order: int = 0
 
     def __init__(self, **options: Any):
         """Options a task does not use are ignored, so callers can pass the contract's."""
 
     # ---- data -------------------------------------------------------------------------------
+    @classmethod
+    def claims(cls, source: str | os.PathLike, *, split: str | None = None) -> str | None:
+        """The layout of ``source`` this task reads, in words (``"images/ + masks/"``), or
+        ``None`` when it is not one of this task's layouts. ``split``: a folder laid out in
+        ``train/ val/ test/`` is judged by that split's folder. The task registry asks the
+        tasks in :attr:`claim_order` (:func:`transfer.tasks.recognise`); ``zoo train`` with
+        ``task="auto"``, ``zoo data check`` and ``zoo evaluate`` use its answer."""
+        return None
+
+    @classmethod
+    def wanted_by(cls, config: TrainConfig) -> bool:
+        """Whether the model options alone mean this task (a decoder named as ``--model``, a
+        ``--backbone``, a registry model of this task), whatever the data looks like."""
+        return False
+
     @abc.abstractmethod
     def load_data(self, source: str | os.PathLike, config: TrainConfig, *,
                   cache_dir: str | os.PathLike | None = None,
-                  tfds_data_dir: str | os.PathLike | None = None) -> ImageFolderData:
-        """Read, check and split the user's data (files skipped are in its report)."""
+                  tfds_data_dir: str | os.PathLike | None = None,
+                  workers: int | None = None, dry_run: bool = False) -> ImageFolderData:
+        """Read, check and split the user's data (files skipped are in its report);
+        ``dry_run``: check and report only, writing nothing (``zoo data check``)."""
 
     @abc.abstractmethod
     def evaluation_split(self, data_dir: str | os.PathLike, class_names: Sequence[str], *,
@@ -75,8 +165,17 @@ class Task(abc.ABC):
         its ``split``)."""
 
     @abc.abstractmethod
-    def targets(self, split: Split, num_classes: int, image_size: int) -> tf.Tensor:
-        """Training targets of ``split``, indexed by position."""
+    def targets(self, split: Split, num_classes: int, image_size: int) -> Any:
+        """Training targets of ``split``, indexed by position: a tensor, or a nest of tensors
+        (a dict keyed by model output) when an image has targets of its own length, padded to
+        one length (boxes ``[n, max_boxes, 4]`` with a count or a padding class), which the
+        loss reads as such."""
+
+    @abc.abstractmethod
+    def probe_targets(self, batch: int, num_classes: int, image_size: int,
+                      rng: np.random.Generator) -> np.ndarray:
+        """Random training targets of the shape and type :meth:`targets` gives, for a batch
+        of ``batch`` images (``batch_size="auto"`` trains a few steps on them)."""
 
     @abc.abstractmethod
     def labels(self, split: Split, image_size: int) -> np.ndarray:
@@ -119,6 +218,12 @@ class Task(abc.ABC):
             changes["unfreeze_from"] = blocks[0]
         return config.replace(**changes) if changes else config
 
+    def contract_options(self) -> dict[str, Any]:
+        """The task's own settings the input contract carries (``task_options`` in
+        ``contract.json``): what reading the model's outputs depends on, given back to the
+        task's constructor when a run is loaded (segmentation: ``ignore_index``)."""
+        return {}
+
     def backbone_name(self, config: TrainConfig) -> str:
         """The registry model (or ``.keras`` file) whose metadata decides the input contract,
         the blocks and the unfreezing defaults."""
@@ -139,20 +244,55 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def metrics(self, num_classes: int) -> list[keras.metrics.Metric]: ...
 
+    def compile_args(self, config: TrainConfig, num_classes: int) -> dict[str, Any]:
+        """``loss``, ``metrics`` and ``loss_weights`` for ``model.compile``. A model of one
+        output takes :meth:`loss` and :meth:`metrics`; a task whose model has several outputs
+        (a detector's boxes and classes) returns them keyed by output name, with weights."""
+        return {"loss": self.loss(config), "metrics": self.metrics(num_classes)}
+
     # ---- evaluation -------------------------------------------------------------------------
+    def postprocess(self, outputs: tf.Tensor) -> tf.Tensor:
+        """The model's raw outputs turned into what evaluation, prediction and serving use
+        (a detector decodes its boxes and suppresses overlaps here); TensorFlow ops, so the
+        SavedModel runs the same step. Classification and segmentation: the outputs as they
+        are (probabilities)."""
+        return outputs
+
     @abc.abstractmethod
+    def evaluator(self, class_names: Sequence[str]) -> Evaluator:
+        """A fresh :class:`Evaluator` for one split."""
+
     def summarise(self, outputs: np.ndarray, labels: np.ndarray,
                   class_names: Sequence[str]) -> dict[str, Any]:
-        """The JSON-ready metrics of outputs against labels."""
+        """The JSON-ready metrics of outputs against labels, in one batch."""
+        evaluator = self.evaluator(class_names)
+        evaluator.update(outputs, labels, ())
+        return evaluator.result()
 
     @abc.abstractmethod
     def headline(self, metrics: dict[str, Any]) -> str:
         """One line of the most telling numbers of :meth:`summarise`'s result."""
 
     @abc.abstractmethod
-    def write_artifacts(self, metrics: dict[str, Any], predictions: Predictions,
-                        class_names: Sequence[str], out_dir: str | os.PathLike) -> dict[str, Path]:
-        """The evaluation figures, as PNG files in ``out_dir``."""
+    def key_metrics(self, metrics: dict[str, Any]) -> list[tuple[str, float]]:
+        """``(label, value)`` of the numbers of :meth:`summarise`'s result a summary shows
+        (the report's table), those present and numeric (see :func:`present_numbers`)."""
+
+    @abc.abstractmethod
+    def trained_line(self, val: dict[str, Any]) -> str:
+        """What ``zoo train`` prints of the validation metrics at the end of a run."""
+
+    @abc.abstractmethod
+    def evaluation_lines(self, result: dict[str, Any]) -> list[str]:
+        """What ``zoo evaluate`` prints of :func:`transfer.evaluate.evaluate`'s result (the
+        per-class table, the files written), line by line."""
+
+    def report_sections(self, page: Any) -> list[tuple[str, Callable[[], str]]]:
+        """The task's sections of ``report.html`` after the training curves: ``(title, a
+        function returning HTML)``, drawn with ``page`` (a
+        :class:`transfer.viz.report.ReportPage`: the run's metrics, validation split and
+        predictions, and the page's building blocks). A section that fails becomes a note."""
+        return []
 
     # ---- the model card ---------------------------------------------------------------------
     @abc.abstractmethod
@@ -168,7 +308,15 @@ class Task(abc.ABC):
     def card_outputs(self, k: int, top_k: int, size: str) -> dict[str, str]:
         """The outputs of each export (``savedmodel``, ``keras``, ``tflite``), in words."""
 
-    # ---- serving ----------------------------------------------------------------------------
+    # ---- prediction and serving -------------------------------------------------------------
+    @abc.abstractmethod
+    def predictions(self, paths: Sequence[str], images: np.ndarray,
+                    served: Mapping[str, np.ndarray], *, class_names: Sequence[str], top_k: int,
+                    output_dir: Path | None) -> dict[str, Prediction]:
+        """A :class:`Prediction` per path from the serving outputs of ``images`` (one size,
+        float 0-255, as decoded); files the task writes (:attr:`prediction_files`) go into
+        ``output_dir`` and never replace one already there."""
+
     @abc.abstractmethod
     def serving_outputs(self, outputs: tf.Tensor, class_names: tf.Tensor, top_k: int,
                         input_size: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -176,3 +324,10 @@ class Task(abc.ABC):
         ``input_size`` before they were resized to the model's size: ``[2]`` (height, width)
         for a batch of one size, ``[batch, 2]`` for encoded images of their own sizes, or
         ``None`` when the task does not need it (:attr:`needs_input_size`)."""
+
+
+def present_numbers(metrics: Mapping[str, Any],
+                    keys: Sequence[tuple[str, str]]) -> list[tuple[str, float]]:
+    """``(label, value)`` for each ``(key, label)`` whose value in ``metrics`` is a number."""
+    return [(label, metrics[key]) for key, label in keys
+            if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics[key], bool)]

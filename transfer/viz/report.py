@@ -29,7 +29,7 @@ from transfer.data import ImageFolderData, Split, image_dataset
 from transfer.errors import DataError
 from transfer.plots import figure_png, new_figure
 from transfer.rundir import InputContract, RunDir, atomic_write
-from transfer.tasks import Predictions, get_task
+from transfer.tasks import Evaluator, Task, get_task
 from transfer.viz.common import VizModel, label_of
 
 if TYPE_CHECKING:
@@ -50,15 +50,18 @@ th { color: #555; font-weight: normal; } img { max-width: 100%; }
 def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None,
                  contract: InputContract | None = None, metrics: dict[str, Any] | None = None,
                  history: list[dict[str, Any]] | None = None,
-                 predictions: Predictions | None = None, max_gradcam: int = 4,
+                 evaluation: Evaluator | None = None, config: dict[str, Any] | None = None,
+                 val: Split | None = None, max_gradcam: int = 4,
                  max_mistakes: int = 8) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
     Args:
         run_dir: a run directory written by ``transfer.train``.
-        model, contract, metrics, history, predictions: what the end of a training run has in
-            memory (the validation ``predictions`` among them); each one not given is read from
-            the run directory (``predictions`` are then computed on the validation split).
+        model, contract, metrics, history, evaluation, config, val: what the end of a
+            training run has in memory (the validation split's
+            :class:`~transfer.tasks.Evaluator` among them); each one not given is read from the
+            run directory (the evaluation is then computed on the validation split, when a
+            section needs it).
         max_gradcam: validation images shown with Grad-CAM heatmaps.
         max_mistakes: misclassified validation images shown.
 
@@ -70,28 +73,20 @@ def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None
     contract = contract or run.contract(model)
     metrics = metrics if metrics is not None else run.metrics()
     history = history if history is not None else run.history()
-    config = run.read_json("config.json", {})
+    config = run.read_json("config.json", {}) if config is None else config
     loaded = VizModel(model, list(contract.class_names), contract.image_size)
-    val = _val_split(run)
+    val = _val_split(run) if val is None else val
+
+    task = get_task(contract.task, **contract.task_options())
+    page = ReportPage(run, loaded, contract, task, metrics, val, evaluation,
+                      max_gradcam=max_gradcam, max_mistakes=max_mistakes)
 
     name = html.escape(run.path.resolve().name)
-    parts = [f"<h1>Training report: {name}</h1>", _summary(config, metrics, loaded)]
-    curve_metric = get_task(contract.task, **contract.task_options()).curve_metric
+    parts = [f"<h1>Training report: {name}</h1>", _summary(config, metrics, loaded, task)]
     sections: list[tuple[str, Callable[[], str]]] = [
         ("Training curves", lambda: _png_tag(
-            figure_png(plots.curves_figure(history, curve_metric)), "training curves"))]
-    if contract.task == "segmentation":
-        sections += _segmentation_sections(run, contract, metrics, predictions)
-    else:
-        sections += [
-        ("Confusion matrix (validation)", lambda: _png_tag(
-            figure_png(plots.confusion_figure(metrics["val"]["confusion_matrix"],
-                                              contract.class_names)), "confusion matrix")),
-        ("Worst mistakes (validation)",
-         lambda: _mistakes(run, loaded, val, predictions, max_mistakes)),
-        ("First-layer filters", lambda: _filters(loaded)),
-        ("Grad-CAM on validation images", lambda: _gradcams(loaded, val, max_gradcam)),
-        ]
+            figure_png(plots.curves_figure(history, task.curve_metric)), "training curves")),
+        *task.report_sections(page)]
     for title, build in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")
         try:
@@ -99,36 +94,75 @@ def write_report(run_dir: str | os.PathLike, *, model: keras.Model | None = None
         except Exception as exc:  # noqa: BLE001  - a failed section must not sink the report
             log.warning("report section %r skipped: %s", title, exc)
             parts.append(_note(f"not available: {exc}"))
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{name}: training report</title>"
-            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
-    out = atomic_write(run / "report.html", page)
+    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{name}: training report</title>"
+                f"<style>{_STYLE}</style></head><body>\n" + "\n".join(parts)
+                + "\n</body></html>\n")
+    out = atomic_write(run / "report.html", document)
     log.debug("wrote %s", out)
     return out
 
 
-def _segmentation_sections(run: RunDir, contract: InputContract, metrics: dict,
-                           predictions: Predictions | None) -> list[tuple[str, Callable]]:
-    """IoU per class, the pixel confusion matrix, and the worst-segmented validation images
-    with their overlays (``worst.png``, drawn at the end of training or by ``zoo evaluate``)."""
-    val = metrics.get("val") or {}
+@dataclasses.dataclass
+class ReportPage:
+    """What a task's report sections (:meth:`transfer.tasks.Task.report_sections`) draw with:
+    the run, its model, contract and metrics, the validation split and predictions, and the
+    page's building blocks. Each section is a title and a function returning HTML."""
 
-    def worst() -> str:
-        for existing in (run / "worst.png", run / "evaluation" / "val" / "worst.png"):
-            if existing.is_file():
-                return _png_tag(existing.read_bytes(), "worst-segmented images")
-        return _note("no worst.png in the run directory")
+    run: RunDir
+    loaded: VizModel
+    contract: InputContract
+    task: Task
+    metrics: dict[str, Any]
+    val: Split | None
+    evaluation: Evaluator | None
+    max_gradcam: int = 4
+    max_mistakes: int = 8
 
-    return [
-        ("IoU per class (validation)", lambda: _note(
-            f"mean IoU {val['mean_iou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}, "
-            f"Dice {val['dice']:.4f}") + _png_tag(
-            figure_png(plots.iou_bar_figure(val["per_class_iou"])), "IoU per class")),
-        ("Confusion matrix over pixels (validation)", lambda: _png_tag(
-            figure_png(plots.pixel_confusion_figure(val["confusion_matrix"],
-                                                    contract.class_names)), "confusion matrix")),
-        ("Worst-segmented validation images: image, truth, prediction", worst),
-    ]
+    @staticmethod
+    def note(text: str) -> str:
+        """A line of grey italic text."""
+        return _note(text)
+
+    @staticmethod
+    def figure(fig, alt: str) -> str:
+        """A matplotlib figure, inlined as a PNG."""
+        return _png_tag(figure_png(fig), alt)
+
+    @staticmethod
+    def png(data: bytes, alt: str) -> str:
+        """PNG bytes, inlined."""
+        return _png_tag(data, alt)
+
+    def existing(self, name: str) -> Path | None:
+        """A figure the run (or ``zoo evaluate`` on its validation split) already wrote."""
+        for path in (self.run / name, self.run / "evaluation" / "val" / name):
+            if path.is_file():
+                return path
+        return None
+
+    def val_evaluation(self, limit: int = 1000) -> Evaluator | None:
+        """The validation split's evaluator training had in memory, else one run on the first
+        ``limit`` validation images; ``None`` without a validation split."""
+        from transfer.evaluate import score_split
+
+        if self.evaluation is not None:
+            return self.evaluation
+        if self.val is None or not len(self.val):
+            return None
+        evaluator = self.task.evaluator(self.contract.class_names)
+        score_split(self.loaded.model, _subset(self.val, list(range(min(limit, len(self.val))))),
+                    evaluator, postprocess=self.task.postprocess)
+        self.evaluation = evaluator
+        return evaluator
+
+    def filters(self) -> str:
+        """The first convolution's filters."""
+        return _filters(self.loaded)
+
+    def gradcams(self) -> str:
+        """Grad-CAM heatmaps of a few validation images, one per class first."""
+        return _gradcams(self.loaded, self.val, self.max_gradcam)
 
 
 def _note(text: str) -> str:
@@ -140,32 +174,23 @@ def _png_tag(png: bytes, alt: str) -> str:
     return f"<img alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,{data}\">"
 
 
-# The numbers each task's summarise() may write, in the order the summary lists them; the
-# summary shows those present, so it reads any task's metrics without naming the task.
-_SUMMARY_METRICS = (("top1_accuracy", "top-1 accuracy"), ("top5_accuracy", "top-{k} accuracy"),
-                    ("mean_iou", "mean IoU"), ("pixel_accuracy", "pixel accuracy"),
-                    ("dice", "Dice"), ("loss", "loss"))
-
-
-def _summary(config: dict, metrics: dict, loaded: VizModel) -> str:
+def _summary(config: dict, metrics: dict, loaded: VizModel, task: Task) -> str:
     rows = [("model", config.get("model")), ("mode", config.get("mode")),
             ("weights", config.get("weights") or "none"), ("image size", loaded.image_size),
             ("classes", ", ".join(loaded.class_names or []) or None)]
     for split, prefix in (("val", "validation"), ("test", "test")):
-        rows += _metric_rows(metrics.get(split) or {}, prefix)
+        rows += _metric_rows(metrics.get(split) or {}, prefix, task)
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in rows if v is not None)
     return f"<table>{cells}</table>"
 
 
-def _metric_rows(split: dict, prefix: str) -> list[tuple[str, Any]]:
+def _metric_rows(split: dict, prefix: str, task: Task) -> list[tuple[str, Any]]:
+    """The task's headline numbers of one split's metrics (those present)."""
     if not split:
         return []
     rows: list[tuple[str, Any]] = [(f"{prefix} images", split.get("samples"))]
-    for key, label in _SUMMARY_METRICS:
-        value = split.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            rows.append((f"{prefix} {label.format(k=split.get('top_k', 5))}", f"{value:.4f}"))
+    rows += [(f"{prefix} {label}", f"{value:.4f}") for label, value in task.key_metrics(split)]
     return rows
 
 
@@ -193,29 +218,6 @@ def _images(split: Split, image_size: int) -> np.ndarray:
     if len(images) != len(split):
         raise DataError(f"{len(split) - len(images)} validation image(s) no longer decode")
     return np.stack(images).astype(np.float32)
-
-
-def _mistakes(run: RunDir, loaded: VizModel, val: Split | None,
-              predictions: Predictions | None, limit: int) -> str:
-    from transfer.evaluate import predict_split
-
-    if predictions is None:
-        for existing in (run / "mistakes.png", run / "evaluation" / "val" / "mistakes.png"):
-            if existing.is_file():  # drawn by training or 'zoo evaluate' from the same outputs
-                return (_note(f"from {existing.relative_to(run.path)}")
-                        + _png_tag(existing.read_bytes(), "worst mistakes"))
-        if val is None or not len(val):
-            return _note("no validation images found (split.json missing, or the files moved)")
-        predictions = predict_split(loaded.model, _subset(val, list(range(min(1000, len(val))))))
-    predicted = predictions.outputs.argmax(axis=1)
-    wrong = int((predicted != predictions.labels).sum())
-    if not wrong:
-        return _note(f"no mistakes on the {len(predictions.labels)} validation images")
-    fig = plots.mistakes_figure(predictions.outputs, predictions.labels, predictions.paths,
-                                loaded.class_names, limit=limit)
-    note = _note(f"{wrong} of {len(predictions.labels)} validation images misclassified; the "
-                 f"most confident mistakes first")
-    return note + _png_tag(figure_png(fig), "worst mistakes")
 
 
 def _filters(loaded: VizModel) -> str:

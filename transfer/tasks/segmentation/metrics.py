@@ -395,36 +395,67 @@ def segmentation_summary(predicted: np.ndarray, labels: np.ndarray, class_names:
     Raises:
         DataError: no images or no counted pixel, shapes that differ, or class ids out of range.
     """
-    num_classes = len(class_names)
-    predicted, labels, counted = _check_maps(predicted, labels, num_classes, ignore_index)
-    if not len(labels):
-        raise DataError("no samples to evaluate")
-    pixels = int(counted.sum())
-    if not pixels:
-        raise DataError(f"every target pixel is ignore_index ({ignore_index}): nothing to "
-                        "evaluate")
-    confusion = _confusion(predicted[counted], labels[counted], num_classes)
-    iou, dice = _ratios(confusion)
-    loss = None
-    if probabilities is not None:
+    score = SegmentationScore(class_names, ignore_index=ignore_index)
+    score.update(predicted, labels, probabilities)
+    return score.result()
+
+
+class SegmentationScore:
+    """:func:`segmentation_summary`, accumulated batch by batch: pixel counts, the loss's sum
+    and each image's IoU are kept, never the probabilities, so a split of any size is scored
+    in the memory of one batch."""
+
+    def __init__(self, class_names: Sequence[str], *, ignore_index: int | None = IGNORE_INDEX):
+        self.class_names = list(class_names)
+        self.ignore_index = ignore_index
+        k = len(self.class_names)
+        self.confusion = np.zeros((k, k), dtype=np.int64)
+        self.samples = 0
+        self.per_image_iou: list[float | None] = []
+        self.loss_sum: float | None = 0.0  # None once a batch comes without probabilities
+
+    def update(self, predicted: np.ndarray, labels: np.ndarray,
+               probabilities: np.ndarray | None = None) -> None:
+        """Add a batch: ``(n, h, w)`` predicted and target class ids, and optionally the
+        ``(n, h, w, K)`` probabilities for the loss."""
+        num_classes = len(self.class_names)
+        predicted, labels, counted = _check_maps(predicted, labels, num_classes,
+                                                 self.ignore_index)
+        self.confusion += _confusion(predicted[counted], labels[counted], num_classes)
+        self.samples += len(labels)
+        self.per_image_iou += _per_image_iou(predicted, labels, counted, num_classes)
+        if probabilities is None or self.loss_sum is None:
+            self.loss_sum = None
+            return
         probabilities = np.asarray(probabilities)
         if probabilities.shape != labels.shape + (num_classes,):
             raise DataError(f"expected probabilities of shape {labels.shape + (num_classes,)}, "
                             f"got {probabilities.shape}")
         true_p = np.take_along_axis(probabilities, np.where(counted, labels, 0)[..., None],
                                     axis=-1)[..., 0][counted]
-        value = float(-np.mean(np.log(np.clip(true_p.astype(np.float64), EPSILON, 1.0))))
-        loss = value if math.isfinite(value) else None
-    return {
-        "samples": len(labels),
-        "pixels": pixels,
-        "pixel_accuracy": float(np.trace(confusion) / pixels),
-        "mean_iou": _mean(iou),
-        "per_class_iou": dict(zip(class_names, iou)),
-        "dice": _mean(dice),
-        "per_class_dice": dict(zip(class_names, dice)),
-        "confusion_matrix": confusion.tolist(),
-        "class_names": list(class_names),
-        "loss": loss,
-        "per_image_iou": _per_image_iou(predicted, labels, counted, num_classes),
-    }
+        self.loss_sum += float(-np.sum(np.log(np.clip(true_p.astype(np.float64), EPSILON,
+                                                      1.0))))
+
+    def result(self) -> dict[str, Any]:
+        """The metrics of every batch added (see :func:`segmentation_summary`)."""
+        if not self.samples:
+            raise DataError("no samples to evaluate")
+        pixels = int(self.confusion.sum())
+        if not pixels:
+            raise DataError(f"every target pixel is ignore_index ({self.ignore_index}): "
+                            f"nothing to evaluate")
+        iou, dice = _ratios(self.confusion)
+        loss = None if self.loss_sum is None else self.loss_sum / pixels
+        return {
+            "samples": self.samples,
+            "pixels": pixels,
+            "pixel_accuracy": float(np.trace(self.confusion) / pixels),
+            "mean_iou": _mean(iou),
+            "per_class_iou": dict(zip(self.class_names, iou)),
+            "dice": _mean(dice),
+            "per_class_dice": dict(zip(self.class_names, dice)),
+            "confusion_matrix": self.confusion.tolist(),
+            "class_names": list(self.class_names),
+            "loss": loss if loss is not None and math.isfinite(loss) else None,
+            "per_image_iou": list(self.per_image_iou),
+        }

@@ -18,9 +18,9 @@
 
 **Checking.** Images are checked as for classification (:func:`~transfer.data.checks.
 check_files`: every file decoded once, results cached, odd files normalised into the cache);
-masks as :mod:`transfer.data.masks` reads them. An image with an EXIF orientation is compared,
-rotated as training sees it, with the mask as stored, and a pair whose sizes then differ is
-skipped. Pairs that cannot be used are skipped and named in the
+masks as :mod:`transfer.tasks.segmentation.masks` reads them. An image with an EXIF
+orientation is compared, rotated as training sees it, with the mask as stored, and a pair
+whose sizes then differ is skipped. Pairs that cannot be used are skipped and named in the
 :class:`~transfer.data.reports.DataReport` with one of the ``SKIP_*`` reasons; nothing in
 ``DATA_DIR`` is modified.
 """
@@ -44,7 +44,22 @@ from transfer.data.checks import (
     check_files,
     default_workers,
 )
-from transfer.data.masks import (
+from transfer.data.reports import (
+    SKIP_COLOUR,
+    SKIP_LABELS,
+    SKIP_MISSING,
+    SKIP_NO_IMAGE,
+    SKIP_NO_MASK,
+    SKIP_NOT_IMAGE,
+    SKIP_SAME_STEM,
+    SKIP_SIZE_MISMATCH,
+    DataReport,
+    _error,
+)
+from transfer.data.sources import _walk
+from transfer.data.splits import SPLIT_FOLDERS, ImageFolderData, Split
+from transfer.errors import ConfigError, DataError
+from transfer.tasks.segmentation.masks import (
     _IMAGE_SUFFIXES,
     _LOSSLESS_SUFFIXES,
     _NEEDS_TABLE,
@@ -64,21 +79,6 @@ from transfer.data.masks import (
     read_palette,
     voc_colours,
 )
-from transfer.data.reports import (
-    SKIP_COLOUR,
-    SKIP_LABELS,
-    SKIP_MISSING,
-    SKIP_NO_IMAGE,
-    SKIP_NO_MASK,
-    SKIP_NOT_IMAGE,
-    SKIP_SAME_STEM,
-    SKIP_SIZE_MISMATCH,
-    DataReport,
-    _error,
-)
-from transfer.data.sources import _walk
-from transfer.data.splits import SPLIT_FOLDERS, ImageFolderData, Split
-from transfer.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +271,10 @@ def load_segmentation(data_dir: str | os.PathLike, *, val_split: float = 0.2,
                       dry_run: bool = False) -> ImageFolderData:
     """Discover, pair, check and split the images and masks under ``data_dir``.
 
-    The layouts, class names and how masks are read are in :mod:`transfer.data.masks`. Given
-    splits (folders or lists) are kept; a missing ``val`` is drawn from ``train`` with
-    ``val_split``, a missing ``test`` too when ``test_split`` > 0, with a seeded permutation.
+    The layouts, class names and how masks are read are in
+    :mod:`transfer.tasks.segmentation.masks`. Given splits (folders or lists) are kept; a
+    missing ``val`` is drawn from ``train`` with ``val_split``, a missing ``test`` too when
+    ``test_split`` > 0, with a seeded permutation.
 
     Args:
         data_dir: the folder.

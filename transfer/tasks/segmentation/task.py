@@ -5,20 +5,27 @@ serving outputs at the input's own resolution."""
 from __future__ import annotations
 
 import logging
-import os
 import types
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from transfer import data as data_lib
 from transfer import plots
-from transfer import segmentation_metrics as seg_metrics
-from transfer.data import Split, looks_like_segmentation  # noqa: F401  (its name here too)
+from transfer.data import Split
 from transfer.errors import ConfigError, DataError
 from transfer.model import frozen_part
-from transfer.tasks.base import Predictions, Task
+from transfer.tasks.base import Evaluator, Prediction, Task, present_numbers
+from transfer.tasks.segmentation import figures as seg_figures
+from transfer.tasks.segmentation import metrics as seg_metrics
+from transfer.tasks.segmentation.augment import joint_augment
+from transfer.tasks.segmentation.masks import (
+    DEFAULT_IGNORE_INDEX,
+    class_pixel_weights,
+    load_masks,
+    pixel_frequencies,
+)
+from transfer.tasks.segmentation.pairs import load_segmentation, looks_like_segmentation
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +57,47 @@ class SegmentationTask(Task):
     # decoder phase, then the encoder with BatchNorm training and flips: 0.794 -> 0.800. From
     # scratch, these defaults (flips in both phases) reached 0.801 at 224 px.
     augment = types.MappingProxyType({"fine-tune": "flip", "full-retrain": "flip"})
+    layout_hint = "a folder of images/ + masks/"
 
     def __init__(self, *, ignore_index: int | None = None, **options: Any):
         super().__init__(**options)
         # None: the default 255, binary 0/255 masks read as 0/1 (transfer.data.load_segmentation)
-        self.ignore_index = data_lib.DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
+        self.ignore_index = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
         self.pixel_weights: list[float] | None = None
 
+    def contract_options(self):
+        return {"ignore_index": self.ignore_index}
+
     # ---- data -------------------------------------------------------------------------------
-    def load_data(self, source, config, *, cache_dir=None, tfds_data_dir=None):
+    @classmethod
+    def claims(cls, source, *, split=None):
+        root = Path(source)
+        if not looks_like_segmentation(root):
+            return None
+        if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
+            return "JPEGImages/ + SegmentationClass/"
+        if (root / "annotations" / "trimaps").is_dir() and not (root / "masks").is_dir():
+            return "images/ + annotations/trimaps/"
+        return "images/ + masks/"
+
+    @classmethod
+    def wanted_by(cls, config):
+        import zoo
+
+        model = str(config.model)
+        return (config.backbone is not None
+                or (model in DECODERS and not Path(model).suffix)
+                or (model in zoo.list_models() and zoo.get_spec(model).task == cls.name))
+
+    def load_data(self, source, config, *, cache_dir=None, tfds_data_dir=None, workers=None,
+                  dry_run=False):
         if str(source).startswith("tfds:"):
             raise ConfigError("segmentation reads image/mask folders (images/ + masks/, Pascal "
                               "VOC or Oxford-IIIT Pet layouts), not tfds:NAME")
-        return data_lib.load_segmentation(
+        return load_segmentation(
             source, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
-            palette=config.palette, ignore_index=config.ignore_index, cache_dir=cache_dir)
+            palette=config.palette, ignore_index=config.ignore_index, cache_dir=cache_dir,
+            workers=workers, dry_run=dry_run)
 
     def evaluation_split(self, data_dir, class_names, *, split="val"):
         """All the usable pairs of a folder (or of its ``split`` folder when it is laid out in
@@ -73,8 +106,8 @@ class SegmentationTask(Task):
         presplit = (root / "train").is_dir() and (root / split).is_dir()
         # Masks are read as training read them: with the default ignore index, binary 0/255
         # masks are 0/1.
-        default = self.ignore_index == data_lib.DEFAULT_IGNORE_INDEX
-        data = data_lib.load_segmentation(root, val_split=0.5, seed=0,
+        default = self.ignore_index == DEFAULT_IGNORE_INDEX
+        data = load_segmentation(root, val_split=0.5, seed=0,
                                            ignore_index=None if default else self.ignore_index)
         names = tuple(data.class_names)
         if names != tuple(class_names) and not all(n.startswith("class_") for n in names):
@@ -93,8 +126,11 @@ class SegmentationTask(Task):
 
         return tf.constant(self.labels(split, image_size))
 
+    def probe_targets(self, batch, num_classes, image_size, rng):
+        return rng.integers(0, num_classes, (batch, image_size, image_size)).astype(np.uint8)
+
     def labels(self, split, image_size):
-        return data_lib.load_masks(split, image_size, ignore_index=self.ignore_index)
+        return load_masks(split, image_size, ignore_index=self.ignore_index)
 
     def describe(self, data):
         return (f"{data.num_classes} classes ({', '.join(data.class_names)}), "
@@ -107,7 +143,7 @@ class SegmentationTask(Task):
         classes, so a rare class counts as much as the background; weighting its pixels on top
         of that cost 3.7 points of held-out mIoU in bench_segmentation's frozen-encoder run
         (0.576 -> 0.539)."""
-        frequencies = data_lib.pixel_frequencies(self.labels(split, config.image_size),
+        frequencies = pixel_frequencies(self.labels(split, config.image_size),
                                                   num_classes, ignore_index=self.ignore_index)
         present = [f for f in frequencies if f > 0]
         ratio = max(present) / min(present) if present else 1.0
@@ -118,7 +154,7 @@ class SegmentationTask(Task):
             log.info("pixel class weights off: the classes are imbalanced (largest/smallest "
                      "class = %.1f) but the %s loss balances them already", ratio, loss)
         elif auto or config.class_weights == "on":
-            self.pixel_weights = data_lib.class_pixel_weights(frequencies)
+            self.pixel_weights = class_pixel_weights(frequencies)
             log.info("pixel class weights on (largest/smallest class = %.1f): %s", ratio,
                      [round(w, 3) for w in self.pixel_weights])
         return None
@@ -133,7 +169,7 @@ class SegmentationTask(Task):
 
         def augment(batch, seed):
             images, masks = batch
-            return data_lib.joint_augment(images, masks, seed, **options)
+            return joint_augment(images, masks, seed, **options)
 
         return augment
 
@@ -209,35 +245,56 @@ class SegmentationTask(Task):
         return seg_metrics.segmentation_metrics_for_compile(num_classes, self.ignore_index)
 
     # ---- evaluation -------------------------------------------------------------------------
-    def summarise(self, outputs, labels, class_names):
-        return seg_metrics.segmentation_summary(
-            np.asarray(outputs).argmax(-1), np.asarray(labels), class_names,
-            ignore_index=self.ignore_index, probabilities=np.asarray(outputs))
+    def evaluator(self, class_names):
+        return SegmentationEvaluator(class_names, ignore_index=self.ignore_index)
 
     def headline(self, metrics: dict[str, Any]) -> str:
         return (f"mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
                 f"{metrics['pixel_accuracy']:.4f}, Dice {metrics['dice']:.4f}")
 
-    def write_artifacts(self, metrics, predictions: Predictions, class_names,
-                        out_dir: str | os.PathLike) -> dict[str, Path]:
-        """``confusion_matrix.png`` over pixels and ``worst.png``: the images with the lowest
-        IoU as image, truth and prediction side by side."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = {"confusion_matrix": out / "confusion_matrix.png", "worst": out / "worst.png"}
-        plots.save_figure(plots.pixel_confusion_figure(metrics["confusion_matrix"],
-                                                       class_names),
-                          written["confusion_matrix"])
-        ious = np.asarray([np.nan if v is None else v for v in metrics["per_image_iou"]])
-        order = np.argsort(np.nan_to_num(ious, nan=2.0), kind="stable")[:8]
-        size = predictions.labels.shape[1]
-        images = np.stack([_resized(predictions.paths[i], size) for i in order])
-        fig = plots.worst_figure(images, predictions.labels[order],
-                                 predictions.outputs[order].argmax(-1), ious[order],
-                                 class_names, plots.palette(len(class_names)),
-                                 ignore_index=self.ignore_index)
-        plots.save_figure(fig, written["worst"])
-        return written
+    def key_metrics(self, metrics):
+        return present_numbers(metrics, (("mean_iou", "mean IoU"),
+                                         ("pixel_accuracy", "pixel accuracy"), ("dice", "Dice"),
+                                         ("loss", "loss")))
+
+    def trained_line(self, val):
+        return (f"validation mean IoU {val['mean_iou']:.4f} (pixel accuracy "
+                f"{val['pixel_accuracy']:.4f}) on {val['samples']} images")
+
+    def evaluation_lines(self, result):
+        lines = [f"mean IoU {result['mean_iou']:.4f}, pixel accuracy "
+                 f"{result['pixel_accuracy']:.4f}, Dice {result['dice']:.4f} on "
+                 f"{result['samples']} images ({result['data']})",
+                 f"{'class':<20} {'IoU':>7} {'Dice':>7}"]
+        for name, iou in result["per_class_iou"].items():
+            dice = result["per_class_dice"].get(name)
+            lines.append(f"{name:<20} {'absent' if iou is None else f'{iou:.3f}':>7} "
+                         f"{'' if dice is None else f'{dice:.3f}':>7}")
+        return lines
+
+    def report_sections(self, page):
+        """IoU per class, the pixel confusion matrix, and the worst-segmented validation
+        images with their overlays (``worst.png``, drawn at the end of training or by
+        ``zoo evaluate``)."""
+        val = page.metrics.get("val") or {}
+
+        def worst():
+            existing = page.existing("worst.png")
+            if existing is None:
+                return page.note("no worst.png in the run directory")
+            return page.png(existing.read_bytes(), "worst-segmented images")
+
+        return [
+            ("IoU per class (validation)", lambda: page.note(
+                f"mean IoU {val['mean_iou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}, "
+                f"Dice {val['dice']:.4f}") + page.figure(
+                seg_figures.iou_bar_figure(val["per_class_iou"]), "IoU per class")),
+            ("Confusion matrix over pixels (validation)", lambda: page.figure(
+                seg_figures.pixel_confusion_figure(val["confusion_matrix"],
+                                                   page.contract.class_names),
+                "confusion matrix")),
+            ("Worst-segmented validation images: image, truth, prediction", worst),
+        ]
 
     # ---- the model card ---------------------------------------------------------------------
     def card_data(self, split, names, report):
@@ -270,7 +327,40 @@ class SegmentationTask(Task):
                 "keras": f"probabilities `[batch, {size}, {size}, {k}]`",
                 "tflite": f"`probabilities` float32 `[1, {size}, {size}, {k}]`"}
 
-    # ---- serving ----------------------------------------------------------------------------
+    # ---- prediction and serving -------------------------------------------------------------
+    prediction_files = "a mask and an overlay"
+    serving_key = "class_ids"
+
+    def predictions(self, paths, images, served, *, class_names, top_k, output_dir):
+        """Write each image's mask (a palette PNG of class ids, ``<stem>_mask.png``) and
+        overlay (``<stem>_overlay.png``); its classes ranked by the share of pixels they
+        cover."""
+        ids, sizes = served["class_ids"], served["sizes"]
+        colours = seg_figures.palette(len(class_names))
+        folder = output_dir.resolve()
+        inside = next((p for p in paths if folder in Path(p).resolve().parents), None)
+        if inside is not None:  # the masks would be read as images by the next run
+            raise ConfigError(f"--output {str(output_dir)!r} holds the image {inside!r} "
+                              f"being predicted; choose an --output folder outside the images")
+        results = {}
+        for i, path in enumerate(paths):
+            height, width = sizes[i]
+            mask = ids[i, :height, :width]
+            stem = _unique_stem(output_dir, Path(path).stem)
+            files = (output_dir / f"{stem}_mask.png", output_dir / f"{stem}_overlay.png")
+            seg_figures.save_palette_png(mask, files[0], colours)
+            plots.save_png(plots.image_png(seg_figures.overlay(images[i], mask, colours)),
+                           files[1])
+            counts = np.bincount(mask.ravel(), minlength=len(class_names))
+            order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
+            labels = tuple(class_names[c] for c in order)
+            areas = tuple(float(counts[c] / mask.size) for c in order)
+            results[path] = Prediction(
+                path, labels, areas, files=tuple(str(f) for f in files),
+                details={"areas": dict(zip(labels, areas)), "mask": str(files[0]),
+                         "overlay": str(files[1])})
+        return results
+
     def serving_outputs(self, outputs, class_names, top_k, input_size):
         """``class_ids`` (uint8 ``[batch, height, width]``) and ``probabilities`` (float32
         ``[batch, height, width, classes]``) at each input's own size. For encoded images of
@@ -311,3 +401,68 @@ def _resized(path: str, size: int) -> np.ndarray:
 
     image = Image.fromarray(load_normalized(path)).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image)
+
+
+def _unique_stem(folder: Path, stem: str) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``... when a mask of that name is already there: files
+    already in the folder are never overwritten."""
+    candidate, n = stem, 1
+    while (folder / f"{candidate}_mask.png").exists() or \
+            (folder / f"{candidate}_overlay.png").exists():
+        n += 1
+        candidate = f"{stem}_{n}"
+    return candidate
+
+
+class SegmentationEvaluator(Evaluator):
+    """Pixel counts, the loss's sum and each image's IoU, batch by batch
+    (:class:`~transfer.tasks.segmentation.metrics.SegmentationScore`), and the
+    :data:`WORST` images with the lowest IoU for ``worst.png``: a split of any size is
+    scored in the memory of one batch."""
+
+    #: the images drawn in ``worst.png``
+    WORST = 8
+
+    def __init__(self, class_names, *, ignore_index):
+        super().__init__(class_names)
+        self.ignore_index = ignore_index
+        self.score = seg_metrics.SegmentationScore(class_names, ignore_index=ignore_index)
+        # (sort key, position, path, truth, prediction, IoU) of the worst images so far
+        self._worst: list[tuple] = []
+
+    def update(self, outputs, labels, paths):
+        outputs, labels = np.asarray(outputs), np.asarray(labels)
+        predicted = outputs.argmax(-1)
+        start = len(self.score.per_image_iou)
+        self.score.update(predicted, labels, outputs)
+        for i, iou in enumerate(self.score.per_image_iou[start:]):
+            value = np.nan if iou is None else iou
+            key = 2.0 if np.isnan(value) else value  # images without counted pixels last
+            path = paths[i] if i < len(paths) else None
+            self._worst.append((key, start + i, path, labels[i], predicted[i], value))
+        self._worst.sort(key=lambda w: (w[0], w[1]))
+        del self._worst[self.WORST:]
+
+    def result(self):
+        return self.score.result()
+
+    def write_artifacts(self, metrics, out_dir):
+        """``confusion_matrix.png`` over pixels and ``worst.png``: the images with the lowest
+        IoU as image, truth and prediction side by side."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"confusion_matrix": out / "confusion_matrix.png", "worst": out / "worst.png"}
+        plots.save_figure(seg_figures.pixel_confusion_figure(metrics["confusion_matrix"],
+                                                             self.class_names),
+                          written["confusion_matrix"])
+        worst = [w for w in self._worst if w[2] is not None]
+        size = worst[0][3].shape[0] if worst else 0
+        images = np.stack([_resized(w[2], size) for w in worst]) if worst else \
+            np.zeros((0, 1, 1, 3), np.uint8)
+        fig = seg_figures.worst_figure(
+            images, np.stack([w[3] for w in worst]) if worst else np.zeros((0, 1, 1)),
+            np.stack([w[4] for w in worst]) if worst else np.zeros((0, 1, 1)),
+            np.asarray([w[5] for w in worst]), self.class_names,
+            seg_figures.palette(len(self.class_names)), ignore_index=self.ignore_index)
+        plots.save_figure(fig, written["worst"])
+        return written

@@ -19,8 +19,8 @@ pixels are its labels). Every mask is decoded once (results cached in
 reads as such (RGB, 16-bit, 1-bit, a trimap) is written once, as class indices, as an 8-bit PNG
 under ``CACHE_DIR/masks/``, and ``Split.masks`` points there.
 
-Image/mask pairs and their layouts are in :mod:`transfer.data.pairs`, the joint augmentation in
-:mod:`transfer.data.augment`.
+Image/mask pairs and their layouts are in :mod:`transfer.tasks.segmentation.pairs`, the joint
+augmentation in :mod:`transfer.tasks.segmentation.augment`.
 """
 
 from __future__ import annotations

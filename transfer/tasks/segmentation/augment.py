@@ -9,8 +9,8 @@ import logging
 import math
 from typing import Any, Sequence
 
-from transfer.data.masks import DEFAULT_IGNORE_INDEX
 from transfer.errors import ConfigError
+from transfer.tasks.segmentation.masks import DEFAULT_IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 

@@ -38,24 +38,6 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
 
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    per_class = {}
-    for i, name in enumerate(class_names):
-        tp = confusion[i, i]
-        predicted_i = confusion[:, i].sum()
-        support = confusion[i, :].sum()
-        precision = tp / predicted_i if predicted_i else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": float(precision), "recall": float(recall),
-                           "f1": float(f1), "support": int(support)}
-    supports = np.array([c["support"] for c in per_class.values()], dtype=np.float64)
-
-    def average(key: str, weights: np.ndarray | None) -> float:
-        values = np.array([c[key] for c in per_class.values()])
-        if weights is None:
-            return float(values.mean())
-        return float((values * weights).sum() / weights.sum()) if weights.sum() else 0.0
-
     return {
         "samples": int(n),
         "loss": loss if math.isfinite(loss) else None,
@@ -64,9 +46,34 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
         "top1_error": 1.0 - top1,
         "top5_error": 1.0 - top5,
         "top_k": top_k,
-        "per_class": per_class,
-        "macro": {key: average(key, None) for key in ("precision", "recall", "f1")},
-        "weighted": {key: average(key, supports) for key in ("precision", "recall", "f1")},
+        **per_class_rows(confusion, dict(enumerate(class_names))),
         "confusion_matrix": confusion.tolist(),
         "class_names": list(class_names),
     }
+
+
+def per_class_rows(confusion: np.ndarray, rows: dict[int, str]) -> dict:
+    """``per_class`` precision, recall, F1 and support of the classes ``rows`` names (index in
+    the confusion matrix: name), and their ``macro`` and support-``weighted`` averages; the one
+    place these are computed."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    predicted, support = confusion.sum(axis=0), confusion.sum(axis=1)
+    per_class = {}
+    for i, name in rows.items():
+        tp = confusion[i, i]
+        precision = tp / predicted[i] if predicted[i] else 0.0
+        recall = tp / support[i] if support[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall),
+                           "f1": float(f1), "support": int(support[i])}
+    weights = np.array([c["support"] for c in per_class.values()], dtype=np.float64)
+
+    def average(key: str, weighted: bool) -> float:
+        values = np.array([c[key] for c in per_class.values()])
+        if not weighted:
+            return float(values.mean())
+        return float((values * weights).sum() / weights.sum()) if weights.sum() else 0.0
+
+    return {"per_class": per_class,
+            "macro": {key: average(key, False) for key in ("precision", "recall", "f1")},
+            "weighted": {key: average(key, True) for key in ("precision", "recall", "f1")}}
