@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def score_split(model, split: Split, evaluator: Evaluator, *, batch_size: int = 32,
-                truth=None, postprocess=None) -> tuple[str, ...]:
+                truth=None, postprocess=None, fit: str = "stretch") -> tuple[str, ...]:
     """Run a model taking raw images over the files of ``split``, batch by batch, into
     ``evaluator``; the files that could not be read (left out, with a warning).
 
@@ -38,7 +38,8 @@ def score_split(model, split: Split, evaluator: Evaluator, *, batch_size: int = 
     (:func:`transfer.data.image_dataset`: normalised sources, EXIF orientation, bilinear
     resize), so a saved split is evaluated on exactly the pixels it was validated on.
     ``truth``: the ground truth by position (default: the split's labels); ``postprocess``: the
-    task's step from raw outputs to results (:meth:`transfer.tasks.Task.postprocess`).
+    task's step from raw outputs to results (:meth:`transfer.tasks.Task.postprocess`);
+    ``fit``: how images reach the model's size (:data:`transfer.data.pipelines.FITS`).
     """
     import tensorflow as tf
 
@@ -46,7 +47,7 @@ def score_split(model, split: Split, evaluator: Evaluator, *, batch_size: int = 
         raise DataError("no images to evaluate")
     # Labels replaced by positions: the pipeline may drop a file, and positions say which.
     indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
-    ds = image_dataset(indexed, image_size=int(model.input_shape[1]))
+    ds = image_dataset(indexed, image_size=int(model.input_shape[1]), fit=fit)
     truth = np.asarray(split.labels, dtype=np.int64) if truth is None else truth
     kept: set[int] = set()
     for images, positions in ds.batch(batch_size).prefetch(tf.data.AUTOTUNE):
@@ -54,7 +55,7 @@ def score_split(model, split: Split, evaluator: Evaluator, *, batch_size: int = 
         if postprocess is not None:
             outputs = postprocess(outputs)
         positions = positions.numpy().astype(np.int64)
-        evaluator.update(np.asarray(outputs), truth[positions],
+        evaluator.update(tf.nest.map_structure(np.asarray, outputs), truth[positions],
                          [split.paths[i] for i in positions])
         kept.update(positions.tolist())
     unreadable = tuple(p for i, p in enumerate(split.paths) if i not in kept)
@@ -152,7 +153,7 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
     evaluator = task.evaluator(classifier.class_names)
     unreadable = score_split(classifier.model, data, evaluator, batch_size=batch_size,
                              truth=task.labels(data, classifier.image_size),
-                             postprocess=task.postprocess)
+                             postprocess=task.postprocess, fit=task.fit)
     metrics = evaluator.result()
     artifacts = evaluator.write_artifacts(metrics, out_dir)
     metrics_path = out_dir / "metrics.json"

@@ -123,7 +123,7 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
             calibration = calibration_images(
                 calibration_data if calibration_data is not None else _training_split(run_dir,
                                                                                        source),
-                classifier.image_size)
+                classifier.image_size, fit=get_task(classifier.contract.task).fit)
         with atomic_output(output, force=force) as tmp:
             tmp.write_bytes(tflite_model(classifier.model, classifier.contract,
                                          quantize=quantize, calibration=calibration,
@@ -157,7 +157,7 @@ def _training_split(run_dir: Path | None, source) -> Split:
 
 def calibration_images(data: Split | str | os.PathLike | Sequence[str] | np.ndarray,
                        image_size: int, *, limit: int = CALIBRATION_SAMPLES,
-                       seed: int = 0) -> np.ndarray:
+                       seed: int = 0, fit: str = "stretch") -> np.ndarray:
     """Up to ``limit`` images as uint8 ``[n, size, size, 3]``, resized as in training.
 
     ``data`` is a :class:`~transfer.data.Split` (read by the training pipeline), a uint8 array
@@ -180,10 +180,9 @@ def calibration_images(data: Split | str | os.PathLike | Sequence[str] | np.ndar
         raise DataError("no calibration images")
     if len(data) > limit:
         keep = np.sort(rng.choice(len(data), limit, replace=False)).tolist()
-        data = Split(*(tuple(column[i] for i in keep) if column else ()
-                       for column in (data.paths, data.labels, data.sources, data.orientations)))
+        data = data.subset(keep)
     images = [np.clip(np.round(image.numpy()), 0, 255).astype(np.uint8)
-              for image, _ in image_dataset(data, image_size=image_size)]
+              for image, _ in image_dataset(data, image_size=image_size, fit=fit)]
     if not images:
         raise DataError(f"none of the {len(data)} calibration images could be read, e.g. "
                         f"{data.paths[0]!r}")

@@ -34,10 +34,11 @@ class FeatureCache:
     """
 
     def __init__(self, folder: Path | None, *, memory_mb: int, image_size: int,
-                 verbose: int | str = "auto"):
+                 verbose: int | str = "auto", fit: str = "stretch"):
         self.folder = folder
         self.memory_mb = memory_mb
         self.image_size = image_size
+        self.fit = fit
         self.verbose = verbose
         self.arrays: dict[str, list[np.ndarray]] = {}
 
@@ -81,7 +82,8 @@ class FeatureCache:
                     for f, shape in zip(files[name], shapes)]
             filled = 0
             ds = data_lib.make_dataset(split, image_size=self.image_size,
-                                       batch_size=batch_size, shuffle=False, cache=False)
+                                       batch_size=batch_size, shuffle=False, cache=False,
+                                       fit=self.fit)
             for images, _ in ds:
                 batch = forward(images)
                 batch = [np.asarray(b) for b in (batch if isinstance(batch, (list, tuple))

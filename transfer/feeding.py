@@ -106,8 +106,9 @@ class ImageFeed:
             padded tensors, indexed by position: one-hot classes, class maps).
     """
 
-    def __init__(self, image_size: int, memory_mb: int, encode: Callable):
+    def __init__(self, image_size: int, memory_mb: int, encode: Callable, fit: str = "stretch"):
         self.image_size = image_size
+        self.fit = fit
         self.memory_mb = memory_mb
         self.encode = encode
         self._images: dict[tuple[str, ...], Any] = {}
@@ -124,11 +125,11 @@ class ImageFeed:
         if key not in self._images:
             held = sum(int(np.prod(x.shape)) * 4 for x in self._images.values())
             if held + len(split) * size * size * 3 * 4 <= self.memory_mb * 2**20:
-                self._images[key] = tf.constant(decode_all(split, size))
+                self._images[key] = tf.constant(decode_all(split, size, self.fit))
         if key in self._images:
             images = self._images[key]
             return (lambda i: (tf.gather(images, i), take(targets, i))), True
-        load = data_lib.split_loader(split, image_size=size)
+        load = data_lib.split_loader(split, image_size=size, fit=self.fit)
         return (lambda i: (load(i), take(targets, i))), False
 
     def evaluation_dataset(self, split: data_lib.Split, *, batch_size: int, seed: int):
@@ -143,7 +144,7 @@ class ImageFeed:
         targets = self.encode(split)
         # Labels replaced by positions, so targets of any kind are looked up by position.
         indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
-        return (data_lib.image_dataset(indexed, image_size=self.image_size)
+        return (data_lib.image_dataset(indexed, image_size=self.image_size, fit=self.fit)
                 .map(lambda x, i: (x, take(targets, i)))
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
@@ -151,10 +152,10 @@ class ImageFeed:
         self._images.clear()
 
 
-def decode_all(split: data_lib.Split, image_size: int) -> np.ndarray:
+def decode_all(split: data_lib.Split, image_size: int, fit: str = "stretch") -> np.ndarray:
     """Every image of ``split``, decoded and resized, as one float32 array in split order."""
     ds = data_lib.make_dataset(split, image_size=image_size, batch_size=64, shuffle=False,
-                               cache=False)
+                               cache=False, fit=fit)
     images = np.concatenate([np.asarray(x) for x, _ in ds])
     if len(images) != len(split):  # a file dropped: images and labels would misalign
         raise files_changed(len(split) - len(images))

@@ -55,12 +55,14 @@ def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
         val.update(val_predictions.outputs, val_predictions.labels, val_predictions.paths)
     else:
         score_split(model, data.val, val, batch_size=batch_size,
-                    truth=task.labels(data.val, size), postprocess=task.postprocess)
+                    truth=task.labels(data.val, size), postprocess=task.postprocess,
+                    fit=task.fit)
     metrics: dict[str, Any] = {"val": val.result()}
     if data.test is not None and len(data.test):
         test = task.evaluator(names)
         score_split(model, data.test, test, batch_size=batch_size,
-                    truth=task.labels(data.test, size), postprocess=task.postprocess)
+                    truth=task.labels(data.test, size), postprocess=task.postprocess,
+                    fit=task.fit)
         metrics["test"] = test.result()
     metrics["phases"] = [dataclasses.asdict(p) for p in record.phases]
     metrics["class_weights"] = record.class_weight

@@ -50,10 +50,12 @@ class ServingFunctions:
         return self.task.serving_outputs(outputs, self._names, self.top_k, input_size)
 
     def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._outputs(resize_images(images, self.image_size), tf.shape(images)[1:3])
+        return self._outputs(resize_images(images, self.image_size, self.task.fit),
+                             tf.shape(images)[1:3])
 
     def serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        images = tf.map_fn(lambda b: decode_and_resize(b, self.image_size), image_bytes,
+        images = tf.map_fn(lambda b: decode_and_resize(b, self.image_size, self.task.fit),
+                           image_bytes,
                            fn_output_signature=tf.TensorSpec((self.image_size, self.image_size, 3),
                                                              tf.float32))
         sizes = None

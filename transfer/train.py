@@ -338,10 +338,12 @@ class Trainer:
         self.early: ckpt.ResumableEarlyStopping | None = None
         self.images = ImageFeed(config.image_size, config.memory_cache_mb,
                                 lambda split: self.task.targets(split, self.num_classes,
-                                                                config.image_size))
+                                                                config.image_size),
+                                fit=self.task.fit)
         self.features = FeatureCache(run_dir.features_dir if run_dir else None,
                                      memory_mb=config.memory_cache_mb,
-                                     image_size=config.image_size, verbose=verbose)
+                                     image_size=config.image_size, verbose=verbose,
+                                     fit=self.task.fit)
         self.val_predictions: Predictions | None = None
         self.class_weight = self.task.loss_weights(config, data.train, self.num_classes)
         log.info("data: %s", self.task.describe(data))

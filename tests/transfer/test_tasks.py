@@ -129,3 +129,32 @@ def test_probe_targets_have_the_shape_and_type_of_the_training_targets(name):
     targets = get_task(name).probe_targets(5, 3, 16, np.random.default_rng(0))
     assert targets.shape == {"classification": (5, 3), "segmentation": (5, 16, 16)}[name]
     assert targets.max() < 3 or name == "classification"
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_pads_below_and_right():
+    from transfer.data.pipelines import LETTERBOX_FILL, letterbox_scale, resize_images
+
+    image = np.full((20, 40, 3), 200, np.uint8)  # wide: scaled by 16/40, 8 rows of picture
+    out = resize_images(image, 16, "letterbox").numpy()
+    assert out.shape == (16, 16, 3)
+    np.testing.assert_allclose(out[:8], 200.0)
+    np.testing.assert_allclose(out[8:], LETTERBOX_FILL)
+    assert float(letterbox_scale([20, 40], 16)) == pytest.approx(0.4)
+    batch = resize_images(np.stack([image, image]), 16, "letterbox").numpy()
+    np.testing.assert_array_equal(batch[1], out)
+    tall = resize_images(np.full((40, 10, 3), 50, np.uint8), 16, "letterbox").numpy()
+    np.testing.assert_allclose(tall[:, :4], 50.0)
+    np.testing.assert_allclose(tall[:, 4:], LETTERBOX_FILL)
+
+
+def test_a_split_keeps_its_annotations_through_json_and_subsets():
+    from transfer.data import Split
+
+    split = Split(("a.jpg", "b.jpg", "c.jpg"), (0, 1, 2),
+                  annotations=({"boxes": [[0, 0, 4, 4]], "classes": [1]},
+                               {"boxes": [], "classes": []},
+                               {"boxes": [[1, 2, 3, 4]], "classes": [0]}))
+    again = Split.from_dict(json.loads(json.dumps(split.to_dict())))
+    assert again == split
+    assert split.subset([2, 0]).annotations == (split.annotations[2], split.annotations[0])
+    assert split.subset([1]).paths == ("b.jpg",) and split.subset([1]).masks == ()

@@ -76,17 +76,51 @@ def orient_image(image, orientation):
     return tf.switch_case(tf.clip_by_value(tf.cast(orientation, tf.int32), 0, 8), branches)
 
 
-def decode_and_resize(contents, image_size: int):
+#: how an image is brought to the model's square size: ``stretch`` resizes it to the square;
+#: ``letterbox`` keeps its aspect ratio, scales its longer side to the square's and fills the
+#: rest (below and to the right) with :data:`LETTERBOX_FILL`, so a box's corners map back to
+#: the image's own pixels by one scale (:func:`letterbox_scale`). A task names its own.
+FITS = ("stretch", "letterbox")
+LETTERBOX_FILL = 114.0  # the grey of YOLO's letterbox
+
+
+def decode_and_resize(contents, image_size: int, fit: str = "stretch"):
     """Encoded image bytes to a float32 ``(size, size, 3)`` tensor of 0-255 pixels."""
-    return resize_images(decode_rgb(contents), image_size)
+    return resize_images(decode_rgb(contents), image_size, fit)
 
 
-def resize_images(images, image_size: int):
-    """Bilinear resize of uint8 or float 0-255 images; the same op in training and serving."""
+def resize_images(images, image_size: int, fit: str = "stretch"):
+    """Bilinear resize of uint8 or float 0-255 images, one image or a batch of one size, to
+    the square ``image_size`` as ``fit`` says (:data:`FITS`); the same op in training and
+    serving."""
     import tensorflow as tf
 
-    return tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size),
-                           method="bilinear")
+    images = tf.cast(images, tf.float32)
+    if fit == "stretch":
+        return tf.image.resize(images, (image_size, image_size), method="bilinear")
+    if fit != "letterbox":
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    shape = tf.shape(images)
+    height, width = shape[-3], shape[-2]
+    scale = letterbox_scale(tf.stack([height, width]), image_size)
+    new = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale),
+                                tf.int32))
+    new = tf.minimum(new, image_size)
+    resized = tf.image.resize(images, new, method="bilinear")
+    pad = tf.stack([image_size - new[0], image_size - new[1]])
+    rank = len(images.shape)
+    paddings = ([[0, 0]] if rank == 4 else []) + [[0, pad[0]], [0, pad[1]], [0, 0]]
+    padded = tf.pad(resized - LETTERBOX_FILL, paddings) + LETTERBOX_FILL
+    return tf.ensure_shape(padded, [None] * (rank - 3) + [image_size, image_size, 3])
+
+
+def letterbox_scale(sizes, image_size: int):
+    """The scale ``image_size / max(height, width)`` of images of ``sizes`` (``[..., 2]``:
+    height, width) letterboxed to ``image_size``: model pixels = image pixels x scale."""
+    import tensorflow as tf
+
+    sizes = tf.cast(sizes, tf.float32)
+    return float(image_size) / tf.reduce_max(sizes, axis=-1)
 
 
 def _ensure_normalized(split: Split) -> None:
@@ -99,7 +133,7 @@ def _ensure_normalized(split: Split) -> None:
             _save_png(Image.fromarray(load_normalized(path)), Path(source))
 
 
-def split_loader(split: Split, *, image_size: int):
+def split_loader(split: Split, *, image_size: int, fit: str = "stretch"):
     """A function ``i -> image`` (float32, resized) for an int tensor index into ``split``.
 
     For pipelines that index a split themselves; it reads the same sources and applies the same
@@ -110,13 +144,14 @@ def split_loader(split: Split, *, image_size: int):
     _ensure_normalized(split)
     sources = tf.constant(list(split.sources or split.paths))
     if not any(o != 1 for o in split.orientations):
-        return lambda i: decode_and_resize(tf.io.read_file(tf.gather(sources, i)), image_size)
+        return lambda i: decode_and_resize(tf.io.read_file(tf.gather(sources, i)), image_size,
+                                           fit)
     orientations = tf.constant(list(split.orientations), tf.int32)
     return lambda i: resize_images(orient_image(decode_rgb(tf.io.read_file(tf.gather(sources, i))),
-                                                tf.gather(orientations, i)), image_size)
+                                                tf.gather(orientations, i)), image_size, fit)
 
 
-def image_dataset(split: Split, *, image_size: int):
+def image_dataset(split: Split, *, image_size: int, fit: str = "stretch"):
     """An unbatched ``tf.data.Dataset`` of ``(image, label)``, in split order.
 
     Reads each file's source (the file, or its normalised PNG), decodes it as Pillow does,
@@ -127,7 +162,7 @@ def image_dataset(split: Split, *, image_size: int):
 
     if not split.paths:
         raise DataError("cannot build a dataset from an empty split")
-    load = split_loader(split, image_size=image_size)
+    load = split_loader(split, image_size=image_size, fit=fit)
     labels = tf.constant(list(split.labels), tf.int32)
     ds = tf.data.Dataset.range(len(split))
     ds = ds.map(lambda i: (load(i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE,
@@ -136,7 +171,8 @@ def image_dataset(split: Split, *, image_size: int):
 
 
 def make_dataset(split: Split, *, image_size: int, batch_size: int, shuffle: bool = False,
-                 seed: int = 42, cache: bool = True, cache_max_bytes: int = 2 << 30):
+                 seed: int = 42, cache: bool = True, cache_max_bytes: int = 2 << 30,
+                 fit: str = "stretch"):
     """A batched ``tf.data.Dataset`` of ``(images, labels)`` from a split.
 
     Decoding runs in parallel. With ``cache``, decoded images are kept in memory after the first
@@ -146,7 +182,7 @@ def make_dataset(split: Split, *, image_size: int, batch_size: int, shuffle: boo
     """
     import tensorflow as tf
 
-    ds = image_dataset(split, image_size=image_size)
+    ds = image_dataset(split, image_size=image_size, fit=fit)
     if cache:
         needed = len(split) * image_size * image_size * 3 * 4
         if needed <= cache_max_bytes:

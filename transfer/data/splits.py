@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -42,6 +42,10 @@ class Split:
     :mod:`transfer.tasks.segmentation.masks`). A segmentation split's ``labels`` are the
     positions ``0..n-1``, not classes, so :meth:`class_counts` means nothing for it; the report
     counts the masks holding each class.
+
+    ``annotations`` (a task's own ground truth that is neither a class nor a mask file) are
+    JSON-ready mappings, position by position: a detector's boxes and their classes. Such a
+    split's ``labels`` are positions too.
     """
 
     paths: tuple[str, ...]
@@ -49,6 +53,7 @@ class Split:
     sources: tuple[str, ...] = ()
     orientations: tuple[int, ...] = ()
     masks: tuple[str, ...] = ()
+    annotations: tuple[Mapping[str, Any], ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -65,13 +70,21 @@ class Split:
             data["orientations"] = list(self.orientations)
         if self.masks:
             data["masks"] = list(self.masks)
+        if self.annotations:
+            data["annotations"] = [dict(a) for a in self.annotations]
         return data
+
+    def subset(self, keep: Sequence[int]) -> Split:
+        """The items at positions ``keep``, every column kept."""
+        return Split(*(tuple(getattr(self, f.name)[i] for i in keep)
+                       if getattr(self, f.name) else ()
+                       for f in dataclasses.fields(self)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, list]) -> Split:
         return cls(tuple(data["paths"]), tuple(data["labels"]),
                    tuple(data.get("sources", ())), tuple(data.get("orientations", ())),
-                   tuple(data.get("masks", ())))
+                   tuple(data.get("masks", ())), tuple(data.get("annotations", ())))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,6 +104,10 @@ class Task(abc.ABC):
     curve_metric: str = "accuracy"
     #: whether the serving outputs depend on each input's original size
     needs_input_size: bool = False
+    #: how images reach the model's square size, in training, evaluation and serving alike
+    #: (:data:`transfer.data.pipelines.FITS`: ``stretch``, or ``letterbox`` keeping the aspect
+    #: ratio)
+    fit: str = "stretch"
     #: fine-tune's second phase when the config leaves it unset: the learning rate times this
     fine_tune_lr_factor: float = 0.1
     #: ... and from the backbone's first block (True) or from the model's own default block

@@ -152,7 +152,7 @@ class ReportPage:
             return None
         evaluator = self.task.evaluator(self.contract.class_names)
         score_split(self.loaded.model, _subset(self.val, list(range(min(limit, len(self.val))))),
-                    evaluator, postprocess=self.task.postprocess)
+                    evaluator, postprocess=self.task.postprocess, fit=self.task.fit)
         self.evaluation = evaluator
         return evaluator
 
@@ -207,8 +207,7 @@ def _val_split(run: RunDir) -> Split | None:
 
 
 def _subset(split: Split, keep: list[int]) -> Split:
-    return Split(*(tuple(column[i] for i in keep) if column else ()
-                   for column in (split.paths, split.labels, split.sources, split.orientations)))
+    return split.subset(keep)
 
 
 def _images(split: Split, image_size: int) -> np.ndarray:
