@@ -1,6 +1,7 @@
 import json
 
 import keras
+import pytest
 
 import transfer
 from transfer.batch_size import probe_batch_size
@@ -83,6 +84,7 @@ def test_nothing_fits_reaches_the_cli_user_as_one_clean_line(image_folder, tmp_p
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # 25 s: a whole segmentation run; the probe itself is tested fast below
 def test_auto_batch_size_probes_a_segmenter_with_class_maps(seg_folder, tmp_path):
     """The probe trains on the task's own targets: a segmenter gets per-pixel class maps,
     not the one-hot class vectors of a classifier (which its loss cannot take)."""
@@ -92,3 +94,18 @@ def test_auto_batch_size_probes_a_segmenter_with_class_maps(seg_folder, tmp_path
     found = json.loads((tmp_path / "seg" / "config.json").read_text())["batch_size"]
     assert isinstance(found, int) and 8 <= found <= 16  # capped by the 16 training pairs
     assert result.config.batch_size == found
+
+
+def test_the_probe_trains_a_segmenter_on_the_tasks_class_maps():
+    """The probe's targets come from the task: a segmenter's loss takes class maps (with
+    one-hot class vectors it raised a shape error)."""
+    from transfer.tasks import get_task
+
+    task = get_task("segmentation")
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Conv2D(3, 1, activation="softmax")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", task.loss(transfer.TrainConfig(task="segmentation")))
+    probe = probe_batch_size(model, lambda n, rng: task.probe_targets(n, 3, 16, rng),
+                             start=8, maximum=16)
+    assert probe.tried == (8, 16) and probe.batch_size == 16

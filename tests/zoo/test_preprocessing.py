@@ -210,8 +210,20 @@ def _save(model: keras.Model, path: Path) -> None:
         model.save(path)
 
 
-@pytest.mark.parametrize("suffix", [".weights.h5", ".h5", ".keras"])
-@pytest.mark.parametrize("name", WEIGHT_FILE_MODELS)
+def _weight_file_cases():
+    """Every model in every format; the slow models, and keras_resnet50 in the two formats
+    besides Keras's legacy HDF5 (the one keras.applications ships), run in the slow suite
+    (each formats' code path is covered fast by the other models)."""
+    for model in WEIGHT_FILE_MODELS:
+        for suffix in (".weights.h5", ".h5", ".keras"):
+            marks = list(getattr(model, "marks", ()))
+            name = model.values[0] if hasattr(model, "values") else model
+            if name == "keras_resnet50" and suffix != ".h5":
+                marks.append(pytest.mark.slow)
+            yield pytest.param(name, suffix, marks=marks, id=f"{name}-{suffix}")
+
+
+@pytest.mark.parametrize("name, suffix", list(_weight_file_cases()))
 def test_bare_network_weight_files_load_into_the_default_model(tmp_path, name, suffix):
     bare = build(name, include_preprocessing=False)
     path = tmp_path / f"bare{suffix}"
