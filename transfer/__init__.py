@@ -1,4 +1,5 @@
-"""Transfer learning: any zoo model into a classifier for an image folder, in three modes."""
+"""Transfer learning: any zoo model into a classifier, segmenter or detector for a folder of the
+user's images, in three modes (feature-extractor, fine-tune, full-retrain)."""
 
 from transfer.config import TrainConfig, TransferMode
 from transfer.errors import ConfigError, DataError, RunDirError, TrainingInterrupted
