@@ -64,6 +64,13 @@ def served_task(outputs: Iterable[str]) -> str:
                       f"any task's export; export it again with 'zoo export'")
 
 
+def task_of(config: TrainConfig) -> Task:
+    """The task a resolved config trains, with the options the config gives it
+    (:meth:`Task.from_config`)."""
+    return get_task(config.task) if config.task not in TASKS else \
+        TASKS[config.task].from_config(config)
+
+
 def get_task(name: str, **options: Any) -> Task:
     """A task registered under ``name``, with its options (segmentation: ``ignore_index``)."""
     try:
@@ -74,4 +81,5 @@ def get_task(name: str, **options: Any) -> Task:
 
 
 __all__ = ["DEFAULT_TASK", "TASKS", "ClassificationTask", "Evaluator", "Prediction", "Predictions",
-           "SegmentationTask", "Task", "get_task", "recognise", "served_task", "task_for"]
+           "SegmentationTask", "Task", "get_task", "recognise", "served_task", "task_for",
+           "task_of"]
