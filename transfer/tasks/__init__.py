@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Iterable
 from transfer.errors import ConfigError
 from transfer.tasks.base import Evaluator, Prediction, Predictions, Task
 from transfer.tasks.classification import ClassificationTask
+from transfer.tasks.detection.task import DetectionTask
 from transfer.tasks.segmentation import SegmentationTask
 
 if TYPE_CHECKING:
     from transfer.config import TrainConfig
 
 TASKS: dict[str, type[Task]] = {task.name: task
-                                for task in (ClassificationTask, SegmentationTask)}
+                                for task in (ClassificationTask, SegmentationTask, DetectionTask)}
 
 
 #: the task of a run whose model options and data claim no task
@@ -80,6 +81,6 @@ def get_task(name: str, **options: Any) -> Task:
     return task(**options)
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "ClassificationTask", "Evaluator", "Prediction", "Predictions",
-           "SegmentationTask", "Task", "get_task", "recognise", "served_task", "task_for",
-           "task_of"]
+__all__ = ["DEFAULT_TASK", "TASKS", "ClassificationTask", "DetectionTask", "Evaluator",
+           "Prediction", "Predictions", "SegmentationTask", "Task", "get_task", "recognise",
+           "served_task", "task_for", "task_of"]

@@ -15,7 +15,6 @@ from transfer import plots
 from transfer.errors import ConfigError
 from transfer.model import frozen_part
 from transfer.tasks.base import Evaluator, Prediction, Task, present_numbers
-from transfer.tasks.detection import layouts
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +73,8 @@ class DetectionTask(Task):
     # ---- data -------------------------------------------------------------------------------
     @classmethod
     def claims(cls, source, *, split=None):
+        from transfer.tasks.detection import layouts
+
         return layouts.detection_layout(source)
 
     @classmethod
@@ -88,11 +89,15 @@ class DetectionTask(Task):
                   dry_run=False):
         if str(source).startswith("tfds:"):
             raise ConfigError("detection reads YOLO, COCO or Pascal VOC folders, not tfds:NAME")
+        from transfer.tasks.detection import layouts
+
         return layouts.load_detection(source, val_split=config.val_split,
                                       test_split=config.test_split, seed=config.seed,
                                       cache_dir=cache_dir, workers=workers, dry_run=dry_run)
 
     def evaluation_split(self, data_dir, class_names, *, split="val"):
+        from transfer.tasks.detection import layouts
+
         return layouts.evaluation_split(data_dir, class_names, split=split)
 
     def targets(self, split, num_classes, image_size):
