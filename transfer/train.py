@@ -473,7 +473,7 @@ class Trainer:
         model = setup.model
         with self.strategy.scope():
             self.compile(model, setup.learning_rate, lr_multipliers=setup.lr_multipliers)
-        callbacks = self.callbacks(index, phase, model)
+        callbacks = self.callbacks(index, phase, model, val=setup.val)
         if state:
             with self.strategy.scope():
                 model.optimizer.build(model.trainable_variables)
@@ -527,14 +527,19 @@ class Trainer:
                                      lr_multipliers=lr_multipliers),
             **self.task.compile_args(config, self.num_classes), jit_compile=config.jit)
 
-    def callbacks(self, index: int, phase: Phase, model: keras.Model) -> list:
+    def callbacks(self, index: int, phase: Phase, model: keras.Model, *, val=None) -> list:
         steps = math.ceil(len(self.data.train) / self.global_batch)
+        # The task's own epoch-end numbers first, so the schedules, early stopping and the
+        # history see them (detection: validation mAP).
+        own = (self.task.epoch_callbacks(val, image_size=self.config.image_size,
+                                         class_names=self.data.class_names)
+               if val is not None else [])
         cbs, self.plateau, self.early = policy_callbacks(
             self.config, monitor=self.task.monitor, learning_rate=phase.learning_rate,
             steps=steps * phase.epochs, warmup_steps=steps * self.config.warmup_epochs)
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(self.run_dir.logs_dir / phase.name),
                                                write_graph=False))
-        return cbs + self.extra_callbacks + [_RunLogger(self, index, model)]
+        return own + cbs + self.extra_callbacks + [_RunLogger(self, index, model)]
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def save_checkpoint(self, phase_index: int, optimizer) -> None:

@@ -249,6 +249,14 @@ class Task(abc.ABC):
         """``(features, head)``: the frozen part that can be computed once, and the part that
         trains on its outputs, sharing layers with ``model``."""
 
+    def epoch_callbacks(self, val: Any, *, image_size: int,
+                        class_names: Sequence[str]) -> list:
+        """Keras callbacks that add the task's own validation numbers to each epoch's logs
+        (so the history, the curves and early stopping see them), from ``val``, the batches
+        of (inputs, targets) the fit validates on: the model being fit runs on those inputs,
+        which are cached features when the backbone's are."""
+        return []
+
     @abc.abstractmethod
     def loss(self, config: TrainConfig) -> keras.losses.Loss: ...
 

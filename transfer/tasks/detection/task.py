@@ -35,7 +35,7 @@ class DetectionTask(Task):
     """Boxes and a class per box, from a YOLO, COCO or Pascal VOC folder."""
 
     name = "detection"
-    curve_metric = "loss"
+    curve_metric = "map50"
     needs_input_size = True  # boxes come back in each image's own pixels
     fit = "letterbox"
     layout_hint = ("a folder in YOLO (data.yaml, images/ + labels/), COCO "
@@ -210,6 +210,9 @@ class DetectionTask(Task):
         return keras.Model(model.inputs, taps, name="features"), keras.Model(
             taps, model.outputs, name="head")
 
+    def epoch_callbacks(self, val, *, image_size, class_names):
+        return [ValidationMAP(self, val, image_size, class_names)]
+
     def loss(self, config):
         if self.head == YOLOV1:
             from transfer.tasks.detection.yolov1_loss import YoloV1Loss
@@ -369,6 +372,54 @@ class DetectionTask(Task):
         labels = tf.where(valid, tf.gather(class_names, tf.maximum(outputs["classes"], 0)), "")
         return {"boxes": boxes, "scores": outputs["scores"], "classes": outputs["classes"],
                 "labels": labels, "count": outputs["count"]}
+
+
+def _validation_map_callback():
+    import keras
+
+    class ValidationMAP(keras.callbacks.Callback):
+        """``val_map`` and ``val_map50`` in each epoch's logs: COCO mAP of the model being
+        fit on the validation batches, scored in the letterboxed input's pixels (IoU does not
+        change under the letterbox's one scale; only COCO's small/medium/large areas would)."""
+
+        def __init__(self, task, val, image_size, class_names):
+            super().__init__()
+            self.task, self.val = task, val
+            self.image_size, self.class_names = int(image_size), tuple(class_names)
+
+        def on_epoch_end(self, epoch, logs=None):
+            import tensorflow as tf
+
+            evaluator = self.task.evaluator(self.class_names, image_size=self.image_size)
+            for inputs, targets in self.val:
+                outputs = self.task.postprocess(self.model(inputs, training=False),
+                                                evaluating=True)
+                outputs = tf.nest.map_structure(np.asarray, outputs)
+                labels = _annotations_of(np.asarray(targets), self.image_size)
+                evaluator.update(outputs, labels, [""] * len(labels))
+            result = evaluator.result()
+            if logs is not None:
+                for key in ("map", "map50"):
+                    value = result.get(key)
+                    logs[f"val_{key}"] = float(value) if value is not None else 0.0
+
+    return ValidationMAP
+
+
+def ValidationMAP(task, val, image_size, class_names):  # noqa: N802  - a Keras callback
+    """A :class:`keras.callbacks.Callback` (built on first use, so importing this module does
+    not import Keras) adding ``val_map`` and ``val_map50`` to each epoch's logs."""
+    return _validation_map_callback()(task, val, image_size, class_names)
+
+
+def _annotations_of(targets: np.ndarray, image_size: int) -> np.ndarray:
+    """Training targets ``[n, M, 5]`` back to annotation dicts of ``image_size`` squares."""
+    labels = np.empty(len(targets), dtype=object)
+    for i, rows in enumerate(targets):
+        rows = rows[rows[:, 0] >= 0]
+        labels[i] = {"boxes": rows[:, 1:].tolist(), "classes": rows[:, 0].astype(int).tolist(),
+                     "difficult": [False] * len(rows), "size": [image_size, image_size]}
+    return labels
 
 
 def encode_targets(annotations, image_size: int) -> np.ndarray:
