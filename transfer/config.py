@@ -37,7 +37,9 @@ FINE_TUNE_BATCHNORM = ("auto", "frozen", "train")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 TASK_NAMES = ("classification", "segmentation", "detection")  # the keys of transfer.tasks.TASKS
-LOSSES = ("auto", "ce", "dice", "ce+dice", "focal")
+SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice", "focal")
+DETECTION_LOSSES = ("tal+ciou", "tal+giou", "centre+ciou", "centre+giou")
+LOSSES = ("auto", *SEGMENTATION_LOSSES, *DETECTION_LOSSES)
 
 
 # The rule of each TrainConfig field is data on the field (``metadata["check"]``), read by
@@ -470,8 +472,9 @@ class TrainConfig:
         applies=DENSE_TASKS)
     loss: str = _field(
         "auto", Choice(LOSSES),
-        "Segmentation loss (ce, dice, ce+dice, focal); auto: the task's default.",
-        applies=SEGMENTATION_ONLY)
+        "Segmentation loss (ce, dice, ce+dice, focal); detection: assignment+box loss "
+        "(tal+ciou, tal+giou, centre+ciou, centre+giou); auto: the task's default.",
+        applies=DENSE_TASKS)
     ignore_index: int | None = _field(
         None, Range(min=0, max=255, integer=True, none_ok=True),
         "Segmentation: the mask value that marks unlabelled pixels; default 255 (Pascal VOC), "

@@ -27,6 +27,8 @@ DETECTORS = (DETECTOR, YOLOV1)
 SERVING_THRESHOLDS = types.MappingProxyType({"conf": 0.25, "iou": 0.45, "max_det": 300})
 #: what evaluation keeps: COCO scores a ranked list, so a low score threshold
 EVALUATION_THRESHOLDS = types.MappingProxyType({"conf": 0.001, "iou": 0.7, "max_det": 300})
+#: the assignment and the box loss when ``--loss auto`` (see docs/detection.md)
+DEFAULT_LOSS = "tal+ciou"
 #: box-aware augmentations this task applies
 AUGMENTATIONS = ("flip", "colour")
 
@@ -148,6 +150,13 @@ class DetectionTask(Task):
         import zoo
 
         ops = set(filter(None, (config.augment or "").split(",")))
+        from transfer.config import DETECTION_LOSSES
+
+        if config.loss != "auto" and config.loss not in DETECTION_LOSSES:
+            raise ConfigError(f"--loss {config.loss} is a segmentation loss; detection takes "
+                              f"{', '.join(DETECTION_LOSSES)}", field="loss")
+        if config.loss != "auto" and str(config.model) == YOLOV1:
+            raise ConfigError("yolov1 trains with its paper's loss; drop --loss", field="loss")
         unsupported = sorted(ops - set(AUGMENTATIONS))
         if unsupported:
             raise ConfigError(f"detection augments with {', '.join(AUGMENTATIONS)} only (boxes "
@@ -220,7 +229,8 @@ class DetectionTask(Task):
             return YoloV1Loss()
         from transfer.tasks.detection.loss import DetectionLoss
 
-        return DetectionLoss()
+        assigner, box = (DEFAULT_LOSS if config.loss == "auto" else config.loss).split("+")
+        return DetectionLoss(assigner=assigner, box_loss=box)
 
     def metrics(self, num_classes):
         return []

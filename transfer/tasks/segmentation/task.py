@@ -184,6 +184,11 @@ class SegmentationTask(Task):
 
     def check(self, config):
         """The model, backbone and mode fit together (before anything is written)."""
+        from transfer.config import SEGMENTATION_LOSSES
+
+        if config.loss != "auto" and config.loss not in SEGMENTATION_LOSSES:
+            raise ConfigError(f"--loss {config.loss} is a detection loss; segmentation takes "
+                              f"{', '.join(SEGMENTATION_LOSSES)}", field="loss")
         import zoo
 
         if "vflip" in (config.augment or "").split(","):
