@@ -90,10 +90,10 @@ def load_classifier(source: str | os.PathLike, *,
     model = load_keras_model(model_path)
     contract = (run.contract(model) if run is not None
                 else InputContract.of_model(model, source=model_path))
-    width = int(model.output_shape[-1])
-    if contract.num_classes != width:
+    classes = get_task(contract.task, **contract.task_options()).output_classes(model)
+    if classes is not None and contract.num_classes != classes:
         raise RunDirError(f"{str(run / 'class_names.json')!r} lists {contract.num_classes} "
-                          f"classes but the model {str(model_path)!r} has {width} outputs")
+                          f"classes but the model {str(model_path)!r} has {classes} outputs")
     return LoadedClassifier(model, contract, run.path if run is not None and
                             run.model_path == model_path else None)
 

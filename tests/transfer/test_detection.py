@@ -96,7 +96,7 @@ def test_evaluate_predict_and_the_savedmodel_agree(detection_run, yolo_folder, t
     result = runner.invoke(main, ["evaluate", str(detection_run), str(yolo_folder), "--split",
                                   "test", "--output", str(tmp_path / "eval"), "--json"])
     assert result.exit_code == 0, result.output
-    evaluated = json.loads(result.output)
+    evaluated = json.loads(result.stdout)
     trained = json.loads((detection_run / "metrics.json").read_text())["test"]
     assert evaluated["map"] == pytest.approx(trained["map"], abs=1e-6)
 
@@ -104,11 +104,14 @@ def test_evaluate_predict_and_the_savedmodel_agree(detection_run, yolo_folder, t
     result = runner.invoke(main, ["predict", str(detection_run), str(image), "--output",
                                   str(tmp_path / "drawn"), "--csv", "--conf", "0.001"])
     assert result.exit_code == 0, result.output
-    rows = list(csv.reader(io.StringIO(result.output)))
+    rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == ["path", "class", "score", "x0", "y0", "x1", "y1", "error"]
     assert all(row[0] == str(image) and row[1] in CLASSES for row in rows[1:])
     assert (tmp_path / "drawn" / "test_00_boxes.png").is_file()
     predicted = [[float(v) for v in row[3:7]] for row in rows[1:]]
+    assert predicted, "at score 0.001 some box is drawn"
+    for box in predicted:  # in the image's own pixels (80 x 64), not the model's 64 x 64
+        assert 0 <= box[0] <= box[2] <= 80 and 0 <= box[1] <= box[3] <= 64
 
     # The SavedModel, in a process that imports only TensorFlow, with the same threshold
     # set on the run's own export: boxes in the image's own pixels (80 x 64).

@@ -244,6 +244,11 @@ class Task(abc.ABC):
                     weights: str | None) -> keras.Model:
         """Backbone plus this task's head, taking raw 0-255 RGB images."""
 
+    def output_classes(self, model: keras.Model) -> int | None:
+        """The number of classes ``model``'s outputs are for (checked against a run's class
+        names when it is loaded): the width of its last axis, for a classifier or segmenter."""
+        return int(model.output_shape[-1])
+
     @abc.abstractmethod
     def feature_split(self, model: keras.Model) -> tuple[keras.Model, keras.Model]:
         """``(features, head)``: the frozen part that can be computed once, and the part that

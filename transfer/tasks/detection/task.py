@@ -208,6 +208,13 @@ class DetectionTask(Task):
         return zoo.build_detector(backbone=self.backbone_name(config), classes=num_classes,
                                   input_shape=(size, size, 3), encoder_weights=weights)
 
+    def output_classes(self, model):
+        if self.head == YOLOV1:
+            return None  # the grid's depth mixes boxes and classes; the loss checks it
+        from zoo.detection import REG_MAX
+
+        return int(model.output_shape[-1]) - 4 * REG_MAX
+
     def feature_split(self, model):
         import keras
 
