@@ -152,3 +152,101 @@ def test_tflite_export_runs_in_litert(detection_run, tmp_path):
     outputs = runner(images=image)
     assert set(outputs) == {"boxes", "scores", "classes", "count"}
     assert outputs["boxes"].shape == (1, 300, 4)
+
+
+def as_coco(yolo: Path, root: Path) -> Path:
+    """The YOLO folder rewritten as COCO JSON: ``<split>/`` image folders beside
+    ``annotations/instances_<split>.json``, category ids 5 and 9 (remapped to 0 and 1)."""
+    import shutil
+
+    for split in ("train", "val", "test"):
+        images, annotations = [], []
+        for i, path in enumerate(sorted((yolo / "images" / split).glob("*.png"))):
+            (root / split).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / split / path.name)
+            images.append({"id": i, "file_name": path.name, "width": 80, "height": 64})
+            label = yolo / "labels" / split / f"{path.stem}.txt"
+            for row in (label.read_text().split("\n") if label.exists() else []):
+                if row.strip():
+                    c, cx, cy, w, h = (float(v) for v in row.split())
+                    annotations.append({"id": len(annotations) + 1, "image_id": i,
+                                        "category_id": (5, 9)[int(c)], "iscrowd": 0,
+                                        "bbox": [(cx - w / 2) * 80, (cy - h / 2) * 64, w * 80,
+                                                 h * 64]})
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(
+            {"images": images, "annotations": annotations,
+             "categories": [{"id": 5, "name": CLASSES[0]}, {"id": 9, "name": CLASSES[1]}]}))
+    return root
+
+
+def as_voc(yolo: Path, root: Path) -> Path:
+    """The YOLO folder rewritten as Pascal VOC: ``JPEGImages/``, ``Annotations/*.xml`` (1-based
+    corners) and ``ImageSets/Main/{train,val,test}.txt``."""
+    import shutil
+
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        stems = []
+        for path in sorted((yolo / "images" / split).glob("*.png")):
+            shutil.copy(path, root / "JPEGImages" / path.name)
+            stems.append(path.stem)
+            label = yolo / "labels" / split / f"{path.stem}.txt"
+            objects = ""
+            for row in (label.read_text().split("\n") if label.exists() else []):
+                if row.strip():
+                    c, cx, cy, w, h = (float(v) for v in row.split())
+                    x0, y0 = round((cx - w / 2) * 80) + 1, round((cy - h / 2) * 64) + 1
+                    x1, y1 = round((cx + w / 2) * 80), round((cy + h / 2) * 64)
+                    objects += (f"<object><name>{CLASSES[int(c)]}</name><difficult>0"
+                                f"</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                                f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+            (root / "Annotations" / f"{path.stem}.xml").write_text(
+                f"<annotation><size><width>80</width><height>64</height><depth>3</depth>"
+                f"</size>{objects}</annotation>")
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["coco", "voc"])
+def test_data_check_reads_coco_and_voc_with_their_test_split(layout, yolo_folder, tmp_path):
+    root = (as_coco if layout == "coco" else as_voc)(yolo_folder, tmp_path / layout)
+    result = CliRunner().invoke(main, ["data", "check", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["images"] == 26
+    assert report["background_images"] == 1
+    assert set(report["split_counts"]) == {"train", "val", "test"}
+
+
+@pytest.mark.slow  # 40 s each: a run per layout; the YOLO run above is the fast one
+@pytest.mark.parametrize("layout", ["coco", "voc"])
+def test_coco_and_voc_train_and_evaluate_on_their_test_split(layout, yolo_folder, tmp_path):
+    root = (as_coco if layout == "coco" else as_voc)(yolo_folder, tmp_path / layout)
+    runner = CliRunner()
+    result = runner.invoke(main, [
+        "train", str(root), "--task", "detection", "--backbone", "keras_mobilenet",
+        "--weights", "none", "--mode", "feature-extractor", "--image-size", str(SIZE),
+        "--epochs", "1", "--batch-size", "8", "--output", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["samples"] == 4 and metrics["val"]["samples"] == 6
+    result = runner.invoke(main, ["evaluate", str(tmp_path / "run"), str(root), "--split",
+                                  "test", "--output", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "mAP50-95" in result.output
+
+
+@pytest.mark.slow  # 30 s: the paper's network at 128 px (77 M parameters)
+def test_yolov1_trains_from_scratch_through_the_cli(yolo_folder, tmp_path):
+    result = CliRunner().invoke(main, [
+        "train", str(yolo_folder), "--model", "yolov1", "--weights", "none", "--mode",
+        "full-retrain", "--image-size", "128", "--epochs", "1", "--batch-size", "8",
+        "--output", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    contract = json.loads((tmp_path / "run" / "contract.json").read_text())
+    assert contract["task_options"]["head"] == "yolov1"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"map", "map50"}

@@ -171,6 +171,13 @@ class DetectionTask(Task):
                 raise ConfigError("yolov1 is a whole network: train it with --mode "
                                   "full-retrain (its backbone is its own, not a registry "
                                   "model's)", field="mode")
+            if config.weights not in (None, "none"):
+                raise ConfigError("yolov1 has no pretrained weights here; train it from scratch "
+                                  "with --weights none", field="weights")
+            if config.image_size and config.image_size % 64:
+                raise ConfigError(f"yolov1's grid is its input / 64: --image-size must be a "
+                                  f"multiple of 64 (448 in the paper), got {config.image_size}",
+                                  field="image_size")
         backbone = self.backbone_name(config)
         if model != YOLOV1 and not (backbone.endswith(".keras") or "/" in backbone):
             spec = zoo.get_spec(backbone)
@@ -231,9 +238,9 @@ class DetectionTask(Task):
 
     def loss(self, config):
         if self.head == YOLOV1:
-            from transfer.tasks.detection.yolov1_loss import YoloV1Loss
+            from transfer.tasks.detection.yolov1_loss import YOLOv1Loss
 
-            return YoloV1Loss()
+            return YOLOv1Loss(config.image_size)
         from transfer.tasks.detection.loss import DetectionLoss
 
         assigner, box = (DEFAULT_LOSS if config.loss == "auto" else config.loss).split("+")
