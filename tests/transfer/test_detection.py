@@ -122,7 +122,7 @@ model = tf.saved_model.load({str(detection_run / 'saved_model')!r})
 image = np.asarray(Image.open({str(image)!r}).convert("RGB"))[None]
 out = model.serve_images(tf.constant(image))
 assert not [m for m in sys.modules if m.split(".")[0] in ("zoo", "transfer", "cli")]
-n = int(out["count"][0])
+n = int(out["num_detections"][0])
 print(json.dumps({{"boxes": out["boxes"][0, :n].numpy().tolist(),
                   "labels": [l.decode() for l in out["labels"][0, :n].numpy()],
                   "shape": list(out["boxes"].shape)}}))
@@ -150,7 +150,7 @@ def test_tflite_export_runs_in_litert(detection_run, tmp_path):
     runner = interpreter.get_signature_runner()
     image = np.zeros((1, SIZE, SIZE, 3), np.uint8)
     outputs = runner(images=image)
-    assert set(outputs) == {"boxes", "scores", "classes", "count"}
+    assert set(outputs) == {"boxes", "scores", "classes", "num_detections"}
     assert outputs["boxes"].shape == (1, 300, 4)
 
 

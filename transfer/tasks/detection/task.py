@@ -51,7 +51,7 @@ class DetectionTask(Task):
     augment = types.MappingProxyType({"fine-tune": "flip", "full-retrain": "flip"})
     prediction_files = "an image with its boxes drawn"
     serving_key = "boxes"
-    tflite_outputs = ("boxes", "scores", "classes", "count")
+    tflite_outputs = ("boxes", "scores", "classes", "num_detections")
 
     def __init__(self, *, conf: float | None = None, iou: float | None = None,
                  max_det: int | None = None, head: str = DETECTOR, image_size: int = 0,
@@ -340,11 +340,11 @@ class DetectionTask(Task):
         return {"savedmodel": f"`boxes` float32 `[batch, {n}, 4]` (x0, y0, x1, y1 in the "
                               f"input's own pixels), `scores` float32 `[batch, {n}]`, "
                               f"`classes` int32 `[batch, {n}]` (-1: padding), `labels` string "
-                              f"`[batch, {n}]`, `count` int32 `[batch]`; non-maximum "
+                              f"`[batch, {n}]`, `num_detections` int32 `[batch]`; non-maximum "
                               f"suppression inside (score >= {self.conf}, IoU {self.iou})",
                 "keras": "the raw head outputs (decode with the SavedModel instead)",
                 "tflite": f"`boxes` `[1, {n}, 4]` in the {size} x {size} letterboxed input's "
-                          f"pixels, `scores`, `classes`, `count`"}
+                          f"pixels, `scores`, `classes`, `num_detections`"}
 
     # ---- prediction and serving -------------------------------------------------------------
     def predictions(self, paths, images, served, *, class_names, top_k, output_dir):
@@ -352,7 +352,7 @@ class DetectionTask(Task):
 
         results = {}
         for i, path in enumerate(paths):
-            n = int(served["count"][i])
+            n = int(served["num_detections"][i])
             boxes = served["boxes"][i, :n].astype(float)
             scores = served["scores"][i, :n].astype(float)
             classes = served["classes"][i, :n].astype(int)
@@ -395,7 +395,7 @@ class DetectionTask(Task):
         boxes = tf.where(valid[..., None], boxes, 0.0)
         labels = tf.where(valid, tf.gather(class_names, tf.maximum(outputs["classes"], 0)), "")
         return {"boxes": boxes, "scores": outputs["scores"], "classes": outputs["classes"],
-                "labels": labels, "count": outputs["count"]}
+                "labels": labels, "num_detections": outputs["count"]}
 
 
 def _validation_map_callback():
