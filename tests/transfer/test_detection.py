@@ -61,7 +61,7 @@ def detection_run(yolo_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("det") / "run"
     result = CliRunner().invoke(main, [
         "train", str(yolo_folder), "--backbone", "keras_mobilenet", "--weights", "none",
-        "--mode", "feature-extractor", "--image-size", str(SIZE), "--epochs", "2",
+        "--mode", "feature-extractor", "--image-size", str(SIZE), "--epochs", "1",
         "--batch-size", "8", "--seed", "3", "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert "validation mAP50-95" in result.output

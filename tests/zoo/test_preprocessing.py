@@ -37,7 +37,8 @@ KERAS_BUILT_IN = {"convnext", "efficientnet", "efficientnet_v2", "mobilenet_v3"}
 SLOW = {"fcn8s", "fcn16s", "fcn32s",  # fc6 alone is 103M weights
         "keras_convnextlarge", "keras_convnextxlarge", "keras_efficientnetb6",
         "keras_efficientnetb7", "keras_efficientnetv2m", "keras_efficientnetv2l",
-        "keras_inceptionresnetv2", "keras_nasnetlarge"}
+        "keras_inceptionresnetv2", "keras_nasnetlarge",
+        "keras_nasnetmobile"}  # 9 s: NASNet's cells; nasnetlarge's are slow too
 LRN_MODELS = {"alexnet", "zfnet", "googlenet"}  # a zoo layer of their own, not preprocessing
 
 
