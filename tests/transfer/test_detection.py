@@ -138,6 +138,7 @@ print(json.dumps({{"boxes": out["boxes"][0, :n].numpy().tolist(),
         assert 0 <= box[0] <= box[2] <= 80 and 0 <= box[1] <= box[3] <= 64
 
 
+@pytest.mark.slow  # 11 s of conversion; the SavedModel's NMS, which it is made from, is fast
 def test_tflite_export_runs_in_litert(detection_run, tmp_path):
     pytest.importorskip("ai_edge_litert")
     from ai_edge_litert.interpreter import Interpreter

@@ -103,6 +103,7 @@ def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
         transfer.resume(tmp_path)
 
 
+@pytest.mark.slow  # 7 s: a run, then its data changed and resumed
 def test_resume_after_the_data_changed_warns_with_counts_and_an_example(image_folder, tmp_path,
                                                                          caplog):
     import shutil

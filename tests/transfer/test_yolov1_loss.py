@@ -198,6 +198,7 @@ def _image_with_boxes(targets: np.ndarray) -> np.ndarray:
     return image
 
 
+@pytest.mark.slow  # 8 s of training; the loss and decode are checked exactly above
 def test_tiny_yolov1_overfits_one_image():
     """width 1/16 (4 to 64 channels, 256 hidden units), 128 pixels: a 2x2 grid; 100 Adam steps
     on one image with two boxes cut the loss more than fivefold (about 20x measured), and
