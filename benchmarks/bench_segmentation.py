@@ -22,8 +22,8 @@ Runs, same data, same encoder weights, batch size and epochs:
 (d) the time of our fine-tune vs the hand-written U-Net.
 
 The mean IoU of every run is taken on the held-out images by
-``transfer.tasks.segmentation.metrics.segmentation_summary``. Times are printed as ratios measured in
-this run only.
+``transfer.tasks.segmentation.metrics.segmentation_summary``. Times are printed as ratios
+measured in this run only.
 
 Needs the real ImageNet MobileNet-v1 weights (``mobilenet_1_0_224_tf_no_top.h5``) in
 ``../shared/weights`` beside the repository, or in the folder ``ZOO_TEST_WEIGHTS`` names; they

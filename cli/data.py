@@ -11,7 +11,7 @@ from cli.options import ConfigCommand, config_options
 
 @click.group("data")
 def data_group() -> None:
-    """Check image folders, CSV files and TFDS datasets."""
+    """Check image folders, CSV files, TFDS datasets, mask and box folders."""
 
 
 @data_group.command("check", cls=ConfigCommand)
@@ -33,8 +33,8 @@ def check_command(source: str, as_json: bool, cache_dir: str | None, val_split: 
 
     SOURCE is an image folder (one sub-folder per class, or train/ val/ test/ folders), a CSV
     file of 'path,label' rows, or tfds:NAME; or, for segmentation, a folder of image/mask pairs
-    (images/ + masks/, Pascal VOC or Oxford-IIIT Pet). Exit status 0 when it is usable, 1 when
-    not.
+    (images/ + masks/, Pascal VOC or Oxford-IIIT Pet); or, for detection, a YOLO, COCO or
+    Pascal VOC folder of images and boxes. Exit status 0 when it is usable, 1 when not.
     """
     from transfer import TrainConfig
     from transfer.errors import DataError

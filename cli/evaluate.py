@@ -33,11 +33,12 @@ def evaluate_command(source: str, data_dir: str | None, weights: str | None, spl
     split.
 
     DATA_DIR holds one sub-folder per class, named as the model's classes (segmentation:
-    images/ and masks/). For a registry model (a pretrained ImageNet classifier built with
-    --weights) the sub-folders are ImageNet class names or WordNet ids ('Egyptian cat/',
-    'n02124075/'); top-1/top-5 are over the 1000 classes, the rows over the classes present.
-    Writes metrics.json, confusion_matrix.png and mistakes.png (worst.png: the worst-segmented
-    images).
+    images/ and masks/; detection: a YOLO, COCO or VOC folder, its --split read). For a
+    registry model (a pretrained ImageNet classifier built with --weights) the sub-folders are
+    ImageNet class names or WordNet ids ('Egyptian cat/', 'n02124075/'); top-1/top-5 are over
+    the 1000 classes, the rows over the classes present. Writes metrics.json and the task's
+    figures: confusion_matrix.png and mistakes.png (segmentation: worst.png, the worst-segmented
+    images; detection: pr_curves.png, worst.png, confusion_matrix.png).
     """
     from transfer.evaluate import evaluate
     from transfer.tasks import get_task

@@ -235,10 +235,15 @@ def info_command(name: str, as_json: bool) -> None:
               help="CSV with a header: path, label_1, score_1, ..., error.")
 @click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
               help="Segmentation: folder for each image's mask (palette PNG of class ids) and "
-                   "overlay.")
+                   "overlay; detection: for each image with its boxes drawn.")
+@click.option("--conf", type=click.FloatRange(0, 1), default=None,
+              help="Detection: the lowest score a box is kept at (default: the run's, 0.25).")
+@click.option("--iou", type=click.FloatRange(0, 1), default=None,
+              help="Detection: boxes of a class overlapping more than this are suppressed "
+                   "(default: the run's, 0.45).")
 def predict_command(source: str, images: tuple[str, ...], weights: str | None, top_k: int,
                     batch_size: int, as_json: bool, as_csv: bool,
-                    output_dir: str | None) -> None:
+                    output_dir: str | None, conf: float | None, iou: float | None) -> None:
     """Top-k classes for IMAGES (files, folders or globs) from a model.
 
     RUN_DIR_OR_MODEL is a run directory, a .keras file, a SavedModel folder, or a registry name
@@ -254,13 +259,16 @@ def predict_command(source: str, images: tuple[str, ...], weights: str | None, t
     import contextlib
     import csv
 
-    from transfer.predict import Predictor, csv_header, expand_inputs, nothing_predicted
+    from transfer.predict import Predictor, expand_inputs, nothing_predicted
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive; choose one")
     weights = resolve_weights(source, weights)
     paths = expand_inputs(images)
-    predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights)
+    options = {name: value for name, value in (("conf", conf), ("iou", iou))
+               if value is not None}
+    predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights,
+                          options=options)
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n") if as_csv else None
     # A bar is worth drawing for many files, and only when the results do not scroll it away.
     show_progress = len(paths) > 20 and not sys.stdout.isatty()
@@ -269,7 +277,7 @@ def predict_command(source: str, images: tuple[str, ...], weights: str | None, t
 
     def emit(p) -> None:
         if writer:
-            writer.writerow(p.csv_row(predictor.top_k))
+            writer.writerows(predictor.task.csv_rows(p, predictor.top_k))
         elif as_json:
             click.echo(json.dumps(p.to_dict(), ensure_ascii=False))
         elif not p.error:  # files skipped are named on stderr, after the results
@@ -290,7 +298,7 @@ def predict_command(source: str, images: tuple[str, ...], weights: str | None, t
             elif not predicted:
                 predicted = True
                 if writer:
-                    writer.writerow(csv_header(predictor.top_k))
+                    writer.writerow(predictor.task.csv_header(predictor.top_k))
                 for waiting in held:
                     emit(waiting)
             emit(p)

@@ -32,15 +32,18 @@ from cli.options import COUNT, ConfigCommand, config_options
 def train_command(data_dir: str | None, output: str | None, resume_dir: str | None,
                   overwrite: bool, cache_dir: str | None, tfds_data_dir: str | None,
                   **options) -> None:
-    """Train a classifier (or a segmenter) on DATA_DIR and export it.
+    """Train a classifier, a segmenter or a detector on DATA_DIR and export it.
 
     DATA_DIR is a folder with one sub-folder per class (or train/ val/ [test/] folders laid out
     so), a CSV file of path,label rows, or tfds:NAME. For segmentation it holds images/ and
-    masks/ (or train/ val/ [test/] laid out so, Pascal VOC, or Oxford-IIIT Pet).
+    masks/ (or train/ val/ [test/] laid out so, Pascal VOC, or Oxford-IIIT Pet); for detection
+    it is a YOLO (data.yaml, images/ + labels/), COCO JSON or Pascal VOC XML folder. The task
+    is read off the layout and the model (--task states it).
 
     \b
     zoo train photos/ --model keras_mobilenetv2 --mode fine-tune --output runs/photos
     zoo train scenes/ --model unet --backbone keras_mobilenetv2 --output runs/scenes
+    zoo train boxes/ --backbone keras_mobilenetv2 --output runs/boxes
     zoo train --resume runs/photos      # after a crash, a kill or Ctrl-C
     """
     import transfer

@@ -36,8 +36,10 @@ SCHEDULES = ("auto", "plateau", "cosine", "onecycle", "constant")
 FINE_TUNE_BATCHNORM = ("auto", "frozen", "train")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
-TASK_NAMES = ("classification", "segmentation")  # the keys of transfer.tasks.TASKS
-LOSSES = ("auto", "ce", "dice", "ce+dice", "focal")
+TASK_NAMES = ("classification", "segmentation", "detection")  # the keys of transfer.tasks.TASKS
+SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice", "focal")
+DETECTION_LOSSES = ("tal+ciou", "tal+giou", "centre+ciou", "centre+giou")
+LOSSES = ("auto", *SEGMENTATION_LOSSES, *DETECTION_LOSSES)
 
 
 # The rule of each TrainConfig field is data on the field (``metadata["check"]``), read by
@@ -234,6 +236,7 @@ ALWAYS = Applies()
 FINE_TUNE_ONLY = Applies(modes=("fine-tune",))
 CLASSIFICATION_ONLY = Applies(tasks=("classification",))
 SEGMENTATION_ONLY = Applies(tasks=("segmentation",))
+DENSE_TASKS = Applies(tasks=("segmentation", "detection"))  # a decoder or head on a backbone
 
 
 def _field(default: Any, check: Check, help: str, applies: Applies = ALWAYS) -> Any:
@@ -460,15 +463,18 @@ class TrainConfig:
         "images are decoded each epoch and features cached on disk.")
     task: str = _field(
         "auto", Choice(("auto", *TASK_NAMES)),
-        "classification or segmentation; auto: from the model and the data layout.")
+        "classification, segmentation or detection; auto: from the model and the data "
+        "layout.")
     backbone: str | None = _field(
         None, Text(none_ok=True, none_words=("none", "None", "")),
-        "Segmentation: the registry encoder under --model unet|fpn (e.g. keras_mobilenetv2).",
-        applies=SEGMENTATION_ONLY)
+        "Segmentation: the registry encoder under --model unet|fpn; detection: the detector's "
+        "backbone (e.g. keras_mobilenetv2).",
+        applies=DENSE_TASKS)
     loss: str = _field(
         "auto", Choice(LOSSES),
-        "Segmentation loss (ce, dice, ce+dice, focal); auto: the task's default.",
-        applies=SEGMENTATION_ONLY)
+        "Segmentation loss (ce, dice, ce+dice, focal); detection: assignment+box loss "
+        "(tal+ciou, tal+giou, centre+ciou, centre+giou); auto: the task's default.",
+        applies=DENSE_TASKS)
     ignore_index: int | None = _field(
         None, Range(min=0, max=255, integer=True, none_ok=True),
         "Segmentation: the mask value that marks unlabelled pixels; default 255 (Pascal VOC), "

@@ -30,16 +30,17 @@ log = logging.getLogger(__name__)
 
 
 def score_split(model, split: Split, evaluator: Evaluator, *, batch_size: int = 32,
-                truth=None, postprocess=None, fit: str = "stretch") -> tuple[str, ...]:
+                truth=None, task: Task | None = None) -> tuple[str, ...]:
     """Run a model taking raw images over the files of ``split``, batch by batch, into
     ``evaluator``; the files that could not be read (left out, with a warning).
 
     Images are read, decoded and resized by the training pipeline
     (:func:`transfer.data.image_dataset`: normalised sources, EXIF orientation, bilinear
     resize), so a saved split is evaluated on exactly the pixels it was validated on.
-    ``truth``: the ground truth by position (default: the split's labels); ``postprocess``: the
-    task's step from raw outputs to results (:meth:`transfer.tasks.Task.postprocess`);
-    ``fit``: how images reach the model's size (:data:`transfer.data.pipelines.FITS`).
+    ``truth``: the ground truth by position (default: the split's labels); ``task``: whose
+    :attr:`~transfer.tasks.Task.fit` brings images to the model's size and whose
+    :meth:`~transfer.tasks.Task.postprocess` (for evaluation) turns raw outputs into results
+    (default: stretched images, raw outputs).
     """
     import tensorflow as tf
 
@@ -47,13 +48,14 @@ def score_split(model, split: Split, evaluator: Evaluator, *, batch_size: int = 
         raise DataError("no images to evaluate")
     # Labels replaced by positions: the pipeline may drop a file, and positions say which.
     indexed = dataclasses.replace(split, labels=tuple(range(len(split))))
-    ds = image_dataset(indexed, image_size=int(model.input_shape[1]), fit=fit)
+    ds = image_dataset(indexed, image_size=int(model.input_shape[1]),
+                       fit=task.fit if task is not None else "stretch")
     truth = np.asarray(split.labels, dtype=np.int64) if truth is None else truth
     kept: set[int] = set()
     for images, positions in ds.batch(batch_size).prefetch(tf.data.AUTOTUNE):
         outputs = model(images, training=False)
-        if postprocess is not None:
-            outputs = postprocess(outputs)
+        if task is not None:
+            outputs = task.postprocess(outputs, evaluating=True)
         positions = positions.numpy().astype(np.int64)
         evaluator.update(tf.nest.map_structure(np.asarray, outputs), truth[positions],
                          [split.paths[i] for i in positions])
@@ -150,10 +152,9 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
                           kind="evaluation")
     outputs.check_file(out_dir / "metrics.json")  # before the evaluation, not after it
 
-    evaluator = task.evaluator(classifier.class_names)
+    evaluator = task.evaluator(classifier.class_names, image_size=classifier.image_size)
     unreadable = score_split(classifier.model, data, evaluator, batch_size=batch_size,
-                             truth=task.labels(data, classifier.image_size),
-                             postprocess=task.postprocess, fit=task.fit)
+                             truth=task.labels(data, classifier.image_size), task=task)
     metrics = evaluator.result()
     artifacts = evaluator.write_artifacts(metrics, out_dir)
     metrics_path = out_dir / "metrics.json"

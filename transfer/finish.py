@@ -50,19 +50,17 @@ def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
     trained, trained_cpu = time.perf_counter(), time.process_time()
     model.save(run.model_path)
     data, names, size = record.data, record.contract.class_names, record.contract.image_size
-    val = task.evaluator(names)
+    val = task.evaluator(names, image_size=size)
     if val_predictions is not None:
         val.update(val_predictions.outputs, val_predictions.labels, val_predictions.paths)
     else:
         score_split(model, data.val, val, batch_size=batch_size,
-                    truth=task.labels(data.val, size), postprocess=task.postprocess,
-                    fit=task.fit)
+                    truth=task.labels(data.val, size), task=task)
     metrics: dict[str, Any] = {"val": val.result()}
     if data.test is not None and len(data.test):
-        test = task.evaluator(names)
+        test = task.evaluator(names, image_size=size)
         score_split(model, data.test, test, batch_size=batch_size,
-                    truth=task.labels(data.test, size), postprocess=task.postprocess,
-                    fit=task.fit)
+                    truth=task.labels(data.test, size), task=task)
         metrics["test"] = test.result()
     metrics["phases"] = [dataclasses.asdict(p) for p in record.phases]
     metrics["class_weights"] = record.class_weight

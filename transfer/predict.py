@@ -37,14 +37,6 @@ DECODABLE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 NOT_AN_IMAGE = f"not a {DECODABLE_FORMATS} image"
 
 
-def csv_header(top_k: int) -> list[str]:
-    """Column names of :meth:`Prediction.csv_row`."""
-    columns = ["path"]
-    for rank in range(1, top_k + 1):
-        columns += [f"label_{rank}", f"score_{rank}"]
-    return columns + ["error"]
-
-
 @dataclasses.dataclass(frozen=True)
 class LoadedClassifier:
     """A Keras model with its input contract and, when it came from one, its run directory."""
@@ -98,10 +90,10 @@ def load_classifier(source: str | os.PathLike, *,
     model = load_keras_model(model_path)
     contract = (run.contract(model) if run is not None
                 else InputContract.of_model(model, source=model_path))
-    width = int(model.output_shape[-1])
-    if contract.num_classes != width:
+    classes = get_task(contract.task, **contract.task_options()).output_classes(model)
+    if classes is not None and contract.num_classes != classes:
         raise RunDirError(f"{str(run / 'class_names.json')!r} lists {contract.num_classes} "
-                          f"classes but the model {str(model_path)!r} has {width} outputs")
+                          f"classes but the model {str(model_path)!r} has {classes} outputs")
     return LoadedClassifier(model, contract, run.path if run is not None and
                             run.model_path == model_path else None)
 
@@ -156,12 +148,14 @@ class Predictor:
     (class names from a ``class_names.json`` beside it, else the label numbers), a SavedModel
     folder exported by this toolkit, or a registry model built with ``weights``
     (:func:`pretrained_classifier`). A segmentation model writes, per image, a palette PNG of
-    class ids (``<stem>_mask.png``) and an overlay (``<stem>_overlay.png``) into ``output_dir``.
+    class ids (``<stem>_mask.png``) and an overlay (``<stem>_overlay.png``) into ``output_dir``;
+    a detector, the image with its boxes drawn (``<stem>_boxes.png``). ``options`` replace the
+    task's own settings of the run (a detector's ``conf`` and ``iou`` thresholds).
     """
 
     def __init__(self, source: str | os.PathLike, *, top_k: int = 5,
                  output_dir: str | os.PathLike | None = None,
-                 weights: str | None = "imagenet"):
+                 weights: str | None = "imagenet", options: dict | None = None):
         import tensorflow as tf
 
         path = Path(source)
@@ -174,8 +168,21 @@ class Predictor:
             served = loaded.signatures["serve_images"].structured_outputs
             self.task = get_task(served_task(served))
             self.top_k = min(top_k, len(self.class_names))
+            if options:
+                raise ConfigError(f"a SavedModel keeps the thresholds it was exported with; "
+                                  f"drop {_flags(options)}, or predict from the run directory")
         else:
             classifier = load_classifier(source, weights=weights)
+            contract = classifier.contract
+            if options:
+                known = get_task(contract.task).contract_options()
+                unknown = sorted(set(options) - set(known))
+                if unknown:
+                    raise ConfigError(f"{_flags(unknown)} do(es) not apply to a "
+                                      f"{contract.task} model")
+                contract = dataclasses.replace(contract, options={**contract.options,
+                                                                  **options})
+            classifier = dataclasses.replace(classifier, contract=contract)
             fns = ServingFunctions(classifier.model, classifier.contract, top_k)
             self.class_names = fns.class_names
             self.top_k = fns.top_k
@@ -219,10 +226,21 @@ class Predictor:
                 progress(len(chunk))
 
     def _predict_images(self, paths: list[str], images: np.ndarray) -> dict[str, Prediction]:
+        if self.task.prediction_files is not None:
+            folder = self.output_dir.resolve()
+            inside = next((p for p in paths if folder in Path(p).resolve().parents), None)
+            if inside is not None:  # what it writes would be read as images by the next run
+                raise ConfigError(f"--output {str(self.output_dir)!r} holds the image "
+                                  f"{inside!r} being predicted; choose an --output folder "
+                                  f"outside the images")
         served = {key: value.numpy() for key, value in
                   self._serve_images(self._tf.constant(images)).items()}
         return self.task.predictions(paths, images, served, class_names=self.class_names,
                                      top_k=self.top_k, output_dir=self.output_dir)
+
+
+def _flags(names) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in sorted(names))
 
 
 def _reason(exc: Exception) -> str:
@@ -274,7 +292,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
 def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
             batch_size: int = 32, output_dir: str | os.PathLike | None = None,
             progress: Callable[[int], None] | None = None,
-            weights: str | None = "imagenet") -> list[Prediction]:
+            weights: str | None = "imagenet", options: dict | None = None) -> list[Prediction]:
     """Top-k predictions for image files, folders or globs (see :class:`Predictor`); for a
     segmentation model, masks and overlays written into ``output_dir``.
 
@@ -284,7 +302,8 @@ def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
     Raises:
         DataError: a folder holds no image files, or no file could be read as an image.
     """
-    predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights)
+    predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights,
+                          options=options)
     results = list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
                                            progress=progress))
     if results and all(p.error for p in results):

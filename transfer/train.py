@@ -45,7 +45,7 @@ from transfer.model import (
 from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
-from transfer.tasks import DEFAULT_TASK, Predictions, Task, get_task, task_for
+from transfer.tasks import DEFAULT_TASK, Predictions, Task, task_for, task_of
 from zoo import leaf_layers
 from zoo.errors import ZooError
 
@@ -74,7 +74,7 @@ class TrainResult:
     @property
     def task(self) -> Task:
         """The task the run trained, with its options."""
-        return get_task(self.config.task, ignore_index=self.config.ignore_index)
+        return task_of(self.config)
 
     @property
     def model_path(self) -> Path:
@@ -120,7 +120,7 @@ class ResolvedRun:
     @classmethod
     def of(cls, config: TrainConfig) -> ResolvedRun:
         """A config already resolved (a run's ``config.json``, on resume)."""
-        task = get_task(config.task, ignore_index=config.ignore_index)
+        task = task_of(config)
         return cls(config, task, backbone_info(task.backbone_name(config)))
 
     @functools.cached_property
@@ -148,10 +148,10 @@ def resolve_config(config: TrainConfig, data_dir: str | os.PathLike) -> Resolved
     """What ``"auto"`` and ``None`` leave open, decided once before training: the task, the
     image size (the backbone's own) and the task's defaults (augmentation, fine-tune policy)."""
     config = resolve_task(config, data_dir)
-    task = get_task(config.task, ignore_index=config.ignore_index)
-    info = backbone_info(task.backbone_name(config))
+    info = backbone_info(task_of(config).backbone_name(config))
     config = config.replace(image_size=config.image_size or info.default_size)
-    return ResolvedRun(task.fill_defaults(config, info.blocks), task, info)
+    config = task_of(config).fill_defaults(config, info.blocks)
+    return ResolvedRun(config, task_of(config), info)
 
 
 def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
@@ -473,7 +473,7 @@ class Trainer:
         model = setup.model
         with self.strategy.scope():
             self.compile(model, setup.learning_rate, lr_multipliers=setup.lr_multipliers)
-        callbacks = self.callbacks(index, phase, model)
+        callbacks = self.callbacks(index, phase, model, val=setup.val)
         if state:
             with self.strategy.scope():
                 model.optimizer.build(model.trainable_variables)
@@ -527,14 +527,19 @@ class Trainer:
                                      lr_multipliers=lr_multipliers),
             **self.task.compile_args(config, self.num_classes), jit_compile=config.jit)
 
-    def callbacks(self, index: int, phase: Phase, model: keras.Model) -> list:
+    def callbacks(self, index: int, phase: Phase, model: keras.Model, *, val=None) -> list:
         steps = math.ceil(len(self.data.train) / self.global_batch)
+        # The task's own epoch-end numbers first, so the schedules, early stopping and the
+        # history see them (detection: validation mAP).
+        own = (self.task.epoch_callbacks(val, image_size=self.config.image_size,
+                                         class_names=self.data.class_names)
+               if val is not None else [])
         cbs, self.plateau, self.early = policy_callbacks(
             self.config, monitor=self.task.monitor, learning_rate=phase.learning_rate,
             steps=steps * phase.epochs, warmup_steps=steps * self.config.warmup_epochs)
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(self.run_dir.logs_dir / phase.name),
                                                write_graph=False))
-        return cbs + self.extra_callbacks + [_RunLogger(self, index, model)]
+        return own + cbs + self.extra_callbacks + [_RunLogger(self, index, model)]
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def save_checkpoint(self, phase_index: int, optimizer) -> None:
@@ -569,13 +574,17 @@ class Trainer:
         """Validation outputs from the cached features when the backbone never changed (the
         head on cached features computes exactly what the full model computes on the images);
         ``None`` otherwise. The feature cache is released either way."""
+        import tensorflow as tf
+
         features, val = self.features.arrays, self.data.val
         result = None
         if features and self.config.mode is TransferMode.FEATURE_EXTRACTOR:
             _, head = self.task.feature_split(self.model)
             inputs = features["val"]
-            outputs = np.asarray(self.task.postprocess(
-                head.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)))
+            outputs = self.task.postprocess(
+                head.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0),
+                evaluating=True)
+            outputs = tf.nest.map_structure(np.asarray, outputs)
             result = Predictions(outputs, self.task.labels(val, self.config.image_size),
                                  tuple(val.paths))
         self.features.release()

@@ -11,8 +11,10 @@ from zoo import lenet  # noqa: E402,F401  isort: skip
 from zoo import applications  # noqa: E402,F401  isort: skip
 from zoo import alexnet, densenet, googlenet, nin, resnet, unet, vgg  # noqa: E402,F401  isort: skip
 from zoo import fcn, segnet  # noqa: E402,F401  isort: skip
+from zoo import yolov1  # noqa: E402,F401  isort: skip
 from zoo.taps import Taps, get_taps  # noqa: E402  isort: skip
 from zoo.segmentation import build_segmenter  # noqa: E402  isort: skip
+from zoo.detection import build_detector  # noqa: E402  isort: skip
 
 __all__ = [
     "ImageNetClass",
@@ -22,6 +24,7 @@ __all__ = [
     "UnknownModelError",
     "WeightsError",
     "ZooError",
+    "build_detector",
     "build_segmenter",
     "create_model",
     "get_spec",

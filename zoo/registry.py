@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import keras
 
 PREPROCESSING_MODES = ("caffe", "tf", "tf128", "torch", "unit", "none")
+TASKS = ("classification", "segmentation", "detection")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,9 @@ class ModelSpec:
             block N" refers to these.
         default_unfreeze: block from which fine-tuning unfreezes by default.
         source: ``"classic"`` for the zoo's own builders, ``"keras"`` for keras.applications.
-        task: ``"classification"`` or ``"segmentation"``.
+        task: what the whole model does, one of :data:`TASKS`: ``"classification"`` (a
+            backbone with a classifier top), ``"segmentation"`` (a per-pixel map) or
+            ``"detection"`` (boxes; YOLO v1's grid).
         default_classes: classes of the reference configuration (1000 for ImageNet models).
     """
 
@@ -71,6 +74,8 @@ class ModelSpec:
                 f"{self.name}: preprocessing must be one of {PREPROCESSING_MODES}, "
                 f"got {self.preprocessing!r}"
             )
+        if self.task not in TASKS:
+            raise ValueError(f"{self.name}: task must be one of {TASKS}, got {self.task!r}")
         if self.default_unfreeze is not None and self.default_unfreeze not in self.blocks:
             raise ValueError(
                 f"{self.name}: default_unfreeze {self.default_unfreeze!r} is not one of its "

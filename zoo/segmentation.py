@@ -106,14 +106,7 @@ def build_segmenter(
         taps.layer(stride)  # a backbone without the map says so, naming itself
     shape = _check_shape(backbone, input_shape)
 
-    encoder = _encoder(backbone, taps, strides, shape, encoder_weights)
-    inputs = keras.Input(shape=shape, name="input")
-    features = dict(zip(strides, encoder(inputs)))
-    for stride, feature in features.items():
-        target = (shape[0] // stride, shape[1] // stride)
-        if tuple(feature.shape[1:3]) != target:
-            features[stride] = keras.layers.Resizing(
-                *target, interpolation="bilinear", name=f"encoder_resize_{stride}")(feature)
+    inputs, features = tapped_encoder(backbone, taps, strides, shape, encoder_weights)
     if decoder == "unet":
         x = _unet_decoder(features, filters)
         x = keras.layers.Conv2D(classes, 3, padding="same", name="head_conv")(x)
@@ -164,6 +157,23 @@ def _encoder(backbone: str, taps: Taps, strides: tuple[int, ...], shape, weights
     return keras.Model(model.inputs, outputs, name=ENCODER)
 
 
+def tapped_encoder(backbone: str, taps: Taps, strides: tuple[int, ...], shape,
+                   weights) -> tuple[keras.KerasTensor, dict]:
+    """``(inputs, {stride: feature})``: the image input and the encoder's taps at ``strides``,
+    the nested encoder named :data:`ENCODER`; a tap whose map is not exactly ``input /
+    stride`` is resized bilinearly to it (``encoder_resize_{stride}``). Segmenters and the
+    detector share it."""
+    encoder = _encoder(backbone, taps, strides, shape, weights)
+    inputs = keras.Input(shape=shape, name="input")
+    features = dict(zip(strides, encoder(inputs)))
+    for stride, feature in features.items():
+        target = (shape[0] // stride, shape[1] // stride)
+        if tuple(feature.shape[1:3]) != target:
+            features[stride] = keras.layers.Resizing(
+                *target, interpolation="bilinear", name=f"encoder_resize_{stride}")(feature)
+    return inputs, features
+
+
 def _conv_bn_relu(x, filters: int, name: str):
     # No bias: BatchNorm's beta plays that part.
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
@@ -185,19 +195,28 @@ def _unet_decoder(features: dict, filters: tuple[int, ...]):
     return x
 
 
+def fpn_top_down(features: dict, strides: tuple[int, ...], width: int, prefix: str) -> dict:
+    """The top-down path of a feature pyramid (Lin et al. 2017): a 1x1 lateral convolution of
+    each tap to ``width`` channels, summed with the 2x upsampled level above; ``{stride: P}``.
+    Layers are named ``{prefix}_p{level}_lateral|upsampling|add`` (level = log2 stride). The
+    segmenters' FPN decoder and the detector's neck share it."""
+    levels = {stride: int(math.log2(stride)) for stride in strides}  # stride 4 is P2
+    pyramid = {}
+    for stride in sorted(strides, reverse=True):
+        level = levels[stride]
+        x = keras.layers.Conv2D(width, 1, name=f"{prefix}_p{level}_lateral")(features[stride])
+        if stride != max(strides):
+            above = keras.layers.UpSampling2D(2, name=f"{prefix}_p{level}_upsampling")(
+                pyramid[stride * 2])
+            x = keras.layers.Add(name=f"{prefix}_p{level}_add")([above, x])
+        pyramid[stride] = x
+    return pyramid
+
+
 def _fpn_decoder(features: dict, filters: tuple[int, ...]):
     pyramid_width, segmentation_width = filters
     levels = {stride: int(math.log2(stride)) for stride in _FPN_STRIDES}  # stride 4 is P2
-    pyramid = {}
-    for stride in sorted(_FPN_STRIDES, reverse=True):
-        level = levels[stride]
-        x = keras.layers.Conv2D(pyramid_width, 1, name=f"decoder_p{level}_lateral")(
-            features[stride])
-        if stride != _DEEPEST:
-            above = keras.layers.UpSampling2D(2, name=f"decoder_p{level}_upsampling")(
-                pyramid[stride * 2])
-            x = keras.layers.Add(name=f"decoder_p{level}_add")([above, x])
-        pyramid[stride] = x
+    pyramid = fpn_top_down(features, _FPN_STRIDES, pyramid_width, "decoder")
     branches = []
     for stride in sorted(_FPN_STRIDES, reverse=True):
         level, x = levels[stride], pyramid[stride]

@@ -159,6 +159,7 @@ def test_unusable_strategy_is_one_clean_line(runner, image_folder, tmp_path, mon
     assert not (tmp_path / "r").exists()  # nothing written before the strategy was usable
 
 
+@pytest.mark.slow  # 12 s: a fine-tune run; the policies' parsing is tested fast in test_config
 def test_augment_policy_runs_and_is_recorded(runner, image_folder, tmp_path):
     import keras
 

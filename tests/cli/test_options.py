@@ -24,7 +24,7 @@ TRAIN = [
     "--model, -m text 'keras_mobilenetv2'",
     "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",
     "--weights text 'imagenet'",
-    "--task [auto|classification|segmentation] 'auto'",  # added with segmentation
+    "--task [auto|classification|segmentation|detection] 'auto'",  # one task per package
     "--backbone text None",
     "--output, -o directory None",
     "--resume directory None",
@@ -57,7 +57,8 @@ TRAIN = [
     "--mixup x>=0 0.0",
     "--cutmix x>=0 0.0",
     "--class-weights [auto|on|off] 'auto'",
-    "--loss [auto|ce|dice|ce+dice|focal] 'auto'",  # added with segmentation
+    # added with segmentation; detection's assignment+box losses with detection
+    "--loss [auto|ce|dice|ce+dice|focal|tal+ciou|tal+giou|centre+ciou|centre+giou] 'auto'",
     "--ignore-index 0<=x<=255 None",
     "--palette text None",
     "--bn-momentum float|auto 'auto'",  # issue 15: BatchNorm statistics of short runs
@@ -218,7 +219,7 @@ def test_zoo_help_does_not_import_tensorflow():
     (["--mode", "feature-extractor", "--fine-tune-epochs", "10"], "--fine-tune-epochs",
      "fine_tune_epochs applies to mode 'fine-tune' only, and the mode is 'feature-extractor'"),
     (["--loss", "dice"], "--loss",
-     "loss applies to segmentation only, and the task is 'classification'"),
+     "loss applies to segmentation and detection only, and the task is 'classification'"),
     (["--task", "segmentation", "--model", "unet", "--backbone", "lenet5", "--mode",
       "full-retrain", "--mixup", "0.2"], "--mixup",
      "mixup applies to classification only, and the task is 'segmentation'"),

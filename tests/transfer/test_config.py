@@ -59,7 +59,7 @@ BAD = {
     "jit": ["on", None],
     "strategy": ["mirror", None],
     "memory_cache_mb": [-1, 2.5, None, 2**63],
-    "task": ["detection", None, 3],
+    "task": ["keypoints", None, 3],
     "bn_momentum": [-0.1, 1.0, "fast", None],
     "backbone": [3, ["keras_mobilenetv2"]],
     "loss": ["l2", None],

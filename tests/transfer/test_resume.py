@@ -59,7 +59,8 @@ def uninterrupted(image_folder, tmp_path_factory):
     # resume path, and more of it)
     pytest.param(2, 2048, marks=pytest.mark.slow),
     (2, 0),     # in the head phase, on features cached on disk (reused by the resume)
-    (5, 2048),  # in fine-tuning
+    # in fine-tuning: the same resume path, from the second phase's checkpoint (18 s)
+    pytest.param(5, 2048, marks=pytest.mark.slow),
 ])
 def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, image_folder, tmp_path,
                                                         kill_epoch, memory_cache_mb, caplog):
@@ -102,6 +103,7 @@ def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
         transfer.resume(tmp_path)
 
 
+@pytest.mark.slow  # 7 s: a run, then its data changed and resumed
 def test_resume_after_the_data_changed_warns_with_counts_and_an_example(image_folder, tmp_path,
                                                                          caplog):
     import shutil

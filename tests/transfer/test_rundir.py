@@ -108,10 +108,10 @@ def test_history_csv_and_json_hold_the_same_rows(tmp_path):
 def test_every_config_task_is_registered_and_unknown_ones_are_refused():
     assert set(TASK_NAMES) == set(TASKS)
     assert get_task("classification").name == "classification"
-    with pytest.raises(ConfigError, match="unknown task 'detection'"):
-        get_task("detection")
+    with pytest.raises(ConfigError, match="unknown task 'keypoints'"):
+        get_task("keypoints")
     with pytest.raises(ConfigError, match="task must be one of"):
-        TrainConfig(task="detection")
+        TrainConfig(task="keypoints")
 
 
 def test_no_samples_is_a_data_error_not_a_value_error():

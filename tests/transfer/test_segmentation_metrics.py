@@ -353,7 +353,8 @@ def test_colour_mask_and_overlay():
 def test_palette_png_round_trips_class_ids(tmp_path):
     from PIL import Image
 
-    path = seg_figures.save_palette_png(TRUE[0], tmp_path / "masks" / "a.png", seg_figures.palette(4))
+    path = seg_figures.save_palette_png(TRUE[0], tmp_path / "masks" / "a.png",
+                                        seg_figures.palette(4))
     with Image.open(path) as image:
         assert image.mode == "P"
         assert np.array_equal(np.asarray(image), TRUE[0])
@@ -370,25 +371,26 @@ def test_worst_figure_orders_rows_by_iou_lowest_first():
     labels = np.concatenate([TRUE, TRUE])
     predicted = np.concatenate([PRED, PRED])
     ious = np.array([0.9, np.nan, 0.2, 0.5])  # NaN, like None: nothing labelled
-    fig = seg_figures.worst_figure(images, labels, predicted, ious, NAMES, seg_figures.palette(4), limit=2,
-                             names=["a.png", "b.png", "c.png", "d.png"])
+    colours = seg_figures.palette(4)
+    fig = seg_figures.worst_figure(images, labels, predicted, ious, NAMES, colours, limit=2,
+                                   names=["a.png", "b.png", "c.png", "d.png"])
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["c.png: mean IoU 0.200", "truth", "prediction",
                       "d.png: mean IoU 0.500", "truth", "prediction"]
     assert np.array_equal(fig.axes[0].images[0].get_array(), images[2])
-    assert np.array_equal(fig.axes[1].images[0].get_array(), seg_figures.colour_mask(TRUE[0],
-                                                                               seg_figures.palette(4)))
+    assert np.array_equal(fig.axes[1].images[0].get_array(),
+                          seg_figures.colour_mask(TRUE[0], colours))
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["background", "cat", "dog", "not labelled"]
-    everything = seg_figures.worst_figure(images, labels, predicted, ious, NAMES, seg_figures.palette(4))
+    everything = seg_figures.worst_figure(images, labels, predicted, ious, NAMES, colours)
     assert [ax.get_title() for ax in everything.axes[::3]] == [
         "#2: mean IoU 0.200", "#3: mean IoU 0.500", "#0: mean IoU 0.900"]
     assert plots.figure_png(everything).startswith(b"\x89PNG")
     assert [ax.get_title() for ax in seg_figures.worst_figure(
-        images, labels, predicted, [0.9, None, 0.2, 0.5], NAMES, seg_figures.palette(4)).axes[::3]] == [
+        images, labels, predicted, [0.9, None, 0.2, 0.5], NAMES, colours).axes[::3]] == [
         "#2: mean IoU 0.200", "#3: mean IoU 0.500", "#0: mean IoU 0.900"]
     empty = seg_figures.worst_figure(images[:1], labels[:1], predicted[:1], [None], NAMES,
-                               seg_figures.palette(4))
+                                     colours)
     assert "no labelled pixels in 1 images" in empty.texts[0].get_text()
 
 

@@ -127,8 +127,15 @@ def test_targets_of_any_length_are_gathered_by_position():
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_probe_targets_have_the_shape_and_type_of_the_training_targets(name):
     targets = get_task(name).probe_targets(5, 3, 16, np.random.default_rng(0))
-    assert targets.shape == {"classification": (5, 3), "segmentation": (5, 16, 16)}[name]
-    assert targets.max() < 3 or name == "classification"
+    assert targets.shape == {"classification": (5, 3), "segmentation": (5, 16, 16),
+                             "detection": (5, 4, 5)}[name]
+    if name == "segmentation":
+        assert targets.max() < 3
+    if name == "detection":  # (class, x0, y0, x1, y1) in the input's pixels, corners ordered
+        assert set(np.unique(targets[..., 0])) <= {0, 1, 2}
+        assert (targets[..., 1] <= targets[..., 3]).all() and (targets[..., 2] <=
+                                                               targets[..., 4]).all()
+        assert targets[..., 1:].min() >= 0 and targets[..., 1:].max() <= 16
 
 
 def test_letterbox_keeps_the_aspect_ratio_and_pads_below_and_right():

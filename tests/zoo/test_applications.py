@@ -129,6 +129,7 @@ def test_weight_file_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(first.predict(x, verbose=0), second.predict(x, verbose=0))
 
 
+@pytest.mark.slow  # 9 s; the round trips of the named layers stay fast
 def test_keras_file_with_generated_layer_names_loads_by_position(tmp_path):
     # Keras leaves Xception's shortcut convolutions unnamed, so a second build names them
     # differently; the weights must still land, here from a model with a top into a backbone.
@@ -182,6 +183,7 @@ def test_imagenet_loads_a_cached_file_without_network(monkeypatch, tmp_path):
     np.testing.assert_array_equal(reference.predict(x, verbose=0), loaded.predict(x, verbose=0))
 
 
+@pytest.mark.slow  # 9 s: two EfficientNets built and compared
 def test_efficientnet_imagenet_scaling_matches_keras(monkeypatch, tmp_path):
     # Keras adds a Rescaling layer to EfficientNet only with weights="imagenet"; the zoo folds
     # it into the Normalization variance. Both must compute the same function.

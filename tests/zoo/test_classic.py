@@ -137,6 +137,9 @@ REFERENCE_PARAMS = {
     "fcn16s": _FCN_BASE + upconv(4, 21) + conv(1, 512, 21) + upconv(32, 21),  # 134,815,994
     "fcn8s": (_FCN_BASE + upconv(4, 21) + conv(1, 512, 21) + upconv(4, 21) + conv(1, 256, 21)
               + upconv(16, 21)),  # 134,489,759
+    # Redmon et al. 2016, figure 3 (448x448, S=7, B=2, C=20), derived layer by layer in
+    # tests/zoo/test_yolov1.py
+    "yolov1": 271_703_550,
 }
 
 # Published multiply-accumulates at the default input size.

@@ -37,7 +37,8 @@ KERAS_BUILT_IN = {"convnext", "efficientnet", "efficientnet_v2", "mobilenet_v3"}
 SLOW = {"fcn8s", "fcn16s", "fcn32s",  # fc6 alone is 103M weights
         "keras_convnextlarge", "keras_convnextxlarge", "keras_efficientnetb6",
         "keras_efficientnetb7", "keras_efficientnetv2m", "keras_efficientnetv2l",
-        "keras_inceptionresnetv2", "keras_nasnetlarge"}
+        "keras_inceptionresnetv2", "keras_nasnetlarge",
+        "keras_nasnetmobile"}  # 9 s: NASNet's cells; nasnetlarge's are slow too
 LRN_MODELS = {"alexnet", "zfnet", "googlenet"}  # a zoo layer of their own, not preprocessing
 
 
@@ -211,14 +212,15 @@ def _save(model: keras.Model, path: Path) -> None:
 
 
 def _weight_file_cases():
-    """Every model in every format; the slow models, and keras_resnet50 in the two formats
-    besides Keras's legacy HDF5 (the one keras.applications ships), run in the slow suite
-    (each formats' code path is covered fast by the other models)."""
+    """Every model in every format; the slow models, keras_resnet50 in the two formats besides
+    Keras's legacy HDF5 (the one keras.applications ships) and keras_mobilenetv3small's
+    .keras (8 s) run in the slow suite (each format is covered fast by the other models)."""
     for model in WEIGHT_FILE_MODELS:
         for suffix in (".weights.h5", ".h5", ".keras"):
             marks = list(getattr(model, "marks", ()))
             name = model.values[0] if hasattr(model, "values") else model
-            if name == "keras_resnet50" and suffix != ".h5":
+            if (name == "keras_resnet50" and suffix != ".h5") or (
+                    name == "keras_mobilenetv3small" and suffix == ".keras"):
                 marks.append(pytest.mark.slow)
             yield pytest.param(name, suffix, marks=marks, id=f"{name}-{suffix}")
 

@@ -32,6 +32,9 @@ def test_spec_rejects_bad_metadata():
     with pytest.raises(ValueError, match="preprocessing"):
         ModelSpec(name="x", builder=lambda **k: None, family="x", paper="p", year=2000,
                   default_input_shape=(32, 32, 3), min_input_size=32, preprocessing="bgr")
+    with pytest.raises(ValueError, match="task must be one of"):
+        ModelSpec(name="x", builder=lambda **k: None, family="x", paper="p", year=2000,
+                  default_input_shape=(32, 32, 3), min_input_size=32, task="boxes")
 
 
 def test_lenet5_parameters_and_macs_exact():

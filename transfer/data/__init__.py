@@ -50,6 +50,13 @@ from transfer.data.pipelines import (
     split_loader,
 )
 from transfer.data.reports import (
+    DROP_EMPTY_BOX,
+    DROP_MALFORMED,
+    DROP_OUTSIDE,
+    DROP_UNKNOWN_CLASS,
+    DROP_UNKNOWN_IMAGE,
+    SKIP_ANNOTATION_SIZE,
+    SKIP_BAD_ANNOTATION,
     SKIP_COLOUR,
     SKIP_CORRUPT,
     SKIP_DUPLICATE,
@@ -60,6 +67,7 @@ from transfer.data.reports import (
     SKIP_MASK_MODE,
     SKIP_MISSING,
     SKIP_NO_IMAGE,
+    SKIP_NO_IMAGE_FOR_ANNOTATION,
     SKIP_NO_MASK,
     SKIP_NOT_IMAGE,
     SKIP_OUTSIDE,
@@ -85,6 +93,7 @@ from transfer.data.splits import (
     SPLIT_FOLDERS,
     ImageFolderData,
     Split,
+    held_out,
 )
 
 __all__ = [
@@ -99,4 +108,7 @@ __all__ = [
     "default_cache_dir", "changes_since", "default_workers", "image_dataset", "imbalance_ratio",
     "list_image_files", "load_normalized", "make_dataset", "orient_image", "resize_images",
     "split_loader",
+    # Detection: annotation files and boxes; the seeded draw of splits not given.
+    "DROP_EMPTY_BOX", "DROP_MALFORMED", "DROP_OUTSIDE", "DROP_UNKNOWN_CLASS", "DROP_UNKNOWN_IMAGE",
+    "SKIP_ANNOTATION_SIZE", "SKIP_BAD_ANNOTATION", "SKIP_NO_IMAGE_FOR_ANNOTATION", "held_out",
 ]

@@ -41,6 +41,18 @@ SKIP_COLOUR = "mask colour not in the colour table"
 SKIP_LOSSY_MASK = "JPEG mask (lossy)"
 SKIP_MASK_MODE = "mask is not class indices"
 SKIP_SAME_STEM = "another file has the same stem"
+# Annotation files (detection: transfer.tasks.detection.layouts).
+SKIP_NO_IMAGE_FOR_ANNOTATION = "annotation without image"
+SKIP_BAD_ANNOTATION = "annotation file not readable"
+SKIP_ANNOTATION_SIZE = "annotation size differs from image"
+
+# Why one annotation (a box) was left out of a kept image: the keys of
+# DataReport.dropped_reason_counts.
+DROP_EMPTY_BOX = "zero-area or inverted box"
+DROP_OUTSIDE = "box outside the image"
+DROP_UNKNOWN_CLASS = "class not in the class list"
+DROP_UNKNOWN_IMAGE = "annotation of an image not listed"
+DROP_MALFORMED = "malformed annotation"
 
 
 @dataclasses.dataclass
@@ -66,6 +78,15 @@ class DataReport:
             masks that hold it (Eigen & Fergus 2015); 0.0 for a class no training mask holds.
         missing_classes: given split folder (``val``, ``test``) -> the classes of ``train/``
             it holds no usable image of (they are neither validated nor tested).
+        images: usable images, where the classes' counts do not add up to them (detection: an
+            image holds several classes, or none); 0 otherwise. For detection,
+            ``class_counts`` and ``split_counts`` count the images holding each class.
+        box_counts: annotated boxes per class, all splits together (detection only).
+        background_images: usable images kept without any box (detection only).
+        box_notes: how many boxes each adjustment touched (clipped to the image, read from a
+            polygon, ...) or left out by design (crowd regions), counted, not named.
+        dropped_boxes: ``(where, reason)`` of every box left out of a kept image, ``where``
+            naming the file and its line or annotation id (the ``DROP_*`` reasons).
     """
 
     source: str
@@ -82,11 +103,22 @@ class DataReport:
     pixel_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     pixel_frequencies: dict[str, float] = dataclasses.field(default_factory=dict)
     missing_classes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    images: int = 0
+    box_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    background_images: int = 0
+    box_notes: dict[str, int] = dataclasses.field(default_factory=dict)
+    dropped_boxes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def usable(self) -> int:
-        # A mask holds several classes, so for segmentation the classes' counts overlap.
-        return self.pairs or sum(self.class_counts.values())
+        # A mask holds several classes, so for segmentation the classes' counts overlap; an
+        # image of a detection task holds several, or none.
+        return self.pairs or self.images or sum(self.class_counts.values())
+
+    @property
+    def dropped_reason_counts(self) -> dict[str, int]:
+        return dict(collections.Counter(reason for _, reason in self.dropped_boxes)
+                    .most_common())
 
     @property
     def reason_counts(self) -> dict[str, int]:
@@ -115,6 +147,12 @@ class DataReport:
             **({"pairs": self.pairs, "pixel_counts": self.pixel_counts,
                 "pixel_frequencies": self.pixel_frequencies} if self.pairs else {}),
             **({"missing_classes": self.missing_classes} if self.missing_classes else {}),
+            # Detection only, likewise.
+            **({"images": self.images, "box_counts": self.box_counts,
+                "background_images": self.background_images, "box_notes": self.box_notes,
+                "dropped_reason_counts": self.dropped_reason_counts,
+                "dropped_boxes": [{"where": w, "reason": r} for w, r in self.dropped_boxes]}
+               if self.images else {}),
         }
 
     @classmethod
@@ -129,7 +167,12 @@ class DataReport:
                    pixel_counts=dict(data.get("pixel_counts", {})),
                    pixel_frequencies=dict(data.get("pixel_frequencies", {})),
                    missing_classes={k: list(v)
-                                    for k, v in data.get("missing_classes", {}).items()})
+                                    for k, v in data.get("missing_classes", {}).items()},
+                   images=data.get("images", 0), box_counts=dict(data.get("box_counts", {})),
+                   background_images=data.get("background_images", 0),
+                   box_notes=dict(data.get("box_notes", {})),
+                   dropped_boxes=[(d["where"], d["reason"])
+                                  for d in data.get("dropped_boxes", [])])
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the report as JSON (``RUN_DIR/data_report.json``)."""
@@ -151,6 +194,8 @@ class DataReport:
             if self.pixel_frequencies:
                 freqs = ", ".join(f"{name} {f:.3g}" for name, f in self.pixel_frequencies.items())
                 lines.append(f"  training pixel frequencies: {freqs}")
+        elif self.images:
+            lines += self._box_lines(max_paths)
         elif self.class_counts:
             counts = ", ".join(f"{name} {n}" for name, n in self.class_counts.items())
             lines.append(f"  classes: {counts} (largest/smallest {self.imbalance_ratio:.2f})")
@@ -168,6 +213,28 @@ class DataReport:
             lines.append("  normalised: " + ", ".join(f"{n} {note}"
                                                       for note, n in self.notes.items()))
         return "\n".join(lines)
+
+    def _box_lines(self, max_paths: int) -> list[str]:
+        """The detection lines of :meth:`summary`: boxes per class, background images, what
+        was done to boxes, and the boxes left out, the first ones named."""
+        boxes = ", ".join(f"{name} {n}" for name, n in self.box_counts.items())
+        images = ", ".join(f"{name} {n}" for name, n in self.class_counts.items())
+        lines = [f"  boxes per class: {boxes or 'none'}",
+                 f"  images holding each class: {images or 'none'}"]
+        if self.background_images:
+            lines.append(f"  background images (no boxes): {self.background_images}")
+        if self.box_notes:
+            lines.append("  boxes: " + ", ".join(f"{n} {note}"
+                                                 for note, n in self.box_notes.items()))
+        if self.dropped_boxes:
+            reasons = ", ".join(f"{n} {r}" for r, n in self.dropped_reason_counts.items())
+            lines.append(f"  dropped {len(self.dropped_boxes)} box(es): {reasons}")
+            for where, reason in self.dropped_boxes[:max_paths]:
+                lines.append(f"    {self._short(where)}: {reason}")
+            if len(self.dropped_boxes) > max_paths:
+                lines.append(f"    ... and {len(self.dropped_boxes) - max_paths} more "
+                             f"(the JSON report lists them all)")
+        return lines
 
     def _short(self, path: str) -> str:
         try:

@@ -245,6 +245,20 @@ def _assemble(source: str, root: str, groups: dict[str, dict[str, list[_Entry]]]
                            val=splits["val"], test=splits.get("test"), report=report)
 
 
+def held_out(n: int, rng: np.random.Generator, *, draw_val: bool, draw_test: bool,
+             val_split: float, test_split: float) -> tuple[np.ndarray, int, int]:
+    """The draw of the splits not given, from a pool of ``n`` items: their order and how many
+    of the first go to validation, then test (the rest train).
+
+    A seeded permutation when anything is drawn (the identity otherwise); each drawn split
+    gets at least one item while train keeps one.
+    """
+    order = rng.permutation(n) if draw_val or draw_test else np.arange(n)
+    n_val = min(max(1, round(n * val_split)), n - 1 - draw_test) if draw_val else 0
+    n_test = min(max(1, round(n * test_split)), n - 1 - n_val) if draw_test else 0
+    return order, max(n_val, 0), max(n_test, 0)
+
+
 def _split(usable: dict[str, dict[str, list[tuple[str, dict]]]], label_of: dict[str, int],
            options: _Options) -> dict[str, Split]:
     """Given splits as they are; the rest drawn per class from the pool with a seeded RNG."""
@@ -258,10 +272,9 @@ def _split(usable: dict[str, dict[str, list[tuple[str, dict]]]], label_of: dict[
     rng = np.random.default_rng(options.seed)
     for name, label in label_of.items():
         files = usable[pool_split][name]
-        n = len(files)
-        order = rng.permutation(n) if draw_val or draw_test else np.arange(n)
-        n_val = min(max(1, round(n * options.val_split)), n - 1 - draw_test) if draw_val else 0
-        n_test = min(max(1, round(n * options.test_split)), n - 1 - n_val) if draw_test else 0
+        order, n_val, n_test = held_out(len(files), rng, draw_val=draw_val,
+                                        draw_test=draw_test, val_split=options.val_split,
+                                        test_split=options.test_split)
         for rank, index in enumerate(order):
             target = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
             path, result = files[index]

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Iterable
 from transfer.errors import ConfigError
 from transfer.tasks.base import Evaluator, Prediction, Predictions, Task
 from transfer.tasks.classification import ClassificationTask
+from transfer.tasks.detection.task import DetectionTask
 from transfer.tasks.segmentation import SegmentationTask
 
 if TYPE_CHECKING:
     from transfer.config import TrainConfig
 
 TASKS: dict[str, type[Task]] = {task.name: task
-                                for task in (ClassificationTask, SegmentationTask)}
+                                for task in (ClassificationTask, SegmentationTask, DetectionTask)}
 
 
 #: the task of a run whose model options and data claim no task
@@ -64,6 +65,13 @@ def served_task(outputs: Iterable[str]) -> str:
                       f"any task's export; export it again with 'zoo export'")
 
 
+def task_of(config: TrainConfig) -> Task:
+    """The task a resolved config trains, with the options the config gives it
+    (:meth:`Task.from_config`)."""
+    return get_task(config.task) if config.task not in TASKS else \
+        TASKS[config.task].from_config(config)
+
+
 def get_task(name: str, **options: Any) -> Task:
     """A task registered under ``name``, with its options (segmentation: ``ignore_index``)."""
     try:
@@ -73,5 +81,6 @@ def get_task(name: str, **options: Any) -> Task:
     return task(**options)
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "ClassificationTask", "Evaluator", "Prediction", "Predictions",
-           "SegmentationTask", "Task", "get_task", "recognise", "served_task", "task_for"]
+__all__ = ["DEFAULT_TASK", "TASKS", "ClassificationTask", "DetectionTask", "Evaluator",
+           "Prediction", "Predictions", "SegmentationTask", "Task", "get_task", "recognise",
+           "served_task", "task_for", "task_of"]

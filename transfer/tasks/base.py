@@ -59,7 +59,8 @@ class Prediction:
                 "predictions": [{"label": l, "score": s} for l, s in zip(self.labels, self.scores)]}
 
     def csv_row(self, top_k: int) -> list[str]:
-        """``path, label_1, score_1, ..., label_k, score_k, error``; see :func:`csv_header`."""
+        """``path, label_1, score_1, ..., label_k, score_k, error``; see
+        :meth:`Task.csv_header`."""
         cells = [self.path]
         for rank in range(top_k):
             if rank < len(self.labels):
@@ -136,6 +137,12 @@ class Task(abc.ABC):
 
     def __init__(self, **options: Any):
         """Options a task does not use are ignored, so callers can pass the contract's."""
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> Task:
+        """The task with the options a training config gives it (segmentation: the ignore
+        index)."""
+        return cls()
 
     # ---- data -------------------------------------------------------------------------------
     @classmethod
@@ -237,10 +244,23 @@ class Task(abc.ABC):
                     weights: str | None) -> keras.Model:
         """Backbone plus this task's head, taking raw 0-255 RGB images."""
 
+    def output_classes(self, model: keras.Model) -> int | None:
+        """The number of classes ``model``'s outputs are for (checked against a run's class
+        names when it is loaded): the width of its last axis, for a classifier or segmenter."""
+        return int(model.output_shape[-1])
+
     @abc.abstractmethod
     def feature_split(self, model: keras.Model) -> tuple[keras.Model, keras.Model]:
         """``(features, head)``: the frozen part that can be computed once, and the part that
         trains on its outputs, sharing layers with ``model``."""
+
+    def epoch_callbacks(self, val: Any, *, image_size: int,
+                        class_names: Sequence[str]) -> list:
+        """Keras callbacks that add the task's own validation numbers to each epoch's logs
+        (so the history, the curves and early stopping see them), from ``val``, the batches
+        of (inputs, targets) the fit validates on: the model being fit runs on those inputs,
+        which are cached features when the backbone's are."""
+        return []
 
     @abc.abstractmethod
     def loss(self, config: TrainConfig) -> keras.losses.Loss: ...
@@ -255,16 +275,17 @@ class Task(abc.ABC):
         return {"loss": self.loss(config), "metrics": self.metrics(num_classes)}
 
     # ---- evaluation -------------------------------------------------------------------------
-    def postprocess(self, outputs: tf.Tensor) -> tf.Tensor:
+    def postprocess(self, outputs: Any, *, evaluating: bool = False) -> Any:
         """The model's raw outputs turned into what evaluation, prediction and serving use
-        (a detector decodes its boxes and suppresses overlaps here); TensorFlow ops, so the
-        SavedModel runs the same step. Classification and segmentation: the outputs as they
-        are (probabilities)."""
+        (a detector decodes its boxes and suppresses overlaps here, with COCO's low score
+        threshold when ``evaluating``); TensorFlow ops, so the SavedModel runs the same step.
+        Classification and segmentation: the outputs as they are (probabilities)."""
         return outputs
 
     @abc.abstractmethod
-    def evaluator(self, class_names: Sequence[str]) -> Evaluator:
-        """A fresh :class:`Evaluator` for one split."""
+    def evaluator(self, class_names: Sequence[str], *,
+                  image_size: int | None = None) -> Evaluator:
+        """A fresh :class:`Evaluator` for one split of a model of ``image_size``."""
 
     def summarise(self, outputs: np.ndarray, labels: np.ndarray,
                   class_names: Sequence[str]) -> dict[str, Any]:
@@ -313,6 +334,17 @@ class Task(abc.ABC):
         """The outputs of each export (``savedmodel``, ``keras``, ``tflite``), in words."""
 
     # ---- prediction and serving -------------------------------------------------------------
+    def csv_header(self, top_k: int) -> list[str]:
+        """The columns of ``zoo predict --csv``: ``path, label_1, score_1, ..., error``."""
+        columns = ["path"]
+        for rank in range(1, top_k + 1):
+            columns += [f"label_{rank}", f"score_{rank}"]
+        return columns + ["error"]
+
+    def csv_rows(self, prediction: Prediction, top_k: int) -> list[list[str]]:
+        """The rows of one image under :meth:`csv_header` (a detector: one per box)."""
+        return [prediction.csv_row(top_k)]
+
     @abc.abstractmethod
     def predictions(self, paths: Sequence[str], images: np.ndarray,
                     served: Mapping[str, np.ndarray], *, class_names: Sequence[str], top_k: int,

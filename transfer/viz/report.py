@@ -150,9 +150,10 @@ class ReportPage:
             return self.evaluation
         if self.val is None or not len(self.val):
             return None
-        evaluator = self.task.evaluator(self.contract.class_names)
+        evaluator = self.task.evaluator(self.contract.class_names,
+                                        image_size=self.contract.image_size)
         score_split(self.loaded.model, _subset(self.val, list(range(min(limit, len(self.val))))),
-                    evaluator, postprocess=self.task.postprocess, fit=self.task.fit)
+                    evaluator, task=self.task)
         self.evaluation = evaluator
         return evaluator
 

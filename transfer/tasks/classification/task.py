@@ -139,7 +139,7 @@ class ClassificationTask(Task):
                 keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes),
                                                       name="top5_accuracy")]
 
-    def evaluator(self, class_names):
+    def evaluator(self, class_names, *, image_size=None):
         return ClassificationEvaluator(class_names)
 
     def headline(self, metrics: dict[str, Any]) -> str:

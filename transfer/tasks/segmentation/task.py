@@ -65,6 +65,10 @@ class SegmentationTask(Task):
         self.ignore_index = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
         self.pixel_weights: list[float] | None = None
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(ignore_index=config.ignore_index)
+
     def contract_options(self):
         return {"ignore_index": self.ignore_index}
 
@@ -85,8 +89,7 @@ class SegmentationTask(Task):
         import zoo
 
         model = str(config.model)
-        return (config.backbone is not None
-                or (model in DECODERS and not Path(model).suffix)
+        return ((model in DECODERS and not Path(model).suffix)
                 or (model in zoo.list_models() and zoo.get_spec(model).task == cls.name))
 
     def load_data(self, source, config, *, cache_dir=None, tfds_data_dir=None, workers=None,
@@ -181,6 +184,11 @@ class SegmentationTask(Task):
 
     def check(self, config):
         """The model, backbone and mode fit together (before anything is written)."""
+        from transfer.config import SEGMENTATION_LOSSES
+
+        if config.loss != "auto" and config.loss not in SEGMENTATION_LOSSES:
+            raise ConfigError(f"--loss {config.loss} is a detection loss; segmentation takes "
+                              f"{', '.join(SEGMENTATION_LOSSES)}", field="loss")
         import zoo
 
         if "vflip" in (config.augment or "").split(","):
@@ -245,7 +253,7 @@ class SegmentationTask(Task):
         return seg_metrics.segmentation_metrics_for_compile(num_classes, self.ignore_index)
 
     # ---- evaluation -------------------------------------------------------------------------
-    def evaluator(self, class_names):
+    def evaluator(self, class_names, *, image_size=None):
         return SegmentationEvaluator(class_names, ignore_index=self.ignore_index)
 
     def headline(self, metrics: dict[str, Any]) -> str:
@@ -337,11 +345,6 @@ class SegmentationTask(Task):
         cover."""
         ids, sizes = served["class_ids"], served["sizes"]
         colours = seg_figures.palette(len(class_names))
-        folder = output_dir.resolve()
-        inside = next((p for p in paths if folder in Path(p).resolve().parents), None)
-        if inside is not None:  # the masks would be read as images by the next run
-            raise ConfigError(f"--output {str(output_dir)!r} holds the image {inside!r} "
-                              f"being predicted; choose an --output folder outside the images")
         results = {}
         for i, path in enumerate(paths):
             height, width = sizes[i]

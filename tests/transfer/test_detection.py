@@ -1,0 +1,253 @@
+"""Detection end to end through the CLI, on a generated YOLO folder with a test split: data
+check, train (the task read off the layout), evaluate, predict, export, and the SavedModel in a
+process that imports only TensorFlow."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import main
+
+SIZE = 64
+CLASSES = ("square", "bar")
+COLOURS = {0: (230, 40, 40), 1: (40, 200, 60)}
+
+
+def make_yolo_folder(root: Path, *, counts=(("train", 16), ("val", 6), ("test", 4)),
+                     seed: int = 0) -> Path:
+    """``data.yaml`` + ``images/<split>/`` + ``labels/<split>/``: 80 x 64 images of noise with
+    one or two coloured boxes (a square, class 0; a bar, class 1) and their YOLO rows; one
+    training image has no label file (a background image)."""
+    rng = np.random.default_rng(seed)
+    for split, n in counts:
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            width, height = 80, 64
+            pixels = rng.integers(0, 90, (height, width, 3)).astype(np.uint8)
+            rows = []
+            for cls in rng.permutation(2)[:1 + i % 2]:
+                w, h = (18, 18) if cls == 0 else (34, 10)
+                x0 = int(rng.integers(0, width - w))
+                y0 = int(rng.integers(0, height - h))
+                pixels[y0:y0 + h, x0:x0 + w] = COLOURS[int(cls)]
+                rows.append(f"{cls} {(x0 + w / 2) / width:.6f} {(y0 + h / 2) / height:.6f} "
+                            f"{w / width:.6f} {h / height:.6f}")
+            Image.fromarray(pixels).save(root / "images" / split / f"{split}_{i:02d}.png")
+            if not (split == "train" and i == 0):
+                (root / "labels" / split / f"{split}_{i:02d}.txt").write_text(
+                    "\n".join(rows) + "\n")
+    (root / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: images/val\ntest: images/test\n"
+        f"names: [{', '.join(CLASSES)}]\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def yolo_folder(tmp_path_factory):
+    return make_yolo_folder(tmp_path_factory.mktemp("data") / "boxes")
+
+
+@pytest.fixture(scope="module")
+def detection_run(yolo_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("det") / "run"
+    result = CliRunner().invoke(main, [
+        "train", str(yolo_folder), "--backbone", "keras_mobilenet", "--weights", "none",
+        "--mode", "feature-extractor", "--image-size", str(SIZE), "--epochs", "1",
+        "--batch-size", "8", "--seed", "3", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "validation mAP50-95" in result.output
+    return out
+
+
+def test_data_check_reports_boxes_and_the_background_image(yolo_folder):
+    result = CliRunner().invoke(main, ["data", "check", str(yolo_folder), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["ok"] is True
+    assert sum(report["class_counts"].values()) > 0
+
+
+def test_the_run_directory_describes_a_detector(detection_run):
+    contract = json.loads((detection_run / "contract.json").read_text())
+    assert contract["task"] == "detection" and contract["class_names"] == list(CLASSES)
+    assert contract["task_options"]["head"] == "detector"
+    assert contract["task_options"]["image_size"] == SIZE
+    metrics = json.loads((detection_run / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert set(metrics[split]) >= {"map", "map50", "map75", "per_class", "samples"}
+        assert 0.0 <= metrics[split]["map"] <= 1.0
+    assert (detection_run / "report.html").is_file()
+    assert "mAP50-95" in (detection_run / "MODEL_CARD.md").read_text()
+    for figure in ("pr_curves.png", "worst.png", "confusion_matrix.png"):
+        assert (detection_run / figure).is_file(), figure
+
+
+def test_evaluate_predict_and_the_savedmodel_agree(detection_run, yolo_folder, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate", str(detection_run), str(yolo_folder), "--split",
+                                  "test", "--output", str(tmp_path / "eval"), "--json"])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.stdout)
+    trained = json.loads((detection_run / "metrics.json").read_text())["test"]
+    assert evaluated["map"] == pytest.approx(trained["map"], abs=1e-6)
+
+    image = yolo_folder / "images" / "test" / "test_00.png"
+    result = runner.invoke(main, ["predict", str(detection_run), str(image), "--output",
+                                  str(tmp_path / "drawn"), "--csv", "--conf", "0.001"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["path", "class", "score", "x0", "y0", "x1", "y1", "error"]
+    assert all(row[0] == str(image) and row[1] in CLASSES for row in rows[1:])
+    assert (tmp_path / "drawn" / "test_00_boxes.png").is_file()
+    predicted = [[float(v) for v in row[3:7]] for row in rows[1:]]
+    assert predicted, "at score 0.001 some box is drawn"
+    for box in predicted:  # in the image's own pixels (80 x 64), not the model's 64 x 64
+        assert 0 <= box[0] <= box[2] <= 80 and 0 <= box[1] <= box[3] <= 64
+
+    # The SavedModel, in a process that imports only TensorFlow, with the same threshold
+    # set on the run's own export: boxes in the image's own pixels (80 x 64).
+    script = f"""
+import json, sys, numpy as np, tensorflow as tf
+from PIL import Image
+model = tf.saved_model.load({str(detection_run / 'saved_model')!r})
+image = np.asarray(Image.open({str(image)!r}).convert("RGB"))[None]
+out = model.serve_images(tf.constant(image))
+assert not [m for m in sys.modules if m.split(".")[0] in ("zoo", "transfer", "cli")]
+n = int(out["num_detections"][0])
+print(json.dumps({{"boxes": out["boxes"][0, :n].numpy().tolist(),
+                  "labels": [l.decode() for l in out["labels"][0, :n].numpy()],
+                  "shape": list(out["boxes"].shape)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = json.loads(done.stdout.strip().splitlines()[-1])
+    assert served["shape"][2] == 4
+    kept = [b for b, row in zip(predicted, rows[1:]) if float(row[2]) >= 0.25]
+    np.testing.assert_allclose(served["boxes"], kept, atol=0.02)
+    for box in served["boxes"]:
+        assert 0 <= box[0] <= box[2] <= 80 and 0 <= box[1] <= box[3] <= 64
+
+
+@pytest.mark.slow  # 11 s of conversion; the SavedModel's NMS, which it is made from, is fast
+def test_tflite_export_runs_in_litert(detection_run, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = tmp_path / "model.tflite"
+    result = CliRunner().invoke(main, ["export", str(detection_run), "--format", "tflite",
+                                       "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    interpreter = Interpreter(model_path=str(out))
+    runner = interpreter.get_signature_runner()
+    image = np.zeros((1, SIZE, SIZE, 3), np.uint8)
+    outputs = runner(images=image)
+    assert set(outputs) == {"boxes", "scores", "classes", "num_detections"}
+    assert outputs["boxes"].shape == (1, 300, 4)
+
+
+def as_coco(yolo: Path, root: Path) -> Path:
+    """The YOLO folder rewritten as COCO JSON: ``<split>/`` image folders beside
+    ``annotations/instances_<split>.json``, category ids 5 and 9 (remapped to 0 and 1)."""
+    import shutil
+
+    for split in ("train", "val", "test"):
+        images, annotations = [], []
+        for i, path in enumerate(sorted((yolo / "images" / split).glob("*.png"))):
+            (root / split).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / split / path.name)
+            images.append({"id": i, "file_name": path.name, "width": 80, "height": 64})
+            label = yolo / "labels" / split / f"{path.stem}.txt"
+            for row in (label.read_text().split("\n") if label.exists() else []):
+                if row.strip():
+                    c, cx, cy, w, h = (float(v) for v in row.split())
+                    annotations.append({"id": len(annotations) + 1, "image_id": i,
+                                        "category_id": (5, 9)[int(c)], "iscrowd": 0,
+                                        "bbox": [(cx - w / 2) * 80, (cy - h / 2) * 64, w * 80,
+                                                 h * 64]})
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(
+            {"images": images, "annotations": annotations,
+             "categories": [{"id": 5, "name": CLASSES[0]}, {"id": 9, "name": CLASSES[1]}]}))
+    return root
+
+
+def as_voc(yolo: Path, root: Path) -> Path:
+    """The YOLO folder rewritten as Pascal VOC: ``JPEGImages/``, ``Annotations/*.xml`` (1-based
+    corners) and ``ImageSets/Main/{train,val,test}.txt``."""
+    import shutil
+
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        stems = []
+        for path in sorted((yolo / "images" / split).glob("*.png")):
+            shutil.copy(path, root / "JPEGImages" / path.name)
+            stems.append(path.stem)
+            label = yolo / "labels" / split / f"{path.stem}.txt"
+            objects = ""
+            for row in (label.read_text().split("\n") if label.exists() else []):
+                if row.strip():
+                    c, cx, cy, w, h = (float(v) for v in row.split())
+                    x0, y0 = round((cx - w / 2) * 80) + 1, round((cy - h / 2) * 64) + 1
+                    x1, y1 = round((cx + w / 2) * 80), round((cy + h / 2) * 64)
+                    objects += (f"<object><name>{CLASSES[int(c)]}</name><difficult>0"
+                                f"</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                                f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+            (root / "Annotations" / f"{path.stem}.xml").write_text(
+                f"<annotation><size><width>80</width><height>64</height><depth>3</depth>"
+                f"</size>{objects}</annotation>")
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["coco", "voc"])
+def test_data_check_reads_coco_and_voc_with_their_test_split(layout, yolo_folder, tmp_path):
+    root = (as_coco if layout == "coco" else as_voc)(yolo_folder, tmp_path / layout)
+    result = CliRunner().invoke(main, ["data", "check", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["images"] == 26
+    assert report["background_images"] == 1
+    assert set(report["split_counts"]) == {"train", "val", "test"}
+
+
+@pytest.mark.slow  # 40 s each: a run per layout; the YOLO run above is the fast one
+@pytest.mark.parametrize("layout", ["coco", "voc"])
+def test_coco_and_voc_train_and_evaluate_on_their_test_split(layout, yolo_folder, tmp_path):
+    root = (as_coco if layout == "coco" else as_voc)(yolo_folder, tmp_path / layout)
+    runner = CliRunner()
+    result = runner.invoke(main, [
+        "train", str(root), "--task", "detection", "--backbone", "keras_mobilenet",
+        "--weights", "none", "--mode", "feature-extractor", "--image-size", str(SIZE),
+        "--epochs", "1", "--batch-size", "8", "--output", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["samples"] == 4 and metrics["val"]["samples"] == 6
+    result = runner.invoke(main, ["evaluate", str(tmp_path / "run"), str(root), "--split",
+                                  "test", "--output", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "mAP50-95" in result.output
+
+
+@pytest.mark.slow  # 30 s: the paper's network at 128 px (77 M parameters)
+def test_yolov1_trains_from_scratch_through_the_cli(yolo_folder, tmp_path):
+    result = CliRunner().invoke(main, [
+        "train", str(yolo_folder), "--model", "yolov1", "--weights", "none", "--mode",
+        "full-retrain", "--image-size", "128", "--epochs", "1", "--batch-size", "8",
+        "--output", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    contract = json.loads((tmp_path / "run" / "contract.json").read_text())
+    assert contract["task_options"]["head"] == "yolov1"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"map", "map50"}

@@ -1,0 +1,105 @@
+"""The detection task's own parts: targets in letterboxed pixels, box-aware flips, boxes served
+in each image's own pixels, one CSV row per box, and the registry choosing the task."""
+
+import numpy as np
+import pytest
+
+from transfer.config import TrainConfig
+from transfer.tasks import get_task, task_for
+from transfer.tasks.detection.task import augment_boxes, encode_targets
+
+WIDE = {"boxes": [[10.0, 20.0, 50.0, 40.0], [0.0, 0.0, 100.0, 50.0]], "classes": [2, 0],
+        "difficult": [False, False], "size": [50, 100]}  # height 50, width 100
+EMPTY = {"boxes": [], "classes": [], "difficult": [], "size": [64, 64]}
+
+
+def test_targets_are_letterboxed_pixels_with_padding_rows():
+    targets = encode_targets([WIDE, EMPTY], 64)
+    assert targets.shape == (2, 2, 5)
+    # 100 px wide -> scale 0.64
+    np.testing.assert_allclose(targets[0], [[2, 6.4, 12.8, 32.0, 25.6], [0, 0, 0, 64.0, 32.0]],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(targets[1], [[-1, 0, 0, 0, 0]] * 2)
+    assert encode_targets([EMPTY], 32).shape == (1, 1, 5)
+
+
+def test_a_flip_mirrors_the_boxes_with_the_image_and_leaves_padding():
+    import tensorflow as tf
+
+    images = np.zeros((2, 8, 8, 3), np.float32)
+    images[:, :, :2] = 255.0  # a bright band at the left
+    targets = np.array([[[1, 0, 0, 2, 8], [-1, 0, 0, 0, 0]]] * 2, np.float32)
+    seed = tf.constant([3, 4])
+    mirror = tf.random.stateless_uniform([2], seed=seed).numpy() < 0.5
+    out_images, out_targets = augment_boxes(tf.constant(images), tf.constant(targets), seed,
+                                            flip=True, colour=False)
+    for i in range(2):
+        if mirror[i]:
+            np.testing.assert_array_equal(out_images[i, :, 6:].numpy(), 255.0)
+            np.testing.assert_array_equal(out_targets[i].numpy(),
+                                          [[1, 6, 0, 8, 8], [-1, 0, 0, 0, 0]])
+        else:
+            np.testing.assert_array_equal(out_targets[i].numpy(), targets[i])
+    assert mirror.any() or True  # the draw is what it is; both branches are checked above
+
+
+def test_served_boxes_are_in_each_images_own_pixels():
+    import tensorflow as tf
+
+    task = get_task("detection", image_size=64)
+    outputs = {"boxes": tf.constant([[[6.4, 12.8, 32.0, 25.6], [0, 0, 0, 0]]]),
+               "scores": tf.constant([[0.9, 0.0]]), "classes": tf.constant([[1, -1]]),
+               "count": tf.constant([1])}
+    served = task.serving_outputs(outputs, tf.constant(["a", "b"]), 5, tf.constant([50, 100]))
+    np.testing.assert_allclose(served["boxes"].numpy()[0, 0], [10, 20, 50, 40], rtol=1e-5)
+    np.testing.assert_array_equal(served["boxes"].numpy()[0, 1], [0, 0, 0, 0])
+    assert served["labels"].numpy().tolist() == [[b"b", b""]]
+    # a box past the image's edge (into the letterbox's grey) is clipped to the image
+    outputs["boxes"] = tf.constant([[[0.0, 0.0, 64.0, 64.0], [0, 0, 0, 0]]])
+    served = task.serving_outputs(outputs, tf.constant(["a", "b"]), 5, tf.constant([[50, 100]]))
+    np.testing.assert_allclose(served["boxes"].numpy()[0, 0], [0, 0, 100, 50], rtol=1e-5)
+
+
+def test_csv_has_one_row_per_box():
+    from transfer.tasks import Prediction
+
+    task = get_task("detection")
+    p = Prediction("a.jpg", ("cat", "dog"), (0.9, 0.5), files=("a_boxes.png",),
+                   details={"detections": [{"class": "cat", "score": 0.9, "box": [1, 2, 3, 4]},
+                                           {"class": "dog", "score": 0.5, "box": [5, 6, 7, 8]}]})
+    assert task.csv_header(5) == ["path", "class", "score", "x0", "y0", "x1", "y1", "error"]
+    assert task.csv_rows(p, 5) == [
+        ["a.jpg", "cat", "0.900000", "1.00", "2.00", "3.00", "4.00", ""],
+        ["a.jpg", "dog", "0.500000", "5.00", "6.00", "7.00", "8.00", ""]]
+    assert task.csv_rows(Prediction("b.jpg", error="not an image"), 5) == [
+        ["b.jpg", "", "", "", "", "", "", "not an image"]]
+
+
+@pytest.mark.parametrize("model, expected", [("detector", "detection"),
+                                             ("yolov1", "detection"),
+                                             ("unet", "segmentation"),
+                                             ("keras_mobilenetv2", "classification")])
+def test_the_model_option_alone_names_the_task(model, expected, tmp_path):
+    assert task_for(TrainConfig(task="auto", model=model), tmp_path) == expected
+
+
+def test_options_that_move_no_box_are_refused():
+    from transfer.errors import ConfigError
+
+    task = get_task("detection")
+    with pytest.raises(ConfigError, match="drop rotate"):
+        task.check(TrainConfig(task="detection", augment="flip,rotate"))
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        task.check(TrainConfig(task="detection", image_size=100))
+    with pytest.raises(ConfigError, match="full-retrain"):
+        task.check(TrainConfig(task="detection", model="yolov1", mode="fine-tune"))
+
+
+def test_drawing_outlines_each_box_in_its_class_colour():
+    from transfer.tasks.detection.drawing import COLOURS, draw_boxes
+
+    image = np.zeros((40, 40, 3), np.uint8)
+    drawn = draw_boxes(image, np.array([[10, 20, 30, 35]]), ["cat"], [0.5], class_ids=[1])
+    assert drawn.shape == (40, 40, 3) and drawn.dtype == np.uint8
+    assert tuple(drawn[35, 20]) == COLOURS[1]  # the bottom edge
+    assert tuple(drawn[27, 20]) == (0, 0, 0)  # inside stays
