@@ -3,9 +3,9 @@
 Data: 4 animal classes. Animal-MNIST silhouettes (``data/animal-mnist/``, thresholded, randomly
 scaled from 20% to 60% of the image and mirrored), each filled with a crop of one real photo and
 pasted on a crop of another (scikit-image's sample photos), 1-3 per image; the box is the
-silhouette's tight bounding box. Images are 160 x 128 (letterboxed to the model's square). A
-YOLO folder (``data.yaml``, ``images/{train,val}``, ``labels/...``) to train on and a held-out
-one of its own seed.
+silhouette's tight bounding box. Images are 160 x 128 (letterboxed to the model's square). One
+YOLO folder (``data.yaml``, ``images/{train,val,test}``, ``labels/...``): the test split is the
+held-out set, scored at the end of each run.
 
 Runs, same data, the same ImageNet MobileNet-v1 backbone and settings:
 
@@ -13,8 +13,8 @@ Runs, same data, the same ImageNet MobileNet-v1 backbone and settings:
     feature-extractor mode (the backbone's features cached, the neck and head training);
 (b) the default (``--loss auto``) in fine-tune mode, the head phase then the whole backbone.
 
-Each run's COCO mAP@[.5:.95] and mAP50 on the held-out folder come from ``zoo evaluate``'s
-Python API (pycocotools). Times are printed as ratios to run (a)'s first.
+Each run's COCO mAP@[.5:.95] and mAP50 on the held-out test split come from the run's own
+``metrics.json`` (pycocotools). Times are printed as ratios to run (a)'s first.
 
 Needs the real ImageNet MobileNet-v1 weights (``mobilenet_1_0_224_tf_no_top.h5``) in
 ``../shared/weights`` beside the repository, or in the folder ``ZOO_TEST_WEIGHTS`` names.
@@ -42,7 +42,6 @@ from PIL import Image  # noqa: E402
 
 import transfer  # noqa: E402
 from transfer.config import DETECTION_LOSSES  # noqa: E402
-from transfer.evaluate import evaluate  # noqa: E402
 
 ANIMAL_MNIST = Path(__file__).resolve().parents[1] / "data" / "animal-mnist"
 ANIMALS = ("bird", "cat", "elephant", "giraffe")
@@ -119,13 +118,13 @@ def make_folder(root: Path, counts: dict[str, int], seed: int) -> Path:
     return root
 
 
-def run(data: Path, heldout: Path, out: Path, **settings) -> dict:
+def run(data: Path, out: Path, **settings) -> dict:
     start = time.perf_counter()
-    transfer.train(data, output=out, backbone="keras_mobilenet", weights="imagenet",
-                   verbose=0, overwrite=True, **settings)
+    result = transfer.train(data, output=out, backbone="keras_mobilenet", weights="imagenet",
+                            verbose=0, overwrite=True, **settings)
     seconds = time.perf_counter() - start
-    result = evaluate(out, heldout, split="val", output_dir=out / "heldout")
-    return {"map": result["map"], "map50": result["map50"], "seconds": seconds}
+    test = result.metrics["test"]
+    return {"map": test["map"], "map50": test["map50"], "seconds": seconds}
 
 
 def main() -> None:
@@ -142,20 +141,20 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.gettempdir()) / "bench-detection"
     name = f"{args.train}-{args.val}-{args.test}"
-    data = make_folder(work / f"data-{name}", {"train": args.train, "val": args.val}, seed=0)
-    heldout = make_folder(work / f"heldout-{args.test}", {"val": args.test}, seed=1)
+    data = make_folder(work / f"data-{name}", {"train": args.train, "val": args.val,
+                                                "test": args.test}, seed=0)
     common = {"image_size": args.size, "batch_size": args.batch, "seed": 42}
     parts = set(args.parts.split(","))
     results: dict[str, dict] = {}
     if "losses" in parts:
         for loss in DETECTION_LOSSES:
             results[f"feature-extractor {loss}"] = run(
-                data, heldout, work / "runs" / f"fe-{loss.replace('+', '-')}",
+                data, work / "runs" / f"fe-{loss.replace('+', '-')}",
                 mode="feature-extractor", epochs=args.epochs, loss=loss, **common)
             print(json.dumps({f"feature-extractor {loss}": results[f"feature-extractor {loss}"]}),
                   flush=True)
     if "fine-tune" in parts:
-        results["fine-tune auto"] = run(data, heldout, work / "runs" / "ft", mode="fine-tune",
+        results["fine-tune auto"] = run(data, work / "runs" / "ft", mode="fine-tune",
                                         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
                                         **common)
     first = next(iter(results.values()))["seconds"]
