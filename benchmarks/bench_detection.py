@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import offline_keras_home, weights_file
+from _common import offline_keras_home, photo_crop, sample_photos, weights_file
 
 WEIGHTS = weights_file()
 os.environ["KERAS_HOME"] = str(offline_keras_home(WEIGHTS))
@@ -45,34 +45,12 @@ from transfer.config import DETECTION_LOSSES  # noqa: E402
 
 ANIMAL_MNIST = Path(__file__).resolve().parents[1] / "data" / "animal-mnist"
 ANIMALS = ("bird", "cat", "elephant", "giraffe")
-PHOTOS = ("astronaut", "brick", "camera", "cat", "clock", "coffee", "coins", "grass", "gravel",
-          "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket")
 WIDTH, HEIGHT = 160, 128
-
-
-def _photos() -> list[np.ndarray]:
-    import skimage.data
-
-    photos = []
-    for name in PHOTOS:
-        photo = np.asarray(getattr(skimage.data, name)())
-        if photo.ndim == 2:
-            photo = np.repeat(photo[..., None], 3, axis=-1)
-        photos.append(np.ascontiguousarray(photo[..., :3]))
-    return photos
-
-
-def _crop(rng, photo, height, width):
-    side = int(min(photo.shape[:2]) * rng.uniform(0.3, 1.0))
-    y = int(rng.integers(0, photo.shape[0] - side + 1))
-    x = int(rng.integers(0, photo.shape[1] - side + 1))
-    crop = Image.fromarray(photo[y:y + side, x:x + side])
-    return np.asarray(crop.resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _sample(rng, photos, silhouettes):
     backdrop = int(rng.integers(len(photos)))
-    image = _crop(rng, photos[backdrop], HEIGHT, WIDTH).copy()
+    image = photo_crop(rng, photos[backdrop], HEIGHT, WIDTH).copy()
     rows = []
     for _ in range(int(rng.integers(1, 4))):
         label = int(rng.integers(len(ANIMALS)))
@@ -88,7 +66,7 @@ def _sample(rng, photos, silhouettes):
         placed = np.zeros((HEIGHT, WIDTH), bool)
         placed[y:y + side, x:x + side] = scaled
         fill = int(rng.choice([i for i in range(len(photos)) if i != backdrop]))
-        image[placed] = _crop(rng, photos[fill], HEIGHT, WIDTH)[placed]
+        image[placed] = photo_crop(rng, photos[fill], HEIGHT, WIDTH)[placed]
         ys, xs = np.nonzero(placed)
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
         rows.append(f"{label} {(x0 + x1) / 2 / WIDTH:.6f} {(y0 + y1) / 2 / HEIGHT:.6f} "
@@ -101,7 +79,7 @@ def make_folder(root: Path, counts: dict[str, int], seed: int) -> Path:
     marker = root / ".complete"
     if marker.exists():
         return root
-    photos = _photos()
+    photos = sample_photos()
     silhouettes = {a: [np.asarray(Image.open(p).convert("L"))
                        for p in sorted((ANIMAL_MNIST / a).glob("*.png"))] for a in ANIMALS}
     rng = np.random.default_rng(seed)

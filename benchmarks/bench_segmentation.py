@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import offline_keras_home, weights_file
+from _common import offline_keras_home, photo_crop, sample_photos, weights_file
 
 WEIGHTS = weights_file()
 # Keras reads KERAS_HOME once, when it is imported.
@@ -62,9 +62,6 @@ from transfer.tasks.segmentation.metrics import segmentation_summary  # noqa: E4
 ANIMAL_MNIST = Path(__file__).resolve().parents[1] / "data" / "animal-mnist"
 ANIMALS = ("bird", "cat", "elephant", "giraffe")  # 4 of Animal-MNIST's 10 silhouettes
 CLASSES = ("background", *ANIMALS)
-# scikit-image sample photos (bundled with the package, no download): the textures
-PHOTOS = ("astronaut", "brick", "camera", "cat", "clock", "coffee", "coins", "grass", "gravel",
-          "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket")
 IGNORE = 255
 SEEDS = {"train": 0, "val": 1, "test": 2}
 BACKBONE = "keras_mobilenet"
@@ -73,31 +70,10 @@ REFERENCE_FILTERS = (256, 128, 64, 32, 16)  # segmentation_models' U-Net decoder
 
 # ---- the data -------------------------------------------------------------------------------
 
-def _photos() -> list[np.ndarray]:
-    import skimage.data
-
-    photos = []
-    for name in PHOTOS:
-        photo = np.asarray(getattr(skimage.data, name)())
-        if photo.ndim == 2:
-            photo = np.repeat(photo[..., None], 3, axis=-1)
-        photos.append(np.ascontiguousarray(photo[..., :3]))
-    return photos
-
-
 def _silhouettes() -> dict[str, list[np.ndarray]]:
     return {animal: [np.asarray(Image.open(path).convert("L"))
                      for path in sorted((ANIMAL_MNIST / animal).glob("*.png"))]
             for animal in ANIMALS}
-
-
-def _crop(rng: np.random.Generator, photo: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A random crop of 30-100% of the photo's shorter side, resized to ``(height, width)``."""
-    side = int(min(photo.shape[:2]) * rng.uniform(0.3, 1.0))
-    y = int(rng.integers(0, photo.shape[0] - side + 1))
-    x = int(rng.integers(0, photo.shape[1] - side + 1))
-    crop = Image.fromarray(photo[y:y + side, x:x + side])
-    return np.asarray(crop.resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _shape(rng: np.random.Generator, silhouette: np.ndarray, side: int) -> np.ndarray:
@@ -112,7 +88,7 @@ def _sample(rng: np.random.Generator, photos, silhouettes, size: int
             ) -> tuple[np.ndarray, np.ndarray]:
     """One image and its mask: 1-3 animals on a photo crop, each a crop of another photo."""
     backdrop = int(rng.integers(len(photos)))
-    image = _crop(rng, photos[backdrop], size, size).copy()
+    image = photo_crop(rng, photos[backdrop], size, size).copy()
     mask = np.zeros((size, size), np.uint8)
     for _ in range(int(rng.integers(1, 4))):
         label = int(rng.integers(len(ANIMALS)))
@@ -125,7 +101,7 @@ def _sample(rng: np.random.Generator, photos, silhouettes, size: int
         placed = np.zeros((size, size), bool)
         placed[y:y + side, x:x + side] = shape
         fill = int(rng.choice([i for i in range(len(photos)) if i != backdrop]))
-        texture = _crop(rng, photos[fill], size, size)
+        texture = photo_crop(rng, photos[fill], size, size)
         image[placed] = texture[placed]
         # The ignore band straddles the edge: 1 px inside, 1-2 px outside (2-3 px in all).
         outside = ndimage.binary_dilation(placed, iterations=int(rng.integers(1, 3)))
@@ -142,7 +118,7 @@ def make_dataset(root: Path, *, size: int, counts: dict[str, int]) -> Path:
     if marker.exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
-    photos, silhouettes = _photos(), _silhouettes()
+    photos, silhouettes = sample_photos(), _silhouettes()
     for split, count in counts.items():
         rng = np.random.default_rng(SEEDS[split])
         folder = _folder(root, split)

@@ -186,6 +186,19 @@ def frozen_part(model: keras.Model) -> keras.Model | None:
     return None
 
 
+def encoder_split(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """``(features, head)`` of a model built on a nested encoder (a segmenter, a detector):
+    raw images to the encoder's taps, and the taps to the model's outputs, sharing its layers;
+    the feature cache computes the first once and trains the second."""
+    encoder = frozen_part(model)
+    if encoder is None:
+        raise ConfigError(f"model {model.name!r} has no encoder whose features could be "
+                          f"cached")
+    taps = list(encoder._inbound_nodes[0].output_tensors)
+    return (keras.Model(model.inputs, taps, name="features"),
+            keras.Model(taps, model.outputs, name="head"))
+
+
 def set_trainable(classifier: keras.Model, phase: str, *, blocks: tuple[str, ...] = (),
                   unfreeze_from: str | None = None,
                   train_batchnorm: bool = False) -> TrainableSummary:

@@ -257,3 +257,14 @@ def clear(folder: str | os.PathLike) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def unique_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``... the first for which no ``stem + suffix`` is in
+    ``folder`` yet: what a command writes per input never replaces a file already there (two
+    inputs of one name, or an earlier run's outputs)."""
+    candidate, n = stem, 1
+    while any((Path(folder) / f"{candidate}{suffix}").exists() for suffix in suffixes):
+        n += 1
+        candidate = f"{stem}_{n}"
+    return candidate

@@ -151,3 +151,15 @@ def test_a_config_error_before_the_first_checkpoint_leaves_nothing(image_folder,
 
 def test_a_finished_run_is_all_the_toolkits(trained_run):
     assert outputs.unowned(trained_run.run_dir) is None
+
+
+def test_unique_stem_never_names_a_file_already_there(tmp_path):
+    from transfer.outputs import unique_stem
+
+    assert unique_stem(tmp_path, "cat", ("_mask.png", "_overlay.png")) == "cat"
+    (tmp_path / "cat_overlay.png").write_bytes(b"the user's")
+    assert unique_stem(tmp_path, "cat", ("_mask.png", "_overlay.png")) == "cat_2"
+    (tmp_path / "cat_2_boxes.png").write_bytes(b"")
+    assert unique_stem(tmp_path, "cat", ("_boxes.png",)) == "cat"
+    (tmp_path / "cat_boxes.png").write_bytes(b"")
+    assert unique_stem(tmp_path, "cat", ("_boxes.png",)) == "cat_3"

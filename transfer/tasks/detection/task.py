@@ -9,12 +9,14 @@ import types
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from transfer import plots
 from transfer.errors import ConfigError
-from transfer.model import frozen_part
-from transfer.tasks.base import Evaluator, Prediction, Task, present_numbers
+from transfer.model import encoder_split
+from transfer.outputs import unique_stem
+from transfer.tasks.base import Prediction, Task, present_numbers
 
 log = logging.getLogger(__name__)
 
@@ -223,15 +225,7 @@ class DetectionTask(Task):
         return int(model.output_shape[-1]) - 4 * REG_MAX
 
     def feature_split(self, model):
-        import keras
-
-        encoder = frozen_part(model)
-        if encoder is None:
-            raise ConfigError(f"model {model.name!r} has no encoder whose features could be "
-                              f"cached")
-        taps = list(encoder._inbound_nodes[0].output_tensors)
-        return keras.Model(model.inputs, taps, name="features"), keras.Model(
-            taps, model.outputs, name="head")
+        return encoder_split(model)
 
     def epoch_callbacks(self, val, *, image_size, class_names):
         return [ValidationMAP(self, val, image_size, class_names)]
@@ -253,7 +247,11 @@ class DetectionTask(Task):
     def postprocess(self, outputs, *, evaluating=False):
         thresholds = EVALUATION_THRESHOLDS if evaluating else {
             "conf": self.conf, "iou": self.iou, "max_det": self.max_det}
-        size = self.image_size or _input_size(outputs, self.head)
+        if not self.image_size and self.head == YOLOV1:
+            raise ConfigError("yolov1 outputs do not say the input size; the contract must")
+        from transfer.tasks.detection.boxes import image_size_of
+
+        size = self.image_size or image_size_of(outputs)
         if self.head == YOLOV1:
             from transfer.tasks.detection.yolov1_loss import decode_yolov1
 
@@ -357,7 +355,8 @@ class DetectionTask(Task):
             scores = served["scores"][i, :n].astype(float)
             classes = served["classes"][i, :n].astype(int)
             labels = tuple(class_names[c] for c in classes)
-            out = output_dir / f"{_unique_stem(output_dir, Path(path).stem)}_boxes.png"
+            stem = unique_stem(output_dir, Path(path).stem, ("_boxes.png",))
+            out = output_dir / f"{stem}_boxes.png"
             drawn = draw_boxes(images[i], boxes, labels, scores, class_ids=classes)
             plots.save_png(plots.image_png(drawn), out)
             detections = [{"class": label, "score": round(float(s), 6),
@@ -398,42 +397,30 @@ class DetectionTask(Task):
                 "labels": labels, "num_detections": outputs["count"]}
 
 
-def _validation_map_callback():
-    import keras
+class ValidationMAP(keras.callbacks.Callback):
+    """``val_map`` and ``val_map50`` in each epoch's logs: COCO mAP of the model being fit on
+    the validation batches, scored in the letterboxed input's pixels (IoU does not change under
+    the letterbox's one scale; only COCO's small/medium/large areas would)."""
 
-    class ValidationMAP(keras.callbacks.Callback):
-        """``val_map`` and ``val_map50`` in each epoch's logs: COCO mAP of the model being
-        fit on the validation batches, scored in the letterboxed input's pixels (IoU does not
-        change under the letterbox's one scale; only COCO's small/medium/large areas would)."""
+    def __init__(self, task, val, image_size, class_names):
+        super().__init__()
+        self.task, self.val = task, val
+        self.image_size, self.class_names = int(image_size), tuple(class_names)
 
-        def __init__(self, task, val, image_size, class_names):
-            super().__init__()
-            self.task, self.val = task, val
-            self.image_size, self.class_names = int(image_size), tuple(class_names)
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
 
-        def on_epoch_end(self, epoch, logs=None):
-            import tensorflow as tf
-
-            evaluator = self.task.evaluator(self.class_names, image_size=self.image_size)
-            for inputs, targets in self.val:
-                outputs = self.task.postprocess(self.model(inputs, training=False),
-                                                evaluating=True)
-                outputs = tf.nest.map_structure(np.asarray, outputs)
-                labels = _annotations_of(np.asarray(targets), self.image_size)
-                evaluator.update(outputs, labels, [""] * len(labels))
-            result = evaluator.result()
-            if logs is not None:
-                for key in ("map", "map50"):
-                    value = result.get(key)
-                    logs[f"val_{key}"] = float(value) if value is not None else 0.0
-
-    return ValidationMAP
-
-
-def ValidationMAP(task, val, image_size, class_names):  # noqa: N802  - a Keras callback
-    """A :class:`keras.callbacks.Callback` (built on first use, so importing this module does
-    not import Keras) adding ``val_map`` and ``val_map50`` to each epoch's logs."""
-    return _validation_map_callback()(task, val, image_size, class_names)
+        evaluator = self.task.evaluator(self.class_names, image_size=self.image_size)
+        for inputs, targets in self.val:
+            outputs = self.task.postprocess(self.model(inputs, training=False), evaluating=True)
+            outputs = tf.nest.map_structure(np.asarray, outputs)
+            labels = _annotations_of(np.asarray(targets), self.image_size)
+            evaluator.update(outputs, labels, [""] * len(labels))
+        result = evaluator.result()
+        if logs is not None:
+            for key in ("map", "map50"):
+                value = result.get(key)
+                logs[f"val_{key}"] = float(value) if value is not None else 0.0
 
 
 def _annotations_of(targets: np.ndarray, image_size: int) -> np.ndarray:
@@ -487,17 +474,6 @@ def augment_boxes(images, targets, seed, *, flip: bool, colour: bool):
     return images, targets
 
 
-def _input_size(outputs, head: str) -> int:
-    """The model's input side, from its raw outputs (when the task was built without it)."""
-    if head == YOLOV1:
-        raise ConfigError("yolov1 outputs do not say the input size; the contract must")
-    from zoo.detection import STRIDES
-
-    points = int(outputs.shape[1])
-    per_pixel_squared = sum(1 / s ** 2 for s in STRIDES)
-    return int(round((points / per_pixel_squared) ** 0.5))
-
-
 def _default_backbone() -> str:
     from transfer.config import TrainConfig
 
@@ -508,14 +484,4 @@ def _number(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _unique_stem(folder: Path, stem: str) -> str:
-    """``stem``, or ``stem_2``, ``stem_3``... when that image's drawing is already there:
-    files already in the folder are never overwritten."""
-    candidate, n = stem, 1
-    while (folder / f"{candidate}_boxes.png").exists():
-        n += 1
-        candidate = f"{stem}_{n}"
-    return candidate
-
-
-__all__ = ["DETECTORS", "DetectionTask", "Evaluator", "encode_targets"]
+__all__ = ["DETECTORS", "DetectionTask", "ValidationMAP", "encode_targets"]

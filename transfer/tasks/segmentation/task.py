@@ -14,7 +14,8 @@ import numpy as np
 from transfer import plots
 from transfer.data import Split
 from transfer.errors import ConfigError, DataError
-from transfer.model import frozen_part
+from transfer.model import encoder_split
+from transfer.outputs import unique_stem
 from transfer.tasks.base import Evaluator, Prediction, Task, present_numbers
 from transfer.tasks.segmentation import figures as seg_figures
 from transfer.tasks.segmentation import metrics as seg_metrics
@@ -229,16 +230,7 @@ class SegmentationTask(Task):
                                 input_shape=(size, size, 3), weights=weights)
 
     def feature_split(self, model):
-        import keras
-
-        encoder = frozen_part(model)
-        if encoder is None:
-            raise ConfigError(f"model {model.name!r} has no encoder whose features could be "
-                              f"cached")
-        taps = list(encoder._inbound_nodes[0].output_tensors)
-        features = keras.Model(model.inputs, taps, name="features")
-        decoder = keras.Model(taps, model.outputs, name="head")
-        return features, decoder
+        return encoder_split(model)
 
     @staticmethod
     def loss_name(config) -> str:
@@ -349,7 +341,7 @@ class SegmentationTask(Task):
         for i, path in enumerate(paths):
             height, width = sizes[i]
             mask = ids[i, :height, :width]
-            stem = _unique_stem(output_dir, Path(path).stem)
+            stem = unique_stem(output_dir, Path(path).stem, ("_mask.png", "_overlay.png"))
             files = (output_dir / f"{stem}_mask.png", output_dir / f"{stem}_overlay.png")
             seg_figures.save_palette_png(mask, files[0], colours)
             plots.save_png(plots.image_png(seg_figures.overlay(images[i], mask, colours)),
@@ -404,17 +396,6 @@ def _resized(path: str, size: int) -> np.ndarray:
 
     image = Image.fromarray(load_normalized(path)).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image)
-
-
-def _unique_stem(folder: Path, stem: str) -> str:
-    """``stem``, or ``stem_2``, ``stem_3``... when a mask of that name is already there: files
-    already in the folder are never overwritten."""
-    candidate, n = stem, 1
-    while (folder / f"{candidate}_mask.png").exists() or \
-            (folder / f"{candidate}_overlay.png").exists():
-        n += 1
-        candidate = f"{stem}_{n}"
-    return candidate
 
 
 class SegmentationEvaluator(Evaluator):
