@@ -237,6 +237,7 @@ FINE_TUNE_ONLY = Applies(modes=("fine-tune",))
 CLASSIFICATION_ONLY = Applies(tasks=("classification",))
 SEGMENTATION_ONLY = Applies(tasks=("segmentation",))
 DENSE_TASKS = Applies(tasks=("segmentation", "detection"))  # a decoder or head on a backbone
+CACHED_MODES = Applies(modes=("feature-extractor", "fine-tune"))  # something stays frozen
 
 
 def _field(default: Any, check: Check, help: str, applies: Applies = ALWAYS) -> Any:
@@ -306,8 +307,14 @@ class TrainConfig:
             only with a loss without Dice, which balances classes itself); ``"on"`` always;
             ``"off"`` never.
         imbalance_threshold: the ratio above which ``"auto"`` turns class weights on.
-        cache_features: in feature-extractor mode without augmentation, run the backbone once
-            and train the head on the cached features.
+        cache_features: run what stays frozen once and train on its outputs
+            (:mod:`transfer.views`): the backbone's features in the head phase, and in the
+            fine-tune phase the output below the block it unfreezes from, for
+            ``cache_views`` views of each image when augmentation is on.
+        cache_views: views of each image the caches hold with augmentation on (one is taken
+            per image and epoch); ``"auto"``: 2 with flips alone (the image and its mirror),
+            :data:`transfer.views.SAMPLED_VIEWS` with other augmentation, 1 without.
+        cache_dtype: what the caches store; float16 halves them (read back as float32).
         schedule: ``"plateau"`` halves the learning rate when validation loss stops improving
             for ``lr_patience`` epochs; ``"cosine"`` decays it along a cosine after
             ``warmup_epochs`` of linear warm-up, in each phase; ``"onecycle"`` ramps it up to
@@ -432,8 +439,16 @@ class TrainConfig:
         "Largest-to-smallest class ratio above which class_weights='auto' weights classes.")
     cache_features: bool = _field(
         True, Flag(),
-        "Feature-extractor: run the frozen backbone once and train on its features.",
-        applies=Applies(modes=("feature-extractor",)))
+        "Run what stays frozen once per view of each image and train on its outputs: the "
+        "backbone in the head phase, the layers below the unfrozen blocks when fine-tuning.",
+        applies=CACHED_MODES)
+    cache_views: int | str = _field(
+        "auto", Range(min=1, max=64, integer=True, words=("auto",)),
+        "Views per image the caches hold with augmentation on; auto: 2 for flips alone (the "
+        "image and its mirror), 4 otherwise.", applies=CACHED_MODES)
+    cache_dtype: str = _field(
+        "float32", Choice(("float32", "float16")),
+        "What the caches store; float16 halves their memory and disk.", applies=CACHED_MODES)
     schedule: str = _field(
         "auto", Choice(SCHEDULES),
         "plateau: halve the LR when val loss stops improving; cosine: cosine decay after "
@@ -521,7 +536,12 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A run's ``config.json``. One written before the view cache (no ``cache_views``)
+        trained with augmentation on full forward passes, and resumes so."""
+        data = json.loads(Path(path).read_text())
+        if "cache_views" not in data and data.get("augment") not in (None, "", False):
+            data["cache_features"] = False
+        return cls.from_dict(data)
 
 
 _FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}

@@ -18,6 +18,7 @@ import numpy as np
 
 from transfer import data as data_lib
 from transfer.errors import DataError
+from transfer.views import epoch_views
 
 
 def files_changed(count: int) -> DataError:
@@ -27,9 +28,11 @@ def files_changed(count: int) -> DataError:
 
 def epoch_dataset(num_items: int, fetch: Callable, *, seed: int, start_epoch: int,
                   end_epoch: int, batch_size: int, shuffle: bool,
-                  batch_fn: Callable | None = None, batched: bool = False):
+                  batch_fn: Callable | None = None, batched: bool = False, views: int = 1):
     """Batches for epochs ``[start_epoch, end_epoch)``; each epoch's order is a stateless
     permutation of ``(seed, epoch)``, so it is the same whether or not the run was resumed.
+    With ``views`` > 1 (the view cache, :mod:`transfer.views`) each item ``i`` is fetched as
+    ``k * num_items + i``, its view ``k`` also a function of ``(seed, epoch)``.
 
     ``fetch`` maps an item index to ``(x, y)``, or with ``batched`` a vector of indices to a
     batch: in-memory data is then gathered once per batch, not copied item by item and again
@@ -44,6 +47,9 @@ def epoch_dataset(num_items: int, fetch: Callable, *, seed: int, start_epoch: in
         index = tf.range(num_items, dtype=tf.int64)
         if shuffle:
             index = tf.random.experimental.stateless_shuffle(index, seed=tf.stack([seed_t, epoch]))
+        if views > 1:
+            index = tf.gather(epoch_views(seed_t, epoch, num_items, views), index) * num_items \
+                + index
         ds = tf.data.Dataset.from_tensor_slices(index)
         if batched:
             ds = ds.batch(batch_size).map(fetch, num_parallel_calls=tf.data.AUTOTUNE,
@@ -71,29 +77,35 @@ def take(targets, i):
     return tf.nest.map_structure(lambda t: tf.gather(t, i), targets)
 
 
-def fetch_arrays(xs: list[np.ndarray], targets) -> Callable:
+def fetch_arrays(xs: list[np.ndarray], targets, *, items: int | None = None) -> Callable:
     """A batched fetch (index vector -> (inputs, targets)) for :func:`epoch_dataset`: each
     array of ``xs`` (one per model input) gathered from a constant, or read from a
-    memory-mapped array on disk."""
+    memory-mapped array on disk, as float32 whatever it stores. ``items``: the targets are one
+    per item while ``xs`` hold several views of each (index ``k * items + i``), so the targets
+    are taken at ``index % items``."""
     import tensorflow as tf
 
     def gather(x):
         if not isinstance(x, np.memmap):
             constant = tf.constant(x)
-            return lambda i: tf.gather(constant, i)
+            return lambda i: tf.cast(tf.gather(constant, i), tf.float32)
 
         def read(i):
-            rows = tf.numpy_function(lambda index: np.asarray(x[index]), [i], tf.float32,
-                                     stateful=False)
+            rows = tf.numpy_function(lambda index: np.asarray(x[index], np.float32), [i],
+                                     tf.float32, stateful=False)
             rows.set_shape([None, *x.shape[1:]])
             return rows
 
         return read
 
     readers = [gather(x) for x in xs]
+
+    def label(i):
+        return take(targets, i if items is None else i % items)
+
     if len(readers) == 1:
-        return lambda i: (readers[0](i), take(targets, i))
-    return lambda i: (tuple(read(i) for read in readers), take(targets, i))
+        return lambda i: (readers[0](i), label(i))
+    return lambda i: (tuple(read(i) for read in readers), label(i))
 
 
 class ImageFeed:

@@ -46,6 +46,8 @@ from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
 from transfer.tasks import DEFAULT_TASK, Predictions, Task, task_for, task_of
+from transfer.views import Split as CacheSplit
+from transfer.views import boundary_split, check_views, disk_budget, exact_views, view_count
 from zoo import leaf_layers
 from zoo.errors import ZooError
 
@@ -151,6 +153,8 @@ def resolve_config(config: TrainConfig, data_dir: str | os.PathLike) -> Resolved
     info = backbone_info(task_of(config).backbone_name(config))
     config = config.replace(image_size=config.image_size or info.default_size)
     config = task_of(config).fill_defaults(config, info.blocks)
+    if config.cache_views == "auto" and config.mode is not TransferMode.FULL_RETRAIN:
+        config = config.replace(cache_views=view_count(config))  # config.json records K
     return ResolvedRun(config, task_of(config), info)
 
 
@@ -196,6 +200,7 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     check_applicable(given.replace(task=config.task), explicit)
     # Checked before anything is written or trained: a typo must not cost the head phase.
     task.check(config)
+    check_views(config)
     resolved.unfreeze_from  # noqa: B018  - a block name that does not exist is refused now
     data = task.load_data(data_dir, config, cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
     log.info("data: %s", data.report.summary())
@@ -303,6 +308,8 @@ class PhaseSetup:
     batched: bool
     val: Any
     val_predictions: Any = None  # set when the validation outputs come from cached features
+    views: int = 1  # views per image in the cache (transfer.views)
+    cached: bool = False  # trains on cached outputs of what stays frozen
 
 
 class Trainer:
@@ -407,12 +414,9 @@ class Trainer:
                              train_batchnorm=self.train_batchnorm)
 
     def setup_phase(self, index: int) -> PhaseSetup:
-        """Make what ``plan[index]`` trains trainable and prepare its data."""
+        """Make what ``plan[index]`` trains trainable and prepare its data: cached outputs of
+        what stays frozen when :meth:`cache_split` finds a cut, else the images."""
         phase, config = self.plan[index], self.config
-        cached = phase.name == "head" and config.cache_features and not config.augment
-        if phase.name == "head" and not cached and config.augment:
-            log.info("augmentation (%s) is on: the head trains with full forward passes "
-                     "through the frozen backbone (features cannot be cached)", config.augment)
         summary = self.set_trainable(phase.name)
         self.phases.append(summary)
         log.info("%s", summary)
@@ -429,21 +433,70 @@ class Trainer:
             log.info("discriminative learning rates (x %.2e): %s", phase.learning_rate,
                      ", ".join(f"{name} {m:.3g}" for name, m in by_block.items()))
         train, val = self.data.train, self.data.val
-        if not cached:
+        split = self.cache_split(phase)
+        if split is None and self.features.arrays:  # the head phase's, in memory
+            self.features.release()
+        features = None
+        if split is not None:
+            k = view_count(config)
+            views = {"train": (k, lambda view: self.task.view_fn(config, view))} if k > 1 \
+                else None
+            moved = k > 1 and self.task.views_move_targets
+            tag = "features" if phase.name == "head" else "boundary"
+            budget = (disk_budget(self.run_dir.features_dir) if self.run_dir is not None
+                      else None)
+            features = self.features.get(
+                split.lower, {"train": train, "val": val}, batch_size=self.global_batch,
+                views=views, targets={"train": self.images.encode(train)} if moved else None,
+                dtype=config.cache_dtype, tag=tag, disk_budget=budget)
+            if features is None:
+                log.info("the %s phase runs full forward passes: its cache would take %.2f GiB, "
+                         "more than memory_cache_mb and half the free disk", phase.name,
+                         self.features.size / 2**30)
+            else:
+                log.info("the %s phase trains on the cache: %d view(s) per image%s, %.1f MiB "
+                         "(%s)", phase.name, k, " (the image and its mirror)" if k == 2 and
+                         exact_views(config) else "", self.features.size / 2**20,
+                         "on disk" if self.features.on_disk else "in memory")
+        if features is None:
             fetch_train, batched = self.images.fetch(train)
             return PhaseSetup(self.model, phase.learning_rate, multipliers, fetch_train, batched,
                               self.images.evaluation_dataset(val, batch_size=self.global_batch,
                                                              seed=config.seed))
-        with self.strategy.scope():
-            extractor, head = self.task.feature_split(self.model)
-        features = self.features.get(extractor, {"train": train, "val": val},
-                                     batch_size=self.global_batch)
         encode = self.images.encode
+        moved_targets = self.features.targets.get("train")
+        fetch_train = (fetch_arrays(features["train"], moved_targets) if moved_targets is not None
+                       else fetch_arrays(features["train"], encode(train), items=len(train)))
         val_ds = epoch_dataset(len(val), fetch_arrays(features["val"], encode(val)),
                                seed=config.seed, start_epoch=0, end_epoch=1,
                                batch_size=self.global_batch, shuffle=False, batched=True)
-        return PhaseSetup(head, phase.learning_rate, multipliers,
-                          fetch_arrays(features["train"], encode(train)), True, val_ds)
+        return PhaseSetup(split.upper, phase.learning_rate, multipliers, fetch_train, True,
+                          val_ds, views=view_count(config), cached=True)
+
+    def cache_split(self, phase: Phase) -> CacheSplit | None:
+        """Where ``phase`` cuts the model for the view cache (:mod:`transfer.views`), or
+        ``None`` (with a line saying why when a cache was asked for): the head phase at the
+        frozen backbone's outputs, the fine-tune phase below the block it unfreezes from."""
+        config = self.config
+        if phase.name == "full":
+            return None
+        if not config.cache_features:
+            log.info("the %s phase runs full forward passes: --no-cache-features", phase.name)
+            return None
+        refusal = self.task.cache_refusal(config) if config.augment else None
+        if refusal:
+            log.info("the %s phase runs full forward passes: %s, which a cache of views "
+                     "cannot stand in for", phase.name, refusal)
+            return None
+        with self.strategy.scope():
+            extractor, head = self.task.feature_split(self.model)
+            if phase.name == "head":
+                return CacheSplit(extractor, head)
+            cut = boundary_split(self.model, head, unfreeze_from=self.unfreeze_from)
+        if isinstance(cut, str):
+            log.info("the fine-tune phase runs full forward passes: %s", cut)
+            return None
+        return cut
 
     def set_bn_momentum(self) -> None:
         """Give the BatchNorm layers that train this phase the configured momentum (``auto``:
@@ -460,10 +513,13 @@ class Trainer:
                      momentum, len(layers))
 
     def train_dataset(self, setup: PhaseSetup, start: int, end: int):
+        # On a cache of views, the views are the augmentation (a task's batch_fn augments).
+        batch_fn = (None if setup.cached and self.config.augment
+                    else self.task.batch_fn(self.config))
         return epoch_dataset(len(self.data.train), setup.fetch_train, seed=self.config.seed,
                              start_epoch=start, end_epoch=end, batch_size=self.global_batch,
-                             shuffle=True, batch_fn=self.task.batch_fn(self.config),
-                             batched=setup.batched)
+                             shuffle=True, batch_fn=batch_fn, batched=setup.batched,
+                             views=setup.views)
 
     def run_phase(self, index: int, state: dict[str, Any] | None) -> None:
         phase = self.plan[index]
@@ -493,6 +549,11 @@ class Trainer:
                       validation_data=setup.val, initial_epoch=self.epoch, epochs=end,
                       shuffle=False, class_weight=self.class_weight, callbacks=callbacks,
                       verbose=self.verbose)
+        if model is not self.model:  # trained on a cache: the model keeps what trained it
+            with self.strategy.scope():
+                self.model.compile(optimizer=model.optimizer,
+                                   **self.task.compile_args(self.config, self.num_classes),
+                                   jit_compile=self.config.jit)
         # The phase is over (maybe stopped early, best weights restored): the next one starts
         # from here, with a fresh optimizer.
         self.save_checkpoint(index + 1, None)

@@ -63,6 +63,9 @@ TRAIN = [
     "--palette text None",
     "--bn-momentum float|auto 'auto'",  # issue 15: BatchNorm statistics of short runs
     "--cache-features / --no-cache-features boolean True",
+    # issue 26: the view cache
+    "--cache-views integer|auto 'auto'",
+    "--cache-dtype [float32|float16] 'float32'",
     "--memory-cache-mb 0<=x<=10000000 2048",
     "--precision [float32|mixed_float16|mixed_bfloat16] 'float32'",
     "--jit / --no-jit boolean False",

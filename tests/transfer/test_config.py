@@ -50,6 +50,8 @@ BAD = {
     "class_weights": ["balanced", True],
     "imbalance_threshold": [0.5, -1, None],
     "cache_features": ["false", None],
+    "cache_views": [0, 65, 2.5, "many", None],
+    "cache_dtype": ["float64", "half", None],
     "schedule": ["step", None],
     "warmup_epochs": [-1, 0.5, 2**31],
     "mixup": [-0.2, "0.2"],
@@ -192,7 +194,7 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     path.write_text(json.dumps(earlier, indent=2) + "\n")
     config = TrainConfig.load(path)
     later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": None,
-             "palette": None,  # fields added since, at their defaults
+             "palette": None, "cache_views": "auto", "cache_dtype": "float32",  # added since
              "augment": "",  # False, as the list of operations it means (none)
              "bn_momentum": "auto",
              # "auto" reaches an old run's resume, and means what it ran: BatchNorm frozen
@@ -202,6 +204,10 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     assert TrainConfig.load(tmp_path / "again.json") == config
     # Older files may lack later fields: those take their defaults.
     assert TrainConfig.from_dict({"model": "lenet5", "epochs": 2}).memory_cache_mb == 2048
+    # A run from before the view cache that augmented trained on full forward passes, and
+    # resumes so.
+    path.write_text(json.dumps({**earlier, "mode": "fine-tune", "augment": "flip"}))
+    assert TrainConfig.load(path).cache_features is False
 
 
 def test_unknown_field_in_config_json_is_named():
@@ -243,8 +249,8 @@ def _limited_fields() -> list[str]:
 def test_the_fields_limited_to_a_task_or_mode_are_these():
     assert sorted(_limited_fields()) == sorted([
         "fine_tune_epochs", "fine_tune_lr_factor", "unfreeze_from", "unfreeze_top",
-        "fine_tune_batchnorm", "discriminative_lr", "cache_features", "mixup", "cutmix",
-        "backbone", "loss", "ignore_index", "palette"])
+        "fine_tune_batchnorm", "discriminative_lr", "cache_features", "cache_views",
+        "cache_dtype", "mixup", "cutmix", "backbone", "loss", "ignore_index", "palette"])
 
 
 @pytest.mark.parametrize("name", _limited_fields())

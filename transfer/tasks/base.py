@@ -201,6 +201,39 @@ class Task(abc.ABC):
         augmentation), or ``None``."""
         return None
 
+    #: whether a view of an image moves its targets with it (a mirrored mask or box), so the
+    #: view cache keeps the targets of each view
+    views_move_targets: bool = False
+
+    def cache_refusal(self, config: TrainConfig) -> str | None:
+        """Why the view cache (:mod:`transfer.views`) cannot stand in for what this config
+        does to each batch, or ``None`` when it can."""
+        return None
+
+    def view_fn(self, config: TrainConfig, k: int) -> Callable:
+        """View ``k`` of the training images for the view cache, as
+        ``(images, targets, step) -> (images, targets)`` on batches in split order (``step``:
+        the batch's number): 0 the images themselves; with flips alone, 1 their mirror
+        (:meth:`mirror`); else the task's augmentation (:meth:`batch_fn`) drawn with a seed of
+        ``(config.seed, k, step)``, the same on every call."""
+        import tensorflow as tf
+
+        if k == 0:
+            return lambda images, targets, step: (images, targets)
+        if set(filter(None, (config.augment or "").split(","))) == {"flip"}:
+            return lambda images, targets, step: self.mirror(images, targets)
+        augment = self.batch_fn(config)
+
+        def view(images, targets, step):
+            seed = tf.constant([config.seed, 1_000_003 * (k + 1) + step], tf.int64)
+            return augment((images, targets), seed)
+
+        return view
+
+    def mirror(self, images: tf.Tensor, targets: Any) -> tuple[tf.Tensor, Any]:
+        """A batch and its targets mirrored left to right (a class label does not move)."""
+        return images[:, :, ::-1], targets
+
     def loss_weights(self, config: TrainConfig, split: Split,
                      num_classes: int) -> dict[int, float] | None:
         """Per-class weights of the loss for ``fit``, or ``None``."""

@@ -96,6 +96,21 @@ class ClassificationTask(Task):
     def batch_fn(self, config):
         return mix_batch(config.mixup, config.cutmix)
 
+    def cache_refusal(self, config):
+        if config.mixup or config.cutmix:
+            return "mixup and CutMix mix the images of a batch"
+        return None
+
+    def view_fn(self, config, k):
+        """Views 0 and 1 as every task's; a drawn view runs the model's own augmentation layers
+        (:func:`transfer.model.augmentation`) with a seed of its own."""
+        if k == 0 or set(config.augment.split(",")) == {"flip"}:
+            return super().view_fn(config, k)
+        from transfer.model import augmentation
+
+        augmenter = augmentation(config.seed + 7_919 * k, config.augment)
+        return lambda images, targets, step: (augmenter(images, training=True), targets)
+
     def loss_weights(self, config, split, num_classes):
         counts = split.class_counts(num_classes)
         ratio = data_lib.imbalance_ratio(counts)

@@ -140,6 +140,11 @@ class DetectionTask(Task):
         return augment
 
     # ---- model ------------------------------------------------------------------------------
+    views_move_targets = True
+
+    def mirror(self, images, targets):
+        return mirror_boxes(images, targets)
+
     def backbone_name(self, config):
         if config.backbone:
             return config.backbone
@@ -448,6 +453,17 @@ def encode_targets(annotations, image_size: int) -> np.ndarray:
         out[i, :k, 0] = annotation["classes"]
         out[i, :k, 1:] = np.asarray(annotation["boxes"], np.float32).reshape(k, 4) * scale
     return out
+
+
+def mirror_boxes(images, targets):
+    """Images mirrored left to right, and their padded targets ``[B, M, 5]`` (class, x0, y0,
+    x1, y1 in the image's pixels) with them; padding rows (class -1) stay as they are."""
+    import tensorflow as tf
+
+    size = tf.cast(tf.shape(images)[2], targets.dtype)
+    classes, x0, y0, x1, y1 = tf.unstack(targets, axis=-1)
+    flipped = tf.stack([classes, size - x1, y0, size - x0, y1], axis=-1)
+    return images[:, :, ::-1], tf.where((classes >= 0)[..., None], flipped, targets)
 
 
 def augment_boxes(images, targets, seed, *, flip: bool, colour: bool):

@@ -177,6 +177,11 @@ class SegmentationTask(Task):
 
         return augment
 
+    views_move_targets = True
+
+    def mirror(self, images, targets):
+        return images[:, :, ::-1], targets[:, :, ::-1]
+
     # ---- model ------------------------------------------------------------------------------
     def backbone_name(self, config):
         if config.backbone:
