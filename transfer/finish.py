@@ -37,6 +37,14 @@ class RunRecord:
     started_cpu: float
 
 
+def save_plain(model: keras.Model, path) -> None:
+    """``model`` as a ``.keras`` file without its compile state, so that plain Keras opens it
+    with ``keras.saving.load_model(path)``: the toolkit's losses (detection's, Dice) and its
+    optimizer with per-layer learning rates are classes of its own, which Keras outside the
+    package cannot rebuild. Training state lives in the checkpoints, not here."""
+    keras.Model(model.inputs, model.outputs, name=model.name).save(path)
+
+
 def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
                val_predictions: Predictions | None = None, *,
                batch_size: int = 32) -> dict[str, Any]:
@@ -48,7 +56,7 @@ def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
     the figures and the report alike.
     """
     trained, trained_cpu = time.perf_counter(), time.process_time()
-    model.save(run.model_path)
+    save_plain(model, run.model_path)
     data, names, size = record.data, record.contract.class_names, record.contract.image_size
     val = task.evaluator(names, image_size=size)
     if val_predictions is not None:

@@ -251,3 +251,25 @@ def test_yolov1_trains_from_scratch_through_the_cli(yolo_folder, tmp_path):
     assert contract["task_options"]["head"] == "yolov1"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics["test"]) >= {"map", "map50"}
+
+
+def test_the_detectors_keras_file_opens_in_plain_keras(detection_run, tmp_path):
+    """model.keras in ``python -I`` with the package blocked: it loads in safe mode, as plain
+    ``load_model(path)`` (every layer is Keras's own; the loss, the toolkit's, is left out with
+    Keras's warning) and gives the raw outputs the run's model gives."""
+    import keras
+
+    from tests.transfer.test_pretrained import run_without_package
+
+    model = keras.saving.load_model(detection_run / "model.keras", compile=False)
+    image = np.random.default_rng(0).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "want.npy", np.asarray(model(image)))
+    proc = run_without_package(f"""
+import numpy as np, keras
+model = keras.saving.load_model({str(detection_run / 'model.keras')!r}, safe_mode=True)
+got = np.asarray(model(np.load("image.npy")))
+np.testing.assert_allclose(got, np.load("want.npy"), atol=1e-4)
+print("outputs", got.shape)
+""", tmp_path)
+    assert "outputs (1, " in proc.stdout
