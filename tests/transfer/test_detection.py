@@ -273,3 +273,53 @@ np.testing.assert_allclose(got, np.load("want.npy"), atol=1e-4)
 print("outputs", got.shape)
 """, tmp_path)
     assert "outputs (1, " in proc.stdout
+
+
+DETECTION_KILL = """
+import os, signal, sys
+import keras
+import transfer
+
+data_dir, out, kill_epoch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+class KillMidEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch + 1 == kill_epoch and batch == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+# fine-tune with flips: the head phase on a cache of views (the image and its mirror, the boxes
+# mirrored with it), then the whole backbone on full forward passes
+transfer.train(data_dir, output=out, backbone="keras_mobilenet", weights=None,
+               mode="fine-tune", image_size=64, epochs=2, fine_tune_epochs=2, batch_size=8,
+               seed=5, deterministic=True, early_stopping_patience=0, verbose=0,
+               callbacks=[KillMidEpoch()] if kill_epoch else [])
+"""
+
+
+@pytest.mark.slow  # 90 s: a detector trained three times, once killed
+@pytest.mark.parametrize("kill_epoch", [2, 3])  # in the head phase, in the fine-tune phase
+def test_a_detector_resumed_after_a_kill_matches_an_uninterrupted_run(yolo_folder, tmp_path,
+                                                                       kill_epoch):
+    import signal
+
+    import transfer
+
+    def run(out, kill):
+        return subprocess.run([sys.executable, "-c", DETECTION_KILL, str(yolo_folder),
+                               str(out), str(kill)], capture_output=True, text=True,
+                              timeout=600)
+
+    whole = run(tmp_path / "whole", 0)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = run(tmp_path / "killed", kill_epoch)
+    assert killed.returncode == -signal.SIGKILL
+    result = transfer.resume(tmp_path / "killed", verbose=0)
+    expected = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert [r["phase"] for r in result.history] == [r["phase"] for r in expected]
+    for got, want in zip(result.history, expected):
+        for key in ("loss", "val_loss", "val_map"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (key, got, want)
+    want = json.loads((tmp_path / "whole" / "metrics.json").read_text())["test"]
+    assert result.metrics["test"]["map"] == pytest.approx(want["map"], abs=1e-6)
