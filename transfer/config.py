@@ -147,7 +147,8 @@ class Flag:
         return "True or False"
 
 
-AUGMENT_OPS = ("flip", "vflip", "crop", "scale", "rotate", "colour")
+# "mosaic" tiles four images into one: detection only (the other tasks refuse it)
+AUGMENT_OPS = ("flip", "vflip", "crop", "scale", "rotate", "colour", "mosaic")
 AUGMENT_POLICIES = {
     "none": (),
     "default": ("flip", "crop", "rotate", "colour"),  # photos: mirror-symmetric scenes
