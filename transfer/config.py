@@ -147,7 +147,8 @@ class Flag:
         return "True or False"
 
 
-AUGMENT_OPS = ("flip", "vflip", "crop", "scale", "rotate", "colour")
+# "mosaic" tiles four images into one: detection only (the other tasks refuse it)
+AUGMENT_OPS = ("flip", "vflip", "crop", "scale", "rotate", "colour", "mosaic")
 AUGMENT_POLICIES = {
     "none": (),
     "default": ("flip", "crop", "rotate", "colour"),  # photos: mirror-symmetric scenes
@@ -296,9 +297,9 @@ class TrainConfig:
             of :data:`AUGMENT_OPS` in a fixed order (``""``: none); given as a policy name of
             :data:`AUGMENT_POLICIES`, a list, or ``True``/``False`` (the default policy / none).
             ``None`` is the task's default for the mode (:attr:`transfer.tasks.base.Task.augment`:
-            ``flip`` in fine-tune, and in segmentation's full-retrain; none otherwise, and in
-            feature-extractor mode the frozen backbone's features are then cached), decided when
-            training starts.
+            ``flip`` in fine-tune, and in segmentation's and detection's full-retrain; none
+            otherwise, and in feature-extractor mode the frozen backbone's features are then
+            cached), decided when training starts.
         lr_patience: epochs without validation-loss improvement before the LR is halved.
         early_stopping_patience: epochs without improvement before training stops (best weights
             are restored); 0 disables early stopping.
@@ -423,8 +424,8 @@ class TrainConfig:
         None, Augment(),
         "Augmentation while training: a policy (default, digits, none) or a list of "
         f"{', '.join(AUGMENT_OPS)}, e.g. 'crop,rotate' (no flips for digits and text); "
-        "default: the task's (flip in fine-tune, and in segmentation's full-retrain; "
-        "otherwise none).")
+        "default: the task's (flip in fine-tune, and in segmentation's and detection's "
+        "full-retrain; otherwise none).")
     lr_patience: int = _field(
         2, Range(min=1, max=MAX_EPOCHS, integer=True),
         "Plateau schedule: epochs without val-loss improvement before the LR is halved.")

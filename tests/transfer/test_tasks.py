@@ -165,3 +165,11 @@ def test_a_split_keeps_its_annotations_through_json_and_subsets():
     assert again == split
     assert split.subset([2, 0]).annotations == (split.annotations[2], split.annotations[0])
     assert split.subset([1]).paths == ("b.jpg",) and split.subset([1]).masks == ()
+
+
+@pytest.mark.parametrize("name", ["classification", "segmentation"])
+def test_mosaic_is_refused_by_the_tasks_without_boxes(name):
+    from transfer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mosaic is for detection"):
+        get_task(name).check(TrainConfig(task=name, augment="flip,mosaic"))

@@ -126,6 +126,9 @@ class ClassificationTask(Task):
     def check(self, config):
         import zoo
 
+        if "mosaic" in (config.augment or "").split(","):
+            raise ConfigError("augment: mosaic is for detection (it tiles images with their "
+                              "boxes); drop it from --augment", field="augment")
         model = str(config.model)
         if not (model.endswith(".keras") or "/" in model) and \
                 zoo.get_spec(model).task != "classification":

@@ -197,9 +197,13 @@ class SegmentationTask(Task):
                               f"{', '.join(SEGMENTATION_LOSSES)}", field="loss")
         import zoo
 
-        if "vflip" in (config.augment or "").split(","):
+        ops = (config.augment or "").split(",")
+        if "vflip" in ops:
             raise ConfigError("augment: vflip is for classification; segmentation flips "
                               "images and masks horizontally ('flip')", field="augment")
+        if "mosaic" in ops:
+            raise ConfigError("augment: mosaic is for detection; drop it from --augment",
+                              field="augment")
         if config.backbone:
             if config.model not in DECODERS:
                 raise ConfigError(f"--backbone needs --model {' or '.join(DECODERS)} (a decoder "
