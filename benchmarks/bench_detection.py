@@ -29,7 +29,9 @@ Parts (``--parts``, comma-separated):
 - ``peer``: Ultralytics YOLOv8n from scratch (``yolov8n.yaml``, no weight download), ``--epochs``,
   its default training recipe, ``plots=False, amp=False``, CPU, ``--peer-workers`` loaders;
 - ``modes``: ours on the ImageNet MobileNet-v1 in feature-extractor (``--epochs``) and fine-tune
-  (``--head-epochs`` + the rest of ``--epochs``, so as many epochs in all) modes.
+  (``--head-epochs`` + the rest of ``--epochs``, so as many epochs in all) modes;
+- ``yolov1``: the zoo's YOLO v1 (Redmon et al. 2016, its 24 convolutions and 7 x 7 grid) from
+  scratch, full-retrain, ``--epochs``, beside the modern head.
 
 The last three share the image size, batch size and number of epochs, and each runs as a fresh
 process, timed from its start to its trained model saved after the last epoch (interpreter and
@@ -379,7 +381,7 @@ def score(split, names, detections: dict[str, dict]) -> dict:
 
 # ---- the run --------------------------------------------------------------------------------
 
-PARTS = ("losses", "fine-tune", "scratch", "peer", "modes")
+PARTS = ("losses", "fine-tune", "scratch", "peer", "modes", "yolov1")
 PRESETS = {"issue": {"classes": 5, "objects": (1, 6), "object_px": (18, 110),
                      "image_px": (176, 288), "train": 800, "val": 200, "test": 300,
                      "epochs": 30, "size": 256}}
@@ -494,6 +496,11 @@ def compare(args, data: Path, work: Path, common: dict, parts: set[str]) -> None
                 data, runs / mode, mode, backbone="keras_mobilenet", weights="imagenet",
                 mode=mode, **epochs, **common)
             progress(rows)
+    if "yolov1" in parts:
+        rows["ours, YOLO v1 from scratch"] = run_ours(
+            data, runs / "yolov1", "yolov1", model="yolov1", weights="none",
+            mode="full-retrain", epochs=args.epochs, **common)
+        progress(rows)
     if not rows:
         return
     peer = rows.get("Ultralytics YOLOv8n, from scratch")
