@@ -3,6 +3,7 @@ the model card and the report once, from what is already in memory."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -35,6 +36,22 @@ class RunRecord:
     class_weight: dict[int, float] | None
     started: float
     started_cpu: float
+    steps: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per step
+
+
+class StepClock:
+    """``with clock(name):`` adds the block's wall time to ``steps[name]``."""
+
+    def __init__(self, steps: dict[str, float]):
+        self.steps = steps
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - start
 
 
 def save_plain(model: keras.Model, path) -> None:
@@ -56,35 +73,46 @@ def finish_run(run: RunDir, task: Task, model: keras.Model, record: RunRecord,
     the figures and the report alike.
     """
     trained, trained_cpu = time.perf_counter(), time.process_time()
-    save_plain(model, run.model_path)
+    steps = dict(record.steps)
+    clock = StepClock(steps)
+    with clock("save model.keras"):
+        save_plain(model, run.model_path)
     data, names, size = record.data, record.contract.class_names, record.contract.image_size
     val = task.evaluator(names, image_size=size)
-    if val_predictions is not None:
-        val.update(val_predictions.outputs, val_predictions.labels, val_predictions.paths)
-    else:
-        score_split(model, data.val, val, batch_size=batch_size,
-                    truth=task.labels(data.val, size), task=task)
-    metrics: dict[str, Any] = {"val": val.result()}
+    with clock("evaluate val"):
+        if val_predictions is not None:
+            val.update(val_predictions.outputs, val_predictions.labels, val_predictions.paths)
+        else:
+            score_split(model, data.val, val, batch_size=batch_size,
+                        truth=task.labels(data.val, size), task=task)
+        metrics: dict[str, Any] = {"val": val.result()}
     if data.test is not None and len(data.test):
-        test = task.evaluator(names, image_size=size)
-        score_split(model, data.test, test, batch_size=batch_size,
-                    truth=task.labels(data.test, size), task=task)
-        metrics["test"] = test.result()
+        with clock("evaluate test"):
+            test = task.evaluator(names, image_size=size)
+            score_split(model, data.test, test, batch_size=batch_size,
+                        truth=task.labels(data.test, size), task=task)
+            metrics["test"] = test.result()
     metrics["phases"] = [dataclasses.asdict(p) for p in record.phases]
     metrics["class_weights"] = record.class_weight
-    export_saved_model(model, run.saved_model_dir, record.contract, force=True)
-    val.write_artifacts(metrics["val"], run.path)
+    with clock("export SavedModel"):
+        export_saved_model(model, run.saved_model_dir, record.contract, force=True)
+    with clock("figures"):
+        val.write_artifacts(metrics["val"], run.path)
     # The card and the report from what is in memory, not from the files just written.
     config = record.config.to_dict()
-    write_model_card(run.path, metrics=metrics, config=config, split=data.to_dict(),
-                     contract=record.contract,
-                     data_report=data.report.to_dict() if data.report is not None else None)
-    write_report(run.path, model=model, contract=record.contract, metrics=metrics,
-                 history=record.history, evaluation=val, config=config, val=data.val)
+    with clock("model card and report"):
+        write_model_card(run.path, metrics=metrics, config=config, split=data.to_dict(),
+                         contract=record.contract,
+                         data_report=data.report.to_dict() if data.report is not None
+                         else None)
+        write_report(run.path, model=model, contract=record.contract, metrics=metrics,
+                     history=record.history, evaluation=val, config=config, val=data.val)
     metrics["seconds"] = {"training": round(trained - record.started, 3),
                           # all of the process's threads; not slowed by other processes
                           "training_cpu": round(trained_cpu - record.started_cpu, 3),
-                          "evaluation_and_export": round(time.perf_counter() - trained, 3)}
+                          "evaluation_and_export": round(time.perf_counter() - trained, 3),
+                          # where the run's time went, step by step (wall clock)
+                          "steps": {k: round(v, 3) for k, v in steps.items()}}
     run.write_metrics(metrics)
     ckpt.mark_finished(run.path)
     log.info("validation: %s", task.headline(metrics["val"]))

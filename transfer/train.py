@@ -32,7 +32,7 @@ from transfer.distribute import is_chief, make_strategy, precision_policy
 from transfer.errors import TrainingInterrupted
 from transfer.features import FeatureCache
 from transfer.feeding import ImageFeed, epoch_dataset, fetch_arrays, unknown_length_ok
-from transfer.finish import RunRecord, finish_run
+from transfer.finish import RunRecord, StepClock, finish_run
 from transfer.model import (
     BackboneInfo,
     TrainableSummary,
@@ -202,7 +202,9 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
     task.check(config)
     check_views(config)
     resolved.unfreeze_from  # noqa: B018  - a block name that does not exist is refused now
+    loading = time.perf_counter()
     data = task.load_data(data_dir, config, cache_dir=cache_dir, tfds_data_dir=tfds_data_dir)
+    loading = time.perf_counter() - loading
     log.info("data: %s", data.report.summary())
     contract = resolved.contract(data.class_names)
     strategy = make_strategy(config.strategy)
@@ -217,7 +219,9 @@ def train(data_dir: str | os.PathLike, *, output: str | os.PathLike,
         data.save(run / "split.json")
         data.report.save(run / "data_report.json")
         run.write_class_names(data.class_names)
-        return Trainer(resolved, data, run, strategy, list(callbacks), verbose).run(None)
+        trainer = Trainer(resolved, data, run, strategy, list(callbacks), verbose)
+        trainer.clock.steps["read and check data"] = loading
+        return trainer.run(None)
     except ZooError as exc:
         # A config or data error found before the first checkpoint leaves nothing behind, so
         # the corrected command needs no --overwrite (an interrupted run stays, to resume).
@@ -352,6 +356,7 @@ class Trainer:
                                      image_size=config.image_size, verbose=verbose,
                                      fit=self.task.fit)
         self.val_predictions: Predictions | None = None
+        self.clock = StepClock({})  # where the run's time goes (metrics.json: seconds.steps)
         self.class_weight = self.task.loss_weights(config, data.train, self.num_classes)
         log.info("data: %s", self.task.describe(data))
         log.info("augmentation: %s", config.augment or "none")
@@ -445,10 +450,11 @@ class Trainer:
             tag = "features" if phase.name == "head" else "boundary"
             budget = (disk_budget(self.run_dir.features_dir) if self.run_dir is not None
                       else None)
-            features = self.features.get(
-                split.lower, {"train": train, "val": val}, batch_size=self.global_batch,
-                views=views, targets={"train": self.images.encode(train)} if moved else None,
-                dtype=config.cache_dtype, tag=tag, disk_budget=budget)
+            with self.clock(f"cache for the {phase.name} phase"):
+                features = self.features.get(
+                    split.lower, {"train": train, "val": val}, batch_size=self.global_batch,
+                    views=views, targets={"train": self.images.encode(train)} if moved
+                    else None, dtype=config.cache_dtype, tag=tag, disk_budget=budget)
             if features is None:
                 log.info("the %s phase runs full forward passes: its cache would take %.2f GiB, "
                          "more than memory_cache_mb and half the free disk", phase.name,
@@ -544,7 +550,7 @@ class Trainer:
         if self.epoch >= end:
             return
         steps = math.ceil(len(self.data.train) / self.global_batch)
-        with unknown_length_ok():  # of the validation set; the training set's is asserted
+        with unknown_length_ok(), self.clock(f"train the {phase.name} phase"):
             model.fit(self.train_dataset(setup, self.epoch, end), steps_per_epoch=steps,
                       validation_data=setup.val, initial_epoch=self.epoch, epochs=end,
                       shuffle=False, class_weight=self.class_weight, callbacks=callbacks,
@@ -624,7 +630,8 @@ class Trainer:
 
     def finish(self) -> TrainResult:
         record = RunRecord(self.config, self.contract, self.data, self.history, self.phases,
-                           self.class_weight, self.started, self.started_cpu)
+                           self.class_weight, self.started, self.started_cpu,
+                           self.clock.steps)
         metrics = finish_run(self.run_dir, self.task, self.model, record,
                              self.cached_val_predictions(), batch_size=self.global_batch)
         self.images.clear()

@@ -172,6 +172,13 @@ def test_flip_fine_tune_trains_on_views_and_records_k(image_folder, tmp_path, ca
     assert "the head phase trains on the cache: 2 view(s) per image (the image and its " \
            "mirror)" in caplog.text
     assert "the fine-tune phase trains on the cache: 2 view(s)" in caplog.text
+    # metrics.json says where the run's time went, step by step
+    steps = json.loads((tmp_path / "run" / "metrics.json").read_text())["seconds"]["steps"]
+    assert list(steps) == ["read and check data", "cache for the head phase",
+                           "train the head phase", "cache for the fine-tune phase",
+                           "train the fine-tune phase", "save model.keras", "evaluate val",
+                           "export SavedModel", "figures", "model card and report"]
+    assert all(seconds >= 0 for seconds in steps.values())
 
 
 @pytest.mark.parametrize("settings,line", [
