@@ -28,7 +28,8 @@ from cli.options import COUNT, ConfigCommand, config_options
               help="Local TensorFlow Datasets store, for DATA_DIR = tfds:NAME.")
 @config_options("augment", "mixup", "cutmix", "class_weights", "loss", "ignore_index",
                 "palette", "bn_momentum", "cache_features", "cache_views", "cache_dtype",
-                "memory_cache_mb", "precision", "jit", "strategy", "seed", "deterministic")
+                "mirror_check", "memory_cache_mb", "precision", "jit", "strategy", "seed",
+                "deterministic")
 def train_command(data_dir: str | None, output: str | None, resume_dir: str | None,
                   overwrite: bool, cache_dir: str | None, tfds_data_dir: str | None,
                   **options) -> None:

@@ -238,6 +238,7 @@ FINE_TUNE_ONLY = Applies(modes=("fine-tune",))
 CLASSIFICATION_ONLY = Applies(tasks=("classification",))
 SEGMENTATION_ONLY = Applies(tasks=("segmentation",))
 DENSE_TASKS = Applies(tasks=("segmentation", "detection"))  # a decoder or head on a backbone
+MIRROR_CHECKS = ("auto", "off", "kept", "dropped")  # the last two: what a run decided
 CACHED_MODES = Applies(modes=("feature-extractor", "fine-tune"))  # something stays frozen
 
 
@@ -316,6 +317,11 @@ class TrainConfig:
             per image and epoch); ``"auto"``: 2 with flips alone (the image and its mirror),
             :data:`transfer.views.SAMPLED_VIEWS` with other augmentation, 1 without.
         cache_dtype: what the caches store; float16 halves them (read back as float32).
+        mirror_check: with fine-tune's default flips (``augment`` left unset), score a probe
+            on the frozen features of the validation images and of their mirrors before the
+            head trains, and train without flips when mirroring costs more than
+            :data:`transfer.views.MIRROR_HARM` of accuracy; ``"off"`` keeps the flips. The run
+            records ``"kept"`` or ``"dropped"``.
         schedule: ``"plateau"`` halves the learning rate when validation loss stops improving
             for ``lr_patience`` epochs; ``"cosine"`` decays it along a cosine after
             ``warmup_epochs`` of linear warm-up, in each phase; ``"onecycle"`` ramps it up to
@@ -450,6 +456,12 @@ class TrainConfig:
     cache_dtype: str = _field(
         "float32", Choice(("float32", "float16")),
         "What the caches store; float16 halves their memory and disk.", applies=CACHED_MODES)
+    mirror_check: str = _field(
+        "auto", Choice(MIRROR_CHECKS),
+        "Fine-tune with the default flips: score a probe on the frozen features of the "
+        "mirrored validation images and drop flips when mirroring costs accuracy (digits, "
+        "text); off keeps them; the run records kept or dropped.",
+        applies=Applies(tasks=("classification",), modes=("fine-tune",)))
     schedule: str = _field(
         "auto", Choice(SCHEDULES),
         "plateau: halve the LR when val loss stops improving; cosine: cosine decay after "
@@ -542,6 +554,7 @@ class TrainConfig:
         data = json.loads(Path(path).read_text())
         if "cache_views" not in data and data.get("augment") not in (None, "", False):
             data["cache_features"] = False
+        data.setdefault("mirror_check", "off")  # written before the check existed
         return cls.from_dict(data)
 
 

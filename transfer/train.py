@@ -47,7 +47,15 @@ from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
 from transfer.tasks import DEFAULT_TASK, Predictions, Task, task_for, task_of
 from transfer.views import Split as CacheSplit
-from transfer.views import boundary_split, check_views, disk_budget, exact_views, view_count
+from transfer.views import (
+    MIRROR_HARM,
+    boundary_split,
+    check_views,
+    disk_budget,
+    exact_views,
+    mirror_check_runs,
+    view_count,
+)
 from zoo import leaf_layers
 from zoo.errors import ZooError
 
@@ -152,9 +160,13 @@ def resolve_config(config: TrainConfig, data_dir: str | os.PathLike) -> Resolved
     config = resolve_task(config, data_dir)
     info = backbone_info(task_of(config).backbone_name(config))
     config = config.replace(image_size=config.image_size or info.default_size)
+    given = config
     config = task_of(config).fill_defaults(config, info.blocks)
     if config.cache_views == "auto" and config.mode is not TransferMode.FULL_RETRAIN:
         config = config.replace(cache_views=view_count(config))  # config.json records K
+    if config.mirror_check == "auto" and not (task_of(config).judges_mirrors
+                                              and mirror_check_runs(given, config)):
+        config = config.replace(mirror_check="off")
     return ResolvedRun(config, task_of(config), info)
 
 
@@ -445,7 +457,10 @@ class Trainer:
         if split is not None:
             k = view_count(config)
             views = {"train": (k, lambda view: self.task.view_fn(config, view))} if k > 1 \
-                else None
+                else {}
+            judging = phase.name == "head" and config.mirror_check == "auto"
+            if judging:  # the validation images' mirrors too, for the mirror check
+                views["val"] = (2, lambda view: self.task.view_fn(config, view))
             moved = k > 1 and self.task.views_move_targets
             tag = "features" if phase.name == "head" else "boundary"
             budget = (disk_budget(self.run_dir.features_dir) if self.run_dir is not None
@@ -455,6 +470,10 @@ class Trainer:
                     split.lower, {"train": train, "val": val}, batch_size=self.global_batch,
                     views=views, targets={"train": self.images.encode(train)} if moved
                     else None, dtype=config.cache_dtype, tag=tag, disk_budget=budget)
+            if features is not None and judging:
+                split = self.judge_mirrors(features, phase) or split
+                k = view_count(self.config)
+                config = self.config
             if features is None:
                 log.info("the %s phase runs full forward passes: its cache would take %.2f GiB, "
                          "more than memory_cache_mb and half the free disk", phase.name,
@@ -478,6 +497,45 @@ class Trainer:
                                batch_size=self.global_batch, shuffle=False, batched=True)
         return PhaseSetup(split.upper, phase.learning_rate, multipliers, fetch_train, True,
                           val_ds, views=view_count(config), cached=True)
+
+    def judge_mirrors(self, features, phase: Phase) -> CacheSplit | None:
+        """The mirror check (``TrainConfig.mirror_check``) on the cached features of the
+        training images and of the validation images and their mirrors: when mirroring costs
+        the task's probe more than :data:`MIRROR_HARM`, and significantly (McNemar's test on
+        the images lost and won), the run trains without flips (the
+        model is built again without them, before anything trained) and ``config.json`` says
+        ``dropped``; else ``kept``. Returns the head phase's new cut when the model changed."""
+        train, val = self.data.train, self.data.val
+        n = len(val)
+        scores = self.task.mirror_scores(features["train"][0][:len(train)], train,
+                                         features["val"][0][:n], features["val"][0][n:2 * n],
+                                         val)
+        if scores is None:
+            self.config = self.config.replace(mirror_check="off")
+            return None
+        right, mirrored_right = (np.asarray(x, bool) for x in scores)
+        plain, mirrored = float(right.mean()), float(mirrored_right.mean())
+        harm = plain - mirrored
+        # McNemar's test, two sigma: images lost to mirroring against images won, so that a
+        # few validation images cannot turn flips off by chance
+        lost = int(np.sum(right & ~mirrored_right))
+        won = int(np.sum(~right & mirrored_right))
+        drop = harm > MIRROR_HARM and lost - won >= 2 * math.sqrt(lost + won)
+        log.info("mirror check: a probe on the frozen features scores %.3f on the validation "
+                 "images and %.3f on their mirrors (%+.3f); %s", plain, mirrored, -harm,
+                 "mirroring costs accuracy here, so fine-tuning trains without flips (--augment "
+                 "flip keeps them)" if drop else "flips kept")
+        self.config = self.config.replace(mirror_check="dropped" if drop else "kept",
+                                          **({"augment": "", "cache_views": 1} if drop else {}))
+        if self.run_dir is not None:
+            self.config.save(self.run_dir / "config.json")
+        if not drop:
+            return None
+        self.phases.pop()  # the phase's summary is taken again on the rebuilt model
+        self.build(None)
+        self.phases.append(self.set_trainable(phase.name))
+        self.set_bn_momentum()
+        return self.cache_split(phase)
 
     def cache_split(self, phase: Phase) -> CacheSplit | None:
         """Where ``phase`` cuts the model for the view cache (:mod:`transfer.views`), or

@@ -66,6 +66,7 @@ TRAIN = [
     # issue 26: the view cache
     "--cache-views integer|auto 'auto'",
     "--cache-dtype [float32|float16] 'float32'",
+    "--mirror-check [auto|off|kept|dropped] 'auto'",
     "--memory-cache-mb 0<=x<=10000000 2048",
     "--precision [float32|mixed_float16|mixed_bfloat16] 'float32'",
     "--jit / --no-jit boolean False",

@@ -52,6 +52,7 @@ BAD = {
     "cache_features": ["false", None],
     "cache_views": [0, 65, 2.5, "many", None],
     "cache_dtype": ["float64", "half", None],
+    "mirror_check": ["on", True, None],
     "schedule": ["step", None],
     "warmup_epochs": [-1, 0.5, 2**31],
     "mixup": [-0.2, "0.2"],
@@ -195,6 +196,7 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
     config = TrainConfig.load(path)
     later = {"task": "auto", "backbone": None, "loss": "auto", "ignore_index": None,
              "palette": None, "cache_views": "auto", "cache_dtype": "float32",  # added since
+             "mirror_check": "off",  # an old run ran no mirror check, and resumes without one
              "augment": "",  # False, as the list of operations it means (none)
              "bn_momentum": "auto",
              # "auto" reaches an old run's resume, and means what it ran: BatchNorm frozen
@@ -250,7 +252,8 @@ def test_the_fields_limited_to_a_task_or_mode_are_these():
     assert sorted(_limited_fields()) == sorted([
         "fine_tune_epochs", "fine_tune_lr_factor", "unfreeze_from", "unfreeze_top",
         "fine_tune_batchnorm", "discriminative_lr", "cache_features", "cache_views",
-        "cache_dtype", "mixup", "cutmix", "backbone", "loss", "ignore_index", "palette"])
+        "cache_dtype", "mirror_check", "mixup", "cutmix", "backbone", "loss", "ignore_index",
+        "palette"])
 
 
 @pytest.mark.parametrize("name", _limited_fields())

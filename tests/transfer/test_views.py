@@ -214,3 +214,53 @@ def test_one_view_with_augmentation_is_refused(image_folder, tmp_path):
     with pytest.raises(ConfigError, match="cache_views 1 would train without the augmentation"):
         _train(image_folder, tmp_path / "run", model="lenet5", augment="flip", cache_views=1)
     assert not (tmp_path / "run").exists()
+
+
+def _sides_folder(root, per_class=16):
+    """Two classes told apart only by side: a bright square on the left or on the right half, so
+    a mirrored image is an image of the other class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("left", "right"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = (rng.random((32, 32, 3)) * 60).astype(np.uint8)
+            top, left = int(rng.integers(2, 18)), int(rng.integers(1, 5))
+            columns = slice(left, left + 10) if name == "left" else slice(31 - left - 10,
+                                                                           31 - left)
+            image[top:top + 10, columns] = 250
+            Image.fromarray(image).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def test_the_mirror_check_drops_flips_where_mirroring_changes_the_class(tmp_path, caplog):
+    caplog.set_level("INFO", logger="transfer")
+    folder = _sides_folder(tmp_path / "sides")
+    result = _train(folder, tmp_path / "run", model="lenet5", epochs=1, fine_tune_epochs=1)
+    assert (result.config.mirror_check, result.config.augment) == ("dropped", "")
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (recorded["mirror_check"], recorded["augment"], recorded["cache_views"]) == \
+        ("dropped", "", 1)
+    assert "mirroring costs accuracy here, so fine-tuning trains without flips" in caplog.text
+    assert "the fine-tune phase trains on the cache: 1 view(s) per image" in caplog.text
+    # the model was built again without its flip layer
+    assert not any(layer.name == "augmentation" for layer in result.model.layers)
+
+
+def test_the_mirror_check_keeps_flips_where_mirroring_keeps_the_class(image_folder, tmp_path,
+                                                                       caplog):
+    caplog.set_level("INFO", logger="transfer")
+    result = _train(image_folder, tmp_path / "run", model="lenet5", epochs=1,
+                    fine_tune_epochs=1)
+    assert (result.config.mirror_check, result.config.augment) == ("kept", "flip")
+    assert "flips kept" in caplog.text
+
+
+def test_an_explicit_augment_always_wins_over_the_mirror_check(tmp_path, caplog):
+    caplog.set_level("INFO", logger="transfer")
+    folder = _sides_folder(tmp_path / "sides")
+    result = _train(folder, tmp_path / "run", model="lenet5", epochs=1, fine_tune_epochs=1,
+                    augment="flip")
+    assert (result.config.mirror_check, result.config.augment) == ("off", "flip")
+    assert "mirror check" not in caplog.text

@@ -230,6 +230,18 @@ class Task(abc.ABC):
 
         return view
 
+    #: whether :meth:`mirror_scores` judges whether mirrored images still look like their
+    #: labels (classification: a mirrored 2 is no 2)
+    judges_mirrors: bool = False
+
+    def mirror_scores(self, train_features: np.ndarray, train: Split,
+                      val_features: np.ndarray, mirrored_features: np.ndarray,
+                      val: Split) -> tuple[np.ndarray, np.ndarray] | None:
+        """A probe trained on the frozen features of the training images, scored on the
+        validation images and on their mirrors: ``(plain, mirrored)``, whether it is right on
+        each image, or ``None`` for a task that does not judge."""
+        return None
+
     def mirror(self, images: tf.Tensor, targets: Any) -> tuple[tf.Tensor, Any]:
         """A batch and its targets mirrored left to right (a class label does not move)."""
         return images[:, :, ::-1], targets

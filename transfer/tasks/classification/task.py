@@ -96,6 +96,28 @@ class ClassificationTask(Task):
     def batch_fn(self, config):
         return mix_batch(config.mixup, config.cutmix)
 
+    judges_mirrors = True
+
+    def mirror_scores(self, train_features, train, val_features, mirrored_features, val):
+        """A ridge-regression probe on the pooled features (standardised, one-hot targets),
+        fit in closed form: deterministic, and a second on 2,400 images."""
+        x = np.asarray(train_features, np.float64)
+        mean, scale = x.mean(0), x.std(0) + 1e-6
+
+        def design(features):
+            z = (np.asarray(features, np.float64) - mean) / scale
+            return np.concatenate([z, np.ones((len(z), 1))], axis=1)
+
+        a = design(x)
+        targets = np.eye(int(max(train.labels)) + 1)[np.asarray(train.labels)]
+        weights = np.linalg.solve(a.T @ a + 10.0 * np.eye(a.shape[1]), a.T @ targets)
+        labels = np.asarray(val.labels)
+
+        def correct(features):
+            return np.argmax(design(features) @ weights, 1) == labels
+
+        return correct(val_features), correct(mirrored_features)
+
     def cache_refusal(self, config):
         if config.mixup or config.cutmix:
             return "mixup and CutMix mix the images of a batch"
