@@ -15,7 +15,14 @@ import sys
 import click
 
 from cli.options import BATCH_SIZE, COUNT, IMAGE_SIZE
-from cli.weights import ModelSource, resolve_weights, weights_option
+from cli.weights import (
+    ModelSource,
+    custom_objects_option,
+    import_custom_objects,
+    resolve_weights,
+    trust_model_option,
+    weights_option,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -241,9 +248,12 @@ def info_command(name: str, as_json: bool) -> None:
 @click.option("--iou", type=click.FloatRange(0, 1), default=None,
               help="Detection: boxes of a class overlapping more than this are suppressed "
                    "(default: the run's, 0.45).")
+@trust_model_option()
+@custom_objects_option()
 def predict_command(source: str, images: tuple[str, ...], weights: str | None, top_k: int,
                     batch_size: int, as_json: bool, as_csv: bool,
-                    output_dir: str | None, conf: float | None, iou: float | None) -> None:
+                    output_dir: str | None, conf: float | None, iou: float | None,
+                    trust_model: bool, custom_objects: tuple[str, ...]) -> None:
     """Top-k classes for IMAGES (files, folders or globs) from a model.
 
     RUN_DIR_OR_MODEL is a run directory, a .keras file, a SavedModel folder, or a registry name
@@ -264,11 +274,12 @@ def predict_command(source: str, images: tuple[str, ...], weights: str | None, t
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive; choose one")
     weights = resolve_weights(source, weights)
+    import_custom_objects(custom_objects)
     paths = expand_inputs(images)
     options = {name: value for name, value in (("conf", conf), ("iou", iou))
                if value is not None}
     predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights,
-                          options=options)
+                          options=options, trust_model=trust_model)
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n") if as_csv else None
     # A bar is worth drawing for many files, and only when the results do not scroll it away.
     show_progress = len(paths) > 20 and not sys.stdout.isatty()

@@ -140,7 +140,8 @@ class ClassificationTask(Task):
             config.model, num_classes=num_classes, mode=config.mode,
             image_size=config.image_size, weights=weights, dropout=config.dropout,
             weight_decay=config.weight_decay, augment=config.augment, seed=config.seed,
-            train_batchnorm=config.fine_tune_batchnorm == "train")
+            train_batchnorm=config.fine_tune_batchnorm == "train",
+            trust_model=config.trust_model)
 
     def feature_split(self, model):
         return feature_model(model), head_model(model)
