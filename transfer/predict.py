@@ -153,13 +153,15 @@ class Predictor:
     class ids (``<stem>_mask.png``) and an overlay (``<stem>_overlay.png``) into ``output_dir``;
     a detector, the image with its boxes drawn (``<stem>_boxes.png``). ``options`` replace the
     task's own settings of the run (a detector's ``conf`` and ``iou`` thresholds);
-    ``trust_model`` loads a ``.keras`` file with code in it (:func:`load_classifier`).
+    ``trust_model`` loads a ``.keras`` file with code in it (:func:`load_classifier`). With
+    ``per_image_files`` false (video frames, :mod:`transfer.video`) nothing is written per image:
+    :meth:`predict_arrays` returns what the task draws.
     """
 
     def __init__(self, source: str | os.PathLike, *, top_k: int = 5,
                  output_dir: str | os.PathLike | None = None,
                  weights: str | None = "imagenet", options: dict | None = None,
-                 trust_model: bool = False):
+                 trust_model: bool = False, per_image_files: bool = True):
         import tensorflow as tf
 
         path = Path(source)
@@ -193,7 +195,7 @@ class Predictor:
             self._serve_images = fns.serve_images
             self.task = get_task(classifier.contract.task,
                                  **classifier.contract.task_options())
-        if self.task.prediction_files is not None:
+        if self.task.prediction_files is not None and per_image_files:
             if self.output_dir is None:
                 raise ConfigError(f"a {self.task.name} model writes {self.task.prediction_files}"
                                   f" per image; pass --output FOLDER for them")
@@ -241,6 +243,17 @@ class Predictor:
                   self._serve_images(self._tf.constant(images)).items()}
         return self.task.predictions(paths, images, served, class_names=self.class_names,
                                      top_k=self.top_k, output_dir=self.output_dir)
+
+
+    def predict_arrays(self, names: Sequence[str], images: np.ndarray) -> list[Prediction]:
+        """A :class:`Prediction` (with the task's ``arrays``, nothing written) for each of
+        ``images`` (float 0-255 ``[n, height, width, 3]``, one size), named by ``names``."""
+        served = {key: value.numpy() for key, value in
+                  self._serve_images(self._tf.constant(images, self._tf.float32)).items()}
+        results = self.task.predictions(list(names), images, served,
+                                        class_names=self.class_names, top_k=self.top_k,
+                                        output_dir=None)
+        return [results[name] for name in names]
 
 
 def _flags(names) -> str:

@@ -14,7 +14,7 @@ from transfer import data as data_lib
 from transfer import plots
 from transfer.errors import ConfigError
 from transfer.tasks.base import Evaluator, Prediction, Predictions, Task, present_numbers
-from transfer.tasks.classification.figures import mistakes_figure
+from transfer.tasks.classification.figures import draw_labels, mistakes_figure
 from transfer.tasks.classification.imagenet import imagenet_labels, present_classes
 from transfer.tasks.classification.metrics import classification_metrics
 from transfer.tasks.classification.model import build_classifier, feature_model, head_model
@@ -264,6 +264,10 @@ class ClassificationTask(Task):
         return {path: Prediction(path, tuple(label.decode() for label in labels[i]),
                                  tuple(float(s) for s in scores[i]))
                 for i, path in enumerate(paths)}
+
+    def draw_frame(self, image, prediction):
+        """The top classes and their scores, written in the frame's top-left corner."""
+        return draw_labels(image, prediction.labels, prediction.scores)
 
     def serving_outputs(self, outputs, class_names, top_k, input_size):
         import tensorflow as tf
