@@ -10,7 +10,14 @@ import json
 import click
 
 from cli.options import BATCH_SIZE
-from cli.weights import ModelSource, resolve_weights, weights_option
+from cli.weights import (
+    ModelSource,
+    custom_objects_option,
+    import_custom_objects,
+    resolve_weights,
+    trust_model_option,
+    weights_option,
+)
 
 FORMATS = ("savedmodel", "keras", "tflite")
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -27,8 +34,11 @@ QUANTIZATIONS = ("none", "float16", "int8")
               help="Folder for metrics.json and the plots (default: RUN_DIR/evaluation/...).")
 @click.option("--batch-size", type=BATCH_SIZE, default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@trust_model_option()
+@custom_objects_option()
 def evaluate_command(source: str, data_dir: str | None, weights: str | None, split: str,
-                     output_dir: str | None, batch_size: int, as_json: bool) -> None:
+                     output_dir: str | None, batch_size: int, as_json: bool,
+                     trust_model: bool, custom_objects: tuple[str, ...]) -> None:
     """Evaluate a run directory, .keras model or registry model on DATA_DIR, or on its saved
     split.
 
@@ -43,8 +53,10 @@ def evaluate_command(source: str, data_dir: str | None, weights: str | None, spl
     from transfer.evaluate import evaluate
     from transfer.tasks import get_task
 
+    weights = resolve_weights(source, weights)
+    import_custom_objects(custom_objects)
     result = evaluate(source, data_dir, output_dir=output_dir, split=split,
-                      batch_size=batch_size, weights=resolve_weights(source, weights))
+                      batch_size=batch_size, weights=weights, trust_model=trust_model)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -69,8 +81,11 @@ def evaluate_command(source: str, data_dir: str | None, weights: str | None, spl
               help="int8: folder of images to calibrate on (default: the run's training "
                    "images; required for a registry model or a lone .keras file).")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
+@trust_model_option()
+@custom_objects_option()
 def export_command(source: str, weights: str | None, fmt: str, quantize: str, output: str,
-                   calibration_data: str | None, force: bool) -> None:
+                   calibration_data: str | None, force: bool, trust_model: bool,
+                   custom_objects: tuple[str, ...]) -> None:
     """Export a run directory, .keras model or registry model as a SavedModel, a .keras file or a
     TFLite model (see MODEL_CARD.md).
 
@@ -80,8 +95,10 @@ def export_command(source: str, weights: str | None, fmt: str, quantize: str, ou
     """
     from transfer.export import export
 
+    weights = resolve_weights(source, weights)
+    import_custom_objects(custom_objects)
     path = export(source, format=fmt, quantize=quantize, output=output, force=force,
-                  calibration_data=calibration_data, weights=resolve_weights(source, weights))
+                  calibration_data=calibration_data, weights=weights, trust_model=trust_model)
     size = path.stat().st_size if path.is_file() else sum(
         p.stat().st_size for p in path.rglob("*") if p.is_file())
     variant = f" ({'float32' if quantize == 'none' else quantize})" if fmt == "tflite" else ""

@@ -15,7 +15,14 @@ import sys
 import click
 
 from cli.options import BATCH_SIZE, COUNT, IMAGE_SIZE
-from cli.weights import ModelSource, resolve_weights, weights_option
+from cli.weights import (
+    ModelSource,
+    custom_objects_option,
+    import_custom_objects,
+    resolve_weights,
+    trust_model_option,
+    weights_option,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -233,17 +240,24 @@ def info_command(name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--csv", "as_csv", is_flag=True,
               help="CSV with a header: path, label_1, score_1, ..., error.")
-@click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
+@click.option("--output", "-o", "output_dir", type=click.Path(),
               help="Segmentation: folder for each image's mask (palette PNG of class ids) and "
-                   "overlay; detection: for each image with its boxes drawn.")
+                   "overlay; detection: for each image with its boxes drawn. For a video: the "
+                   "video to write, with each frame's prediction drawn on it (and OUTPUT.jsonl "
+                   "beside it).")
+@click.option("--every", type=COUNT, default=1, show_default=True,
+              help="Video: predict every Nth frame; the others are written unchanged.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=None,
               help="Detection: the lowest score a box is kept at (default: the run's, 0.25).")
 @click.option("--iou", type=click.FloatRange(0, 1), default=None,
               help="Detection: boxes of a class overlapping more than this are suppressed "
                    "(default: the run's, 0.45).")
+@trust_model_option()
+@custom_objects_option()
 def predict_command(source: str, images: tuple[str, ...], weights: str | None, top_k: int,
                     batch_size: int, as_json: bool, as_csv: bool,
-                    output_dir: str | None, conf: float | None, iou: float | None) -> None:
+                    output_dir: str | None, every: int, conf: float | None, iou: float | None,
+                    trust_model: bool, custom_objects: tuple[str, ...]) -> None:
     """Top-k classes for IMAGES (files, folders or globs) from a model.
 
     RUN_DIR_OR_MODEL is a run directory, a .keras file, a SavedModel folder, or a registry name
@@ -255,20 +269,35 @@ def predict_command(source: str, images: tuple[str, ...], weights: str | None, t
 
     With more than 20 files and the output going to a file or pipe, a progress bar is drawn on
     stderr.
+
+    A video (.mp4, .mov, .mkv, .webm, .avi) is predicted frame by frame into the video --output
+    names: each frame with its top classes, mask overlay or boxes drawn, at the source's frame
+    rate, and one JSON line per predicted frame in OUTPUT.jsonl ('zoo predict RUN clip.mp4 -o
+    out.mp4'). With --every N, every Nth frame is predicted and the others are written
+    unchanged, so the frame count and rate stay the source's.
     """
     import contextlib
     import csv
 
     from transfer.predict import Predictor, expand_inputs, nothing_predicted
+    from transfer.video import is_video
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive; choose one")
     weights = resolve_weights(source, weights)
-    paths = expand_inputs(images)
+    import_custom_objects(custom_objects)
     options = {name: value for name, value in (("conf", conf), ("iou", iou))
                if value is not None}
+    if any(is_video(image) for image in images):
+        _predict_video(source, images, output_dir, every=every, top_k=top_k,
+                       batch_size=batch_size, as_json=as_json or as_csv, weights=weights,
+                       options=options, trust_model=trust_model)
+        return
+    if every != 1:
+        raise click.UsageError("--every applies to a video; drop it for images")
+    paths = expand_inputs(images)
     predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights,
-                          options=options)
+                          options=options, trust_model=trust_model)
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n") if as_csv else None
     # A bar is worth drawing for many files, and only when the results do not scroll it away.
     show_progress = len(paths) > 20 and not sys.stdout.isatty()
@@ -310,6 +339,37 @@ def predict_command(source: str, images: tuple[str, ...], weights: str | None, t
                 click.echo(f"skipped {p.path}: {p.error}", err=True)
         click.echo(f"{len(failed)} of {len(paths)} file(s) could not be read and were skipped",
                    err=True)
+
+
+def _predict_video(source: str, images: tuple[str, ...], output: str | None, *, every: int,
+                   top_k: int, batch_size: int, as_json: bool, weights: str | None,
+                   options: dict, trust_model: bool) -> None:
+    """``zoo predict RUN clip.mp4 --output out.mp4``: checked before the model loads."""
+    import contextlib
+
+    from transfer.predict import Predictor
+    from transfer.video import check_video_output, predict_video, probe_video
+
+    if len(images) != 1:
+        raise click.UsageError("a video is predicted alone: pass one video, or images only")
+    if as_json:
+        raise click.UsageError("--json and --csv apply to images; a video's per-frame results "
+                               "are written to OUTPUT.jsonl beside its --output video")
+    if output is None:
+        raise click.UsageError("a video needs --output, the video to write (e.g. out.mp4)")
+    info = probe_video(images[0])
+    check_video_output(images[0], output)
+    predictor = Predictor(source, top_k=top_k, weights=weights, options=options,
+                          trust_model=trust_model, per_image_files=False)
+    label = f"predicting {images[0]}"
+    bar = (click.progressbar(length=info.frames, label=label, file=sys.stderr)
+           if info.frames else contextlib.nullcontext())
+    with bar:
+        result = predict_video(predictor, images[0], output, every=every,
+                               batch_size=batch_size,
+                               progress=bar.update if info.frames else None)
+    click.echo(f"wrote {result.output} ({result.frames} frames at {float(result.rate):g} fps, "
+               f"{result.predicted} predicted) and {result.results}")
 
 
 # Commands of other areas live in their own modules and are added here, one line each.

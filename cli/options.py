@@ -38,7 +38,7 @@ COUNT = click.IntRange(1, 1_000_000)  # steps, top-k, images, threads: far above
 SEED = click.IntRange(0, 2**32 - 1)
 
 # Bool fields offered as a bare switch; the others get a --name/--no-name pair.
-SWITCHES = frozenset({"drop_small_classes", "deterministic"})
+SWITCHES = frozenset({"drop_small_classes", "deterministic", "trust_model"})
 
 
 def option_name(field: str) -> str:

@@ -7,11 +7,12 @@ import sys
 import click
 
 from cli.options import COUNT, ConfigCommand, config_options
+from cli.weights import custom_objects_option, import_custom_objects
 
 
 @click.command("train", cls=ConfigCommand)
 @click.argument("data_dir", required=False)
-@config_options("model", "mode", "weights", "task", "backbone")
+@config_options("model", "trust_model", "mode", "weights", "task", "backbone")
 @click.option("--output", "-o", type=click.Path(file_okay=False),
               help="Run directory to create.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
@@ -30,9 +31,10 @@ from cli.options import COUNT, ConfigCommand, config_options
                 "palette", "bn_momentum", "cache_features", "cache_views", "cache_dtype",
                 "mirror_check", "memory_cache_mb", "precision", "jit", "strategy", "seed",
                 "deterministic")
+@custom_objects_option()
 def train_command(data_dir: str | None, output: str | None, resume_dir: str | None,
                   overwrite: bool, cache_dir: str | None, tfds_data_dir: str | None,
-                  **options) -> None:
+                  custom_objects: tuple[str, ...], **options) -> None:
     """Train a classifier, a segmenter or a detector on DATA_DIR and export it.
 
     DATA_DIR is a folder with one sub-folder per class (or train/ val/ [test/] folders laid out
@@ -53,6 +55,7 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
     explicit = [name for name in options
                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     verbose = 1 if sys.stdout.isatty() else 2
+    import_custom_objects(custom_objects)  # also with --resume: the layers are not saved
     try:
         if resume_dir:
             if data_dir or output:
@@ -87,8 +90,8 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
 @click.command("lr-find", cls=ConfigCommand)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 # The sweep runs at one fixed batch size, so 'auto' is not offered.
-@config_options("model", "mode", "weights", "image_size", "batch_size", "optimizer",
-                numbers_only=("batch_size",), help={"batch_size": "Images per step."})
+@config_options("model", "trust_model", "mode", "weights", "image_size", "batch_size",
+                "optimizer", numbers_only=("batch_size",), help={"batch_size": "Images per step."})
 @click.option("--steps", type=click.IntRange(10, COUNT.max), default=200, show_default=True)
 @click.option("--start", type=click.FloatRange(min=0, min_open=True), default=1e-7,
               show_default=True)
@@ -98,12 +101,14 @@ def train_command(data_dir: str | None, output: str | None, resume_dir: str | No
               show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing --plot that zoo wrote.")
 @config_options("seed")
+@custom_objects_option()
 def lr_find_command(data_dir: str, steps: int, start: float, end: float, plot_path: str,
-                    force: bool, **options) -> None:
+                    force: bool, custom_objects: tuple[str, ...], **options) -> None:
     """Sweep the learning rate on DATA_DIR and suggest one (plot written as PNG)."""
     import transfer
     from transfer.lr_find import lr_find
 
+    import_custom_objects(custom_objects)
     config = transfer.TrainConfig(**options)
     result = lr_find(data_dir, config=config, start=start, end=end, steps=steps,
                      plot_path=plot_path, force=force)

@@ -64,3 +64,29 @@ class ModelSource(click.ParamType):
         if not Path(text).exists() and not is_model_name(text):
             self.fail(f"Path {text!r} does not exist.", param, ctx)
         return text
+
+
+TRUST_MODEL_HELP = ("Load a .keras file with Keras safe_mode=False: arbitrary code in the file "
+                    "(a Lambda layer) runs. Only for files you trust.")
+
+
+def trust_model_option() -> Callable[[F], F]:
+    """``--trust-model`` for commands that load a ``.keras`` file outside ``TrainConfig``."""
+    return click.option("--trust-model", is_flag=True, help=TRUST_MODEL_HELP)
+
+
+def custom_objects_option() -> Callable[[F], F]:
+    """``--custom-objects MODULE``, repeatable or comma-separated: imported before the model
+    loads, so the custom layers it registers are found."""
+    return click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE",
+                        help="Import this module (dotted name; repeat or comma-separate) "
+                             "before loading, so the custom layers it registers with "
+                             "keras.saving.register_keras_serializable load.")
+
+
+def import_custom_objects(modules: tuple[str, ...]) -> None:
+    """Import ``--custom-objects`` (after TensorFlow, which their layers need)."""
+    if modules:
+        from transfer.rundir import import_custom_objects as import_modules
+
+        import_modules(modules)

@@ -335,6 +335,8 @@ class TrainConfig:
         mixup: alpha of mixup's Beta distribution (Zhang et al. 2018); 0 disables it.
         cutmix: alpha of CutMix (Yun et al. 2019); 0 disables it.
         deterministic: make TensorFlow ops deterministic (slower), for bit-exact reruns.
+        trust_model: load a ``.keras`` ``model`` with Keras ``safe_mode=False``, so code in it
+            (a Lambda layer) runs; only for files you trust.
         precision: ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
         jit: compile the training step with XLA.
         strategy: ``"default"`` (one device), ``"mirrored"`` (all local GPUs or logical devices),
@@ -476,6 +478,9 @@ class TrainConfig:
                            applies=CLASSIFICATION_ONLY)
     deterministic: bool = _field(
         False, Flag(), "Deterministic TensorFlow ops (slower), for bit-exact reruns.")
+    trust_model: bool = _field(
+        False, Flag(), "Load a .keras --model with Keras safe_mode=False: arbitrary code in the "
+        "file (a Lambda layer) runs. Only for files you trust.")
     precision: str = _field(
         "float32", Choice(PRECISIONS), "Keras dtype policy (mixed_*: 16-bit compute).")
     jit: bool = _field(False, Flag(), "Compile the training step with XLA.")

@@ -100,7 +100,8 @@ def predict_split(model, split: Split, *, batch_size: int = 32,
 
 def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
              output_dir: str | os.PathLike | None = None, split: str = "val",
-             batch_size: int = 32, weights: str | None = "imagenet") -> dict:
+             batch_size: int = 32, weights: str | None = "imagenet",
+             trust_model: bool = False) -> dict:
     """Evaluate a trained or pretrained classifier and write ``metrics.json`` and the two plots.
 
     Args:
@@ -116,6 +117,8 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
             ``data_dir`` laid out in splits) to evaluate.
         batch_size: images per forward pass.
         weights: registry models only: ``"imagenet"``, ``None`` (random) or a weights file.
+        trust_model: load a ``.keras`` file with ``safe_mode=False``: code in it (a Lambda
+            layer) runs. Only for files you trust.
 
     Returns:
         The metrics of the task's :meth:`~transfer.tasks.Task.summarise`, plus ``source``,
@@ -134,7 +137,7 @@ def evaluate(source: str | os.PathLike, data_dir: str | os.PathLike | None = Non
         raise DataError(f"registry model {str(source)!r} has no saved split to evaluate on; pass "
                         f"DATA_DIR, a folder with one sub-folder per class (ImageNet class names "
                         f"or WordNet ids)")
-    classifier = load_classifier(source, weights=weights)
+    classifier = load_classifier(source, weights=weights, trust_model=trust_model)
     # Beside the model; a registry model has no folder, so the working directory.
     evaluations = (Path("evaluation") / str(source) if pretrained else
                    (classifier.run_dir or Path(source).parent) / "evaluation")

@@ -62,7 +62,8 @@ CALIBRATION_SAMPLES = 100
 def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A002
            quantize: str = "none", output: str | os.PathLike, force: bool = False,
            calibration_data: str | os.PathLike | Sequence[str] | np.ndarray | None = None,
-           top_k: int = DEFAULT_TOP_K, weights: str | None = "imagenet") -> Path:
+           top_k: int = DEFAULT_TOP_K, weights: str | None = "imagenet",
+           trust_model: bool = False) -> Path:
     """Export a classifier as a SavedModel, a ``.keras`` file or a TFLite flatbuffer.
 
     Args:
@@ -79,6 +80,8 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
             directory's ``split.json``. At most 100 are used (an even, seeded sample).
         top_k: classes in the SavedModel's ``top_*`` outputs.
         weights: registry models only: ``"imagenet"``, ``None`` (random) or a weights file.
+        trust_model: load a ``.keras`` file with ``safe_mode=False``: code in it (a Lambda
+            layer) runs. Only for files you trust.
 
     Returns:
         ``output`` as a :class:`~pathlib.Path`.
@@ -107,7 +110,7 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
         raise DataError(f"int8 quantisation calibrates on images, and registry model "
                         f"{str(source)!r} has no training images; pass calibration_data "
                         f"(--calibration-data DIR)")
-    classifier = load_classifier(source, weights=weights)
+    classifier = load_classifier(source, weights=weights, trust_model=trust_model)
     run_dir = classifier.run_dir
 
     if format == "savedmodel":

@@ -48,12 +48,13 @@ class BackboneInfo:
     default_unfreeze: str | None
 
 
-def backbone_info(model: str) -> BackboneInfo:
-    """Metadata of a registry model, or of a ``.keras`` classifier trained by this toolkit."""
+def backbone_info(model: str, *, trust_model: bool = False) -> BackboneInfo:
+    """Metadata of a registry model, or of a ``.keras`` classifier trained by this toolkit
+    (loaded with ``safe_mode=False`` when ``trust_model``)."""
     if _is_model_file(model):
         path = Path(model)
         stamp = path.stat().st_mtime_ns if path.is_file() else 0
-        return _model_file_info(str(path.resolve()), stamp)
+        return _model_file_info(str(path.resolve()), stamp, trust_model)
     spec = zoo.get_spec(model)
     return BackboneInfo(name=spec.name, preprocessing=spec.preprocessing, channels=spec.channels,
                         default_size=spec.default_input_shape[0], min_size=spec.min_input_size,
@@ -61,9 +62,9 @@ def backbone_info(model: str) -> BackboneInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def _model_file_info(path: str, mtime_ns: int) -> BackboneInfo:
+def _model_file_info(path: str, mtime_ns: int, trust_model: bool) -> BackboneInfo:
     """Read once per file version: a run asks for the info several times."""
-    previous = load_keras_model(path)
+    previous = load_keras_model(path, trust_model=trust_model)
     backbone = _file_backbone(previous, path)
     size = previous.input_shape[1]
     contract = Path(path).with_name("contract.json")
@@ -125,10 +126,12 @@ def _is_model_file(model: str) -> bool:
     return str(model).endswith(".keras") or os.sep in str(model)
 
 
-def build_backbone(model: str, *, image_size: int, weights: str | None) -> keras.Model:
-    """The backbone without its top, ending in global average pooling."""
+def build_backbone(model: str, *, image_size: int, weights: str | None,
+                   trust_model: bool = False) -> keras.Model:
+    """The backbone without its top, ending in global average pooling; from a ``.keras`` file,
+    loaded with ``safe_mode=False`` when ``trust_model``."""
     if _is_model_file(model):
-        backbone = _file_backbone(load_keras_model(model), model)
+        backbone = _file_backbone(load_keras_model(model, trust_model=trust_model), model)
         if weights not in (None, "imagenet"):
             log.info("weights=%r ignored: the backbone of %s keeps its trained weights",
                      weights, model)

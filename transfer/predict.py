@@ -65,8 +65,8 @@ def is_model_name(source: str | os.PathLike) -> bool:
     return not (looks_like_path or text.endswith(".keras") or Path(text).exists())
 
 
-def load_classifier(source: str | os.PathLike, *,
-                    weights: str | None = "imagenet") -> LoadedClassifier:
+def load_classifier(source: str | os.PathLike, *, weights: str | None = "imagenet",
+                    trust_model: bool = False) -> LoadedClassifier:
     """Load a run directory's ``model.keras``, a ``.keras`` file, or a registry classifier.
 
     For a run directory or ``.keras`` file the model is loaded in Keras safe mode and the input
@@ -78,6 +78,8 @@ def load_classifier(source: str | os.PathLike, *,
         source: a run directory, a ``.keras`` file or a registry model name.
         weights: registry names only (a trained model keeps its weights): ``"imagenet"``,
             ``None`` for random initialisation, or a ``.h5``/``.weights.h5``/``.keras`` file.
+        trust_model: load the ``.keras`` file with ``safe_mode=False``
+            (:func:`~transfer.rundir.load_keras_model`): code in it runs.
 
     Raises:
         RunDirError: ``source`` is a path to neither, or its class names do not fit the model.
@@ -87,7 +89,7 @@ def load_classifier(source: str | os.PathLike, *,
     if is_model_name(source):
         return pretrained_classifier(os.fspath(source), weights=weights)
     run, model_path = RunDir.source(source)
-    model = load_keras_model(model_path)
+    model = load_keras_model(model_path, trust_model=trust_model)
     contract = (run.contract(model) if run is not None
                 else InputContract.of_model(model, source=model_path))
     classes = get_task(contract.task, **contract.task_options()).output_classes(model)
@@ -150,12 +152,16 @@ class Predictor:
     (:func:`pretrained_classifier`). A segmentation model writes, per image, a palette PNG of
     class ids (``<stem>_mask.png``) and an overlay (``<stem>_overlay.png``) into ``output_dir``;
     a detector, the image with its boxes drawn (``<stem>_boxes.png``). ``options`` replace the
-    task's own settings of the run (a detector's ``conf`` and ``iou`` thresholds).
+    task's own settings of the run (a detector's ``conf`` and ``iou`` thresholds);
+    ``trust_model`` loads a ``.keras`` file with code in it (:func:`load_classifier`). With
+    ``per_image_files`` false (video frames, :mod:`transfer.video`) nothing is written per image:
+    :meth:`predict_arrays` returns what the task draws.
     """
 
     def __init__(self, source: str | os.PathLike, *, top_k: int = 5,
                  output_dir: str | os.PathLike | None = None,
-                 weights: str | None = "imagenet", options: dict | None = None):
+                 weights: str | None = "imagenet", options: dict | None = None,
+                 trust_model: bool = False, per_image_files: bool = True):
         import tensorflow as tf
 
         path = Path(source)
@@ -172,7 +178,7 @@ class Predictor:
                 raise ConfigError(f"a SavedModel keeps the thresholds it was exported with; "
                                   f"drop {_flags(options)}, or predict from the run directory")
         else:
-            classifier = load_classifier(source, weights=weights)
+            classifier = load_classifier(source, weights=weights, trust_model=trust_model)
             contract = classifier.contract
             if options:
                 known = get_task(contract.task).contract_options()
@@ -189,7 +195,7 @@ class Predictor:
             self._serve_images = fns.serve_images
             self.task = get_task(classifier.contract.task,
                                  **classifier.contract.task_options())
-        if self.task.prediction_files is not None:
+        if self.task.prediction_files is not None and per_image_files:
             if self.output_dir is None:
                 raise ConfigError(f"a {self.task.name} model writes {self.task.prediction_files}"
                                   f" per image; pass --output FOLDER for them")
@@ -237,6 +243,17 @@ class Predictor:
                   self._serve_images(self._tf.constant(images)).items()}
         return self.task.predictions(paths, images, served, class_names=self.class_names,
                                      top_k=self.top_k, output_dir=self.output_dir)
+
+
+    def predict_arrays(self, names: Sequence[str], images: np.ndarray) -> list[Prediction]:
+        """A :class:`Prediction` (with the task's ``arrays``, nothing written) for each of
+        ``images`` (float 0-255 ``[n, height, width, 3]``, one size), named by ``names``."""
+        served = {key: value.numpy() for key, value in
+                  self._serve_images(self._tf.constant(images, self._tf.float32)).items()}
+        results = self.task.predictions(list(names), images, served,
+                                        class_names=self.class_names, top_k=self.top_k,
+                                        output_dir=None)
+        return [results[name] for name in names]
 
 
 def _flags(names) -> str:
@@ -292,7 +309,8 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
 def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
             batch_size: int = 32, output_dir: str | os.PathLike | None = None,
             progress: Callable[[int], None] | None = None,
-            weights: str | None = "imagenet", options: dict | None = None) -> list[Prediction]:
+            weights: str | None = "imagenet", options: dict | None = None,
+            trust_model: bool = False) -> list[Prediction]:
     """Top-k predictions for image files, folders or globs (see :class:`Predictor`); for a
     segmentation model, masks and overlays written into ``output_dir``.
 
@@ -303,7 +321,7 @@ def predict(source: str | os.PathLike, images: Iterable[str], *, top_k: int = 5,
         DataError: a folder holds no image files, or no file could be read as an image.
     """
     predictor = Predictor(source, top_k=top_k, output_dir=output_dir, weights=weights,
-                          options=options)
+                          options=options, trust_model=trust_model)
     results = list(predictor.predict_files(expand_inputs(images), batch_size=batch_size,
                                            progress=progress))
     if results and all(p.error for p in results):

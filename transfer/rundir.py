@@ -26,7 +26,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import importlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -41,7 +43,13 @@ from transfer.errors import ConfigError, RunDirError
 if TYPE_CHECKING:
     import keras
 
+log = logging.getLogger(__name__)
+
 MODEL_FILE = "model.keras"
+# What --trust-model means, said once per file a process loads with it.
+TRUST_WARNING = ("loading {path!r} with --trust-model (Keras safe_mode=False): arbitrary code in "
+                 "the file, e.g. a Lambda layer, will run; use it only for files you trust")
+_trusted: set[str] = set()
 
 # What a run directory holds by its layout (the docstring above), as :mod:`transfer.outputs`
 # recognises a run the toolkit wrote; files written later are claimed one by one.
@@ -149,11 +157,37 @@ def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) ->
     return atomic_write(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
-def load_keras_model(path: str | os.PathLike) -> keras.Model:
-    """Load a ``.keras`` file in Keras safe mode, with the zoo's layers registered.
+def import_custom_objects(modules: str | Sequence[str]) -> list[str]:
+    """Import the modules that define a model's custom layers, so that the layers they register
+    (``@keras.saving.register_keras_serializable``) load; ``modules`` is a sequence of dotted
+    names or comma-separated text (``--custom-objects``). Returns the names imported.
 
     Raises:
-        ConfigError: the file is missing, holds arbitrary code (a Lambda layer), or is no Keras
+        ConfigError: naming the first module that cannot be imported.
+    """
+    names = [name.strip() for item in ([modules] if isinstance(modules, str) else modules)
+             for name in str(item).split(",") if name.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001  - any failure of the user's module is theirs
+            raise ConfigError(f"--custom-objects module {name!r} cannot be imported "
+                              f"({_first_line(exc)}); pass a dotted module name that is on "
+                              f"the Python path (PYTHONPATH)") from None
+    return names
+
+
+def load_keras_model(path: str | os.PathLike, *, trust_model: bool = False) -> keras.Model:
+    """Load a ``.keras`` file in Keras safe mode, with the zoo's layers registered.
+
+    Args:
+        path: the ``.keras`` file.
+        trust_model: load with ``safe_mode=False``, so that code in the file (a Lambda layer)
+            runs; a warning saying so is logged once per file. Only for files you trust.
+
+    Raises:
+        ConfigError: the file is missing, holds arbitrary code (a Lambda layer) and
+            ``trust_model`` is false, uses a layer class nobody registered, or is no Keras
             model.
     """
     import keras
@@ -168,8 +202,11 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
         raise ConfigError(f"model file {str(path)!r} is damaged or not a .keras file ("
                           f"{'it is empty' if not size else f'{size:,} bytes, not a zip archive'}"
                           f"); export it or train it again")
+    if trust_model and str(Path(path).resolve()) not in _trusted:
+        _trusted.add(str(Path(path).resolve()))
+        log.warning(TRUST_WARNING.format(path=str(path)))
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=False, safe_mode=not trust_model)
     except (TypeError, ValueError) as exc:
         unknown = re.search(r"Could not locate class '([^']+)'", str(exc))
         if unknown:
@@ -178,12 +215,14 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
             also = f" ({registered.group(1)!r})" if registered else ""
             raise ConfigError(
                 f"model file {str(path)!r} uses the layer class {unknown.group(1)!r}{also}, "
-                f"which is not part of Keras or this toolkit; load it where the code defining "
-                f"it is imported, or rebuild the model from Keras's own layers") from None
-        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+                f"which is not part of Keras or this toolkit; pass --custom-objects MODULE "
+                f"naming the module that defines and registers it, or rebuild the model from "
+                f"Keras's own layers") from None
+        if not trust_model and ("safe_mode" in str(exc) or "lambda" in str(exc).lower()):
             raise ConfigError(
-                f"model file {str(path)!r} holds arbitrary code (a Lambda layer); it is refused "
-                f"in safe mode. Load it only if you trust its source.") from exc
+                f"model file {str(path)!r} holds arbitrary code (a Lambda layer), which is "
+                f"refused in safe mode; if you trust its source, pass --trust-model "
+                f"(Python: trust_model=True) to run it") from None
         raise ConfigError(f"model file {str(path)!r} cannot be loaded: "
                           f"{_first_line(exc)}") from exc
     except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
@@ -451,13 +490,14 @@ class RunDir:
     def write_class_names(self, names: Sequence[str]) -> Path:
         return self.write_json("class_names.json", list(names), indent=None)
 
-    def contract(self, model: keras.Model | None = None) -> InputContract:
+    def contract(self, model: keras.Model | None = None, *,
+                 trust_model: bool = False) -> InputContract:
         """The run's input contract; runs written before ``contract.json`` existed have theirs
         derived from the model (loaded if not given) and their class names."""
         data = self.read_json("contract.json")
         if data is not None:
             return InputContract.from_dict(data)
-        model = model if model is not None else self.load_model()
+        model = model if model is not None else self.load_model(trust_model=trust_model)
         contract = InputContract.of_model(model, self.class_names())
         backbone = self.read_json("config.json", {}).get("model")
         if contract.preprocessing == "unknown" and backbone:
@@ -489,5 +529,5 @@ class RunDir:
         writer.writerows(history)
         atomic_write(self.path / "history.csv", text.getvalue())
 
-    def load_model(self) -> keras.Model:
-        return load_keras_model(self.model_path)
+    def load_model(self, *, trust_model: bool = False) -> keras.Model:
+        return load_keras_model(self.model_path, trust_model=trust_model)

@@ -131,7 +131,8 @@ class ResolvedRun:
     def of(cls, config: TrainConfig) -> ResolvedRun:
         """A config already resolved (a run's ``config.json``, on resume)."""
         task = task_of(config)
-        return cls(config, task, backbone_info(task.backbone_name(config)))
+        return cls(config, task, backbone_info(task.backbone_name(config),
+                                               trust_model=config.trust_model))
 
     @functools.cached_property
     def unfreeze_from(self) -> str | None:
@@ -158,7 +159,7 @@ def resolve_config(config: TrainConfig, data_dir: str | os.PathLike) -> Resolved
     """What ``"auto"`` and ``None`` leave open, decided once before training: the task, the
     image size (the backbone's own) and the task's defaults (augmentation, fine-tune policy)."""
     config = resolve_task(config, data_dir)
-    info = backbone_info(task_of(config).backbone_name(config))
+    info = backbone_info(task_of(config).backbone_name(config), trust_model=config.trust_model)
     config = config.replace(image_size=config.image_size or info.default_size)
     given = config
     config = task_of(config).fill_defaults(config, info.blocks)

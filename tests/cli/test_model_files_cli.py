@@ -63,9 +63,9 @@ def test_a_custom_layer_is_named_with_what_to_do(files, command):
     model = root / "custom.keras"
     line = _error_line(CliRunner().invoke(main, _args(command, model, root, data)))
     assert line == (f"Error: model file {str(model)!r} uses the layer class 'Twice' "
-                    f"('elsewhere>Twice'), which is not part of Keras or this toolkit; load it "
-                    f"where the code defining it is imported, or rebuild the model from "
-                    f"Keras's own layers")
+                    f"('elsewhere>Twice'), which is not part of Keras or this toolkit; pass "
+                    f"--custom-objects MODULE naming the module that defines and registers it, "
+                    f"or rebuild the model from Keras's own layers")
 
 
 @pytest.mark.parametrize("name", ["truncated", "empty"])
@@ -104,3 +104,61 @@ def test_a_foreign_model_that_is_no_image_classifier_is_refused(files, command, 
                            f"toolkit can serve: {what}; "), line
     assert line.endswith("pass a run directory of 'zoo train', or a .keras classifier taking "
                          "square RGB images and giving one vector of class scores"), line
+
+
+# issue 28: models with code in them load by choice (--trust-model), custom layers by importing
+# the module that registers them (--custom-objects).
+TRUST_WARNING = "with --trust-model (Keras safe_mode=False): arbitrary code in the file"
+
+
+def _lambda_model(path):
+    image = keras.Input((16, 16, 3))
+    halved = keras.layers.Lambda(lambda x: x / 2.0)(image)
+    keras.Model(image, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(halved))
+                ).save(path)
+    return path
+
+
+def test_a_lambda_layer_is_refused_without_trust_model_and_runs_with_it(tmp_path):
+    model = _lambda_model(tmp_path / "lambda.keras")
+    image = next(make_image_folder(tmp_path / "data", per_class=1, size=(16, 16)).glob("*/*"))
+    line = _error_line(CliRunner().invoke(main, ["predict", str(model), str(image)]))
+    assert line == (f"Error: model file {str(model)!r} holds arbitrary code (a Lambda layer), "
+                    f"which is refused in safe mode; if you trust its source, pass "
+                    f"--trust-model (Python: trust_model=True) to run it")
+    result = CliRunner().invoke(main, ["predict", str(model), str(image), "--trust-model"])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if TRUST_WARNING in line] == [
+        f"loading {str(model)!r} {TRUST_WARNING}, e.g. a Lambda layer, will run; use it only "
+        f"for files you trust"]
+    assert f"{image}\t" in result.output
+
+
+def test_a_registered_custom_layer_loads_with_custom_objects(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "zoo_issue28_layers.py").write_text(
+        "import keras\n\n\n"
+        "@keras.saving.register_keras_serializable(package='issue28')\n"
+        "class Thrice(keras.layers.Layer):\n"
+        "    def call(self, x):\n"
+        "        return x * 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    layers = importlib.import_module("zoo_issue28_layers")
+    image = keras.Input((16, 16, 3))
+    keras.Model(image, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(
+        layers.Thrice()(image)))).save(tmp_path / "thrice.keras")
+    # as in a fresh process: neither the module nor its registration is there
+    del keras.saving.get_custom_objects()["issue28>Thrice"]
+    del sys.modules["zoo_issue28_layers"]
+    picture = next(make_image_folder(tmp_path / "data", per_class=1, size=(16, 16)).glob("*/*"))
+    args = ["predict", str(tmp_path / "thrice.keras"), str(picture)]
+    assert "--custom-objects MODULE" in _error_line(CliRunner().invoke(main, args))
+    line = _error_line(CliRunner().invoke(main, [*args, "--custom-objects", "os,no_such_mod"]))
+    assert line.startswith("Error: --custom-objects module 'no_such_mod' cannot be imported "
+                           "(ModuleNotFoundError: No module named 'no_such_mod'); "), line
+    result = CliRunner().invoke(main, [*args, "--custom-objects", "zoo_issue28_layers"])
+    assert result.exit_code == 0, result.output
+    assert f"{picture}\t" in result.output
+    keras.saving.get_custom_objects().pop("issue28>Thrice", None)

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 # switches default to False.)
 TRAIN = [
     "--model, -m text 'keras_mobilenetv2'",
+    "--trust-model boolean False",  # issue 28
     "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",
     "--weights text 'imagenet'",
     "--task [auto|classification|segmentation|detection] 'auto'",  # one task per package
@@ -73,9 +74,11 @@ TRAIN = [
     "--strategy [default|mirrored|multiworker|tpu] 'default'",
     "--seed 0<=x<=4294967295 42",
     "--deterministic boolean False",
+    "--custom-objects text None",  # issue 28
 ]
 LR_FIND = [
     "--model, -m text 'keras_mobilenetv2'",
+    "--trust-model boolean False",  # issue 28
     "--mode [feature-extractor|fine-tune|full-retrain] 'fine-tune'",
     "--weights text 'imagenet'",
     "--image-size 8<=x<=4096 None",
@@ -87,6 +90,7 @@ LR_FIND = [
     "--plot file 'lr_find.png'",
     "--force boolean None",
     "--seed 0<=x<=4294967295 42",
+    "--custom-objects text None",  # issue 28
 ]
 
 DATA_CHECK = [

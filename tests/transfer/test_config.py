@@ -58,6 +58,7 @@ BAD = {
     "mixup": [-0.2, "0.2"],
     "cutmix": [-1, float("-inf")],
     "deterministic": [1, "true"],
+    "trust_model": [1, "yes", None],
     "precision": ["float16", "bfloat16"],
     "jit": ["on", None],
     "strategy": ["mirror", None],
@@ -198,7 +199,7 @@ def test_config_json_of_an_earlier_run_still_loads(tmp_path):
              "palette": None, "cache_views": "auto", "cache_dtype": "float32",  # added since
              "mirror_check": "off",  # an old run ran no mirror check, and resumes without one
              "augment": "",  # False, as the list of operations it means (none)
-             "bn_momentum": "auto",
+             "bn_momentum": "auto", "trust_model": False,
              # "auto" reaches an old run's resume, and means what it ran: BatchNorm frozen
              "fine_tune_batchnorm": "auto"}
     assert config.to_dict() == {**earlier, **later}

@@ -41,6 +41,8 @@ class Prediction:
     probabilities, or (segmentation) the classes present and the share of the pixels each
     covers. ``files`` are what the task wrote for the image (a mask and an overlay), and
     ``details`` the task's JSON form of the prediction when it is not a ranked list.
+    ``arrays`` are the task's arrays behind it (a class map, boxes) for :meth:`Task.draw_frame`;
+    they are not part of its JSON form.
     """
 
     path: str
@@ -49,6 +51,8 @@ class Prediction:
     error: str | None = None
     files: tuple[str, ...] = ()
     details: Mapping[str, Any] | None = None
+    arrays: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, compare=False,
+                                                                 repr=False)
 
     def to_dict(self) -> dict:
         if self.error:
@@ -396,7 +400,16 @@ class Task(abc.ABC):
                     output_dir: Path | None) -> dict[str, Prediction]:
         """A :class:`Prediction` per path from the serving outputs of ``images`` (one size,
         float 0-255, as decoded); files the task writes (:attr:`prediction_files`) go into
-        ``output_dir`` and never replace one already there."""
+        ``output_dir`` and never replace one already there. With ``output_dir`` ``None`` (video
+        frames) nothing is written, and each prediction carries the ``arrays``
+        :meth:`draw_frame` needs."""
+
+    def draw_frame(self, image: np.ndarray, prediction: Prediction) -> np.ndarray:
+        """``image`` (uint8 ``[height, width, 3]``, a video frame) with ``prediction`` drawn on
+        it, as the task draws its predicted images; a new uint8 array of the same shape."""
+        from transfer.errors import ConfigError
+
+        raise ConfigError(f"a {self.name} model cannot draw its predictions onto video frames")
 
     @abc.abstractmethod
     def serving_outputs(self, outputs: tf.Tensor, class_names: tf.Tensor, top_k: int,

@@ -44,3 +44,21 @@ def mistakes_figure(probabilities: np.ndarray, labels: np.ndarray, paths: Sequen
                  f"{int((predicted != labels).sum())})")
     fig.tight_layout()
     return fig
+
+
+def draw_labels(image: np.ndarray, labels: Sequence[str], scores: Sequence[float]) -> np.ndarray:
+    """``image`` (uint8 or float 0-255, ``[height, width, 3]``) with its top classes written in
+    its top-left corner, one ``name score`` per line on a dark band; a new uint8 array."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.fromarray(np.clip(np.round(np.asarray(image, np.float32)), 0, 255)
+                             .astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    top = 2
+    for label, score in zip(labels, scores):
+        text = f"{label} {score:.2f}"
+        left, upper, right, bottom = draw.textbbox((4, top), text)
+        draw.rectangle((left - 2, upper - 1, right + 2, bottom + 1), fill=(0, 0, 0))
+        draw.text((4, top), text, fill=(255, 255, 255))
+        top = bottom + 3
+    return np.asarray(canvas)

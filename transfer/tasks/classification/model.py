@@ -28,16 +28,18 @@ HEAD_LAYERS = ("head_dropout", "classifier")
 def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
                      image_size: int | None = None, weights: str | None = None,
                      dropout: float = 0.2, weight_decay: float = 0.0, augment: str = "",
-                     seed: int = 42, train_batchnorm: bool = False) -> keras.Model:
+                     seed: int = 42, train_batchnorm: bool = False,
+                     trust_model: bool = False) -> keras.Model:
     """Backbone + new head taking raw 0-255 RGB images of ``image_size``.
 
     In feature-extractor and fine-tune modes the backbone is called with ``training=False``, so
     its BatchNormalization layers stay in inference mode whatever ``trainable`` says; in
     full-retrain mode, and in fine-tune with ``train_batchnorm``, it is called plainly, so they
     normalise with batch statistics while they are trainable (frozen layers run in inference
-    mode in Keras 3, so the head phase is unchanged).
+    mode in Keras 3, so the head phase is unchanged). A ``.keras`` ``model`` with code in it
+    (a Lambda layer) loads only with ``trust_model``.
     """
-    info = backbone_info(model)
+    info = backbone_info(model, trust_model=trust_model)
     if not _is_model_file(model) and zoo.get_spec(model).task != "classification":
         raise ConfigError(f"model {model!r} is a {zoo.get_spec(model).task} model and cannot "
                           f"be a classifier backbone")
@@ -46,7 +48,7 @@ def build_classifier(model: str, *, num_classes: int, mode: TransferMode,
         raise ConfigError(f"image size {size} is below the minimum {info.min_size} of "
                           f"backbone {info.name!r}")
     keras.utils.set_random_seed(seed)
-    backbone = build_backbone(model, image_size=size, weights=weights)
+    backbone = build_backbone(model, image_size=size, weights=weights, trust_model=trust_model)
     backbone.name = BACKBONE  # a public contract for freezing and feature extraction
 
     inputs = keras.Input((size, size, 3), name="image")

@@ -14,7 +14,7 @@ from transfer import data as data_lib
 from transfer import plots
 from transfer.errors import ConfigError
 from transfer.tasks.base import Evaluator, Prediction, Predictions, Task, present_numbers
-from transfer.tasks.classification.figures import mistakes_figure
+from transfer.tasks.classification.figures import draw_labels, mistakes_figure
 from transfer.tasks.classification.imagenet import imagenet_labels, present_classes
 from transfer.tasks.classification.metrics import classification_metrics
 from transfer.tasks.classification.model import build_classifier, feature_model, head_model
@@ -162,7 +162,8 @@ class ClassificationTask(Task):
             config.model, num_classes=num_classes, mode=config.mode,
             image_size=config.image_size, weights=weights, dropout=config.dropout,
             weight_decay=config.weight_decay, augment=config.augment, seed=config.seed,
-            train_batchnorm=config.fine_tune_batchnorm == "train")
+            train_batchnorm=config.fine_tune_batchnorm == "train",
+            trust_model=config.trust_model)
 
     def feature_split(self, model):
         return feature_model(model), head_model(model)
@@ -285,6 +286,10 @@ class ClassificationTask(Task):
         return {path: Prediction(path, tuple(label.decode() for label in labels[i]),
                                  tuple(float(s) for s in scores[i]))
                 for i, path in enumerate(paths)}
+
+    def draw_frame(self, image, prediction):
+        """The top classes and their scores, written in the frame's top-left corner."""
+        return draw_labels(image, prediction.labels, prediction.scores)
 
     def serving_outputs(self, outputs, class_names, top_k, input_size):
         import tensorflow as tf

@@ -380,17 +380,31 @@ class DetectionTask(Task):
             scores = served["scores"][i, :n].astype(float)
             classes = served["classes"][i, :n].astype(int)
             labels = tuple(class_names[c] for c in classes)
+            detections = [{"class": label, "score": round(float(s), 6),
+                           "box": [round(float(v), 2) for v in box]}
+                          for label, s, box in zip(labels, scores, boxes)]
+            if output_dir is None:
+                results[path] = Prediction(
+                    path, labels, tuple(float(s) for s in scores),
+                    details={"detections": detections},
+                    arrays={"boxes": boxes, "scores": scores, "classes": classes})
+                continue
             stem = unique_stem(output_dir, Path(path).stem, ("_boxes.png",))
             out = output_dir / f"{stem}_boxes.png"
             drawn = draw_boxes(images[i], boxes, labels, scores, class_ids=classes)
             plots.save_png(plots.image_png(drawn), out)
-            detections = [{"class": label, "score": round(float(s), 6),
-                           "box": [round(float(v), 2) for v in box]}
-                          for label, s, box in zip(labels, scores, boxes)]
             results[path] = Prediction(path, labels, tuple(float(s) for s in scores),
                                        files=(str(out),),
                                        details={"detections": detections, "image": str(out)})
         return results
+
+    def draw_frame(self, image, prediction):
+        """The boxes with their class names and scores, as ``<stem>_boxes.png`` draws them."""
+        from transfer.tasks.detection.drawing import draw_boxes
+
+        arrays = prediction.arrays
+        return draw_boxes(image, arrays["boxes"], prediction.labels, arrays["scores"],
+                          class_ids=arrays["classes"])
 
     def csv_header(self, top_k):
         return ["path", "class", "score", "x0", "y0", "x1", "y1", "error"]

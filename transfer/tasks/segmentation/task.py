@@ -342,28 +342,40 @@ class SegmentationTask(Task):
 
     def predictions(self, paths, images, served, *, class_names, top_k, output_dir):
         """Write each image's mask (a palette PNG of class ids, ``<stem>_mask.png``) and
-        overlay (``<stem>_overlay.png``); its classes ranked by the share of pixels they
-        cover."""
+        overlay (``<stem>_overlay.png``) into ``output_dir`` (``None``: nothing written); its
+        classes ranked by the share of pixels they cover."""
         ids, sizes = served["class_ids"], served["sizes"]
         colours = seg_figures.palette(len(class_names))
         results = {}
         for i, path in enumerate(paths):
             height, width = sizes[i]
             mask = ids[i, :height, :width]
+            counts = np.bincount(mask.ravel(), minlength=len(class_names))
+            order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
+            labels = tuple(class_names[c] for c in order)
+            areas = tuple(float(counts[c] / mask.size) for c in order)
+            if output_dir is None:
+                results[path] = Prediction(path, labels, areas,
+                                           details={"areas": dict(zip(labels, areas))},
+                                           arrays={"mask": mask})
+                continue
             stem = unique_stem(output_dir, Path(path).stem, ("_mask.png", "_overlay.png"))
             files = (output_dir / f"{stem}_mask.png", output_dir / f"{stem}_overlay.png")
             seg_figures.save_palette_png(mask, files[0], colours)
             plots.save_png(plots.image_png(seg_figures.overlay(images[i], mask, colours)),
                            files[1])
-            counts = np.bincount(mask.ravel(), minlength=len(class_names))
-            order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
-            labels = tuple(class_names[c] for c in order)
-            areas = tuple(float(counts[c] / mask.size) for c in order)
             results[path] = Prediction(
                 path, labels, areas, files=tuple(str(f) for f in files),
                 details={"areas": dict(zip(labels, areas)), "mask": str(files[0]),
                          "overlay": str(files[1])})
         return results
+
+    def draw_frame(self, image, prediction):
+        """The mask in the palette's colours over the frame, as the overlay PNGs are drawn."""
+        mask = prediction.arrays["mask"]
+        # the palette's colours depend on the class id alone, so the ids present suffice
+        colours = seg_figures.palette(int(mask.max()) + 1 if mask.size else 1)
+        return seg_figures.overlay(image, mask, colours)
 
     def serving_outputs(self, outputs, class_names, top_k, input_size):
         """``class_ids`` (uint8 ``[batch, height, width]``) and ``probabilities`` (float32
