@@ -89,7 +89,7 @@ def run(data: Path, out: Path, model: str, args, **settings) -> dict:
     fine = [t for t, row in zip(timer.times, result.history) if row["phase"] == "fine-tune"]
     return {"epoch": float(np.mean(fine)), "total": total,
             "losses": [round(r["loss"], 4) for r in result.history if r["phase"] == "fine-tune"],
-            "val_accuracy": result.metrics["val"].get("accuracy")}
+            "val_accuracy": result.metrics["val"].get("top1_accuracy")}
 
 
 def main() -> None:
