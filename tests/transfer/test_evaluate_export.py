@@ -204,7 +204,7 @@ def test_keras_export_reloads_in_safe_mode_with_identical_predictions(run_copy, 
     with pytest.raises(ConfigError, match="tflite format only"):
         export(run_copy, format="keras", quantize="int8", output=tmp_path / "q.keras")
     with pytest.raises(ConfigError, match="export format must be one of"):
-        export(run_copy, format="onnx", output=tmp_path / "m.onnx")
+        export(run_copy, format="torchscript", output=tmp_path / "m.pt")
 
 
 def test_export_is_atomic_and_refuses_to_replace_without_force(run_copy, tmp_path,
@@ -264,5 +264,87 @@ def test_model_card_describes_data_metrics_and_contracts(run_copy):
         "`serve_bytes` | `image_bytes`: string `[batch]`",
         "`probabilities` float32 `[batch, 3]`",
         "`images`: uint8 `[1, 32, 32, 3]`", "`probabilities` float32 `[1, 3]`",
+        "`images`: uint8 `[batch, 32, 32, 3]` raw RGB, resized as for TFLite | `probabilities` "
+        "float32 `[batch, 3]`; class names in the metadata",
     ):
         assert text in card, text
+
+
+# ---- ONNX -------------------------------------------------------------------------------------
+
+def _onnx_session(path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _model_size_pngs(images: np.ndarray, folder: Path) -> list[str]:
+    """The images as PNG files already at the model's size: `zoo predict` then reads exactly
+    the pixels the ONNX model gets."""
+    folder.mkdir()
+    paths = [str(folder / f"{i:02d}.png") for i in range(len(images))]
+    for image, path in zip(images, paths):
+        Image.fromarray(image).save(path)
+    return paths
+
+
+def test_onnx_export_agrees_with_predict(run_copy, tmp_path):
+    from transfer.predict import predict
+
+    path = export(run_copy, format="onnx", output=tmp_path / "model.onnx")
+    session = _onnx_session(path)
+    (inp,) = session.get_inputs()
+    assert inp.name == "images" and inp.type == "tensor(uint8)"
+    assert not isinstance(inp.shape[0], int) and inp.shape[1:] == [32, 32, 3]  # any batch
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    meta = session.get_modelmeta().custom_metadata_map
+    names = json.loads((run_copy / "class_names.json").read_text())
+    assert json.loads(meta["class_names"]) == names
+    assert (meta["task"], meta["image_size"], meta["written_by"]) == ("classification", "32",
+                                                                       "cnn-zoo")
+
+    images = _val_images(run_copy, 32)
+    (probabilities,) = session.run(None, {"images": images})
+    (one,) = session.run(None, {"images": images[:1]})
+    np.testing.assert_allclose(one[0], probabilities[0], atol=1e-6)
+    predicted = predict(run_copy, _model_size_pngs(images, tmp_path / "pngs"), top_k=3)
+    for row, prediction in zip(probabilities, predicted):
+        assert names[int(row.argmax())] == prediction.labels[0]
+        by_name = dict(zip(prediction.labels, prediction.scores))
+        np.testing.assert_allclose(row, [by_name[n] for n in names], atol=1e-4)
+
+
+def test_onnx_opset_extra_and_unconvertible_layers_are_one_clear_error(run_copy, tmp_path,
+                                                                       monkeypatch):
+    from transfer.errors import ExportError
+    from transfer.export import onnx_model, onnx_opset
+
+    path = export(run_copy, format="onnx", opset=17, output=tmp_path / "m.onnx")
+    assert onnx_opset(path) == 17
+    export(run_copy, format="onnx", output=path, force=True)  # its own file: replaced
+    assert onnx_opset(path) == 15  # tf2onnx's default
+    stranger = tmp_path / "other.onnx"
+    stranger.write_bytes(b"not ours")
+    with pytest.raises(RunDirError, match="not written by zoo"):
+        export(run_copy, format="onnx", output=stranger, force=True)
+    for bad in (7, 99):
+        with pytest.raises(ConfigError, match="opset must be an integer from 14 to 18"):
+            export(run_copy, format="onnx", opset=bad, output=tmp_path / "x.onnx")
+    with pytest.raises(ConfigError, match="onnx format only"):
+        export(run_copy, format="tflite", opset=17, output=tmp_path / "x.tflite")
+    with pytest.raises(ConfigError, match="must be a file ending in .onnx"):
+        export(run_copy, format="onnx", output=tmp_path / "x.bin")
+
+    class Bessel(keras.layers.Layer):  # an op tf2onnx has no ONNX counterpart for
+        def call(self, x):
+            return tf.math.special.bessel_i0e(x)
+
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.GlobalAveragePooling2D()(Bessel(name="bessel")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    with pytest.raises(ExportError, match="'BesselI0e' in layer 'bessel'.*savedmodel or tflite"):
+        onnx_model(model, ["a", "b"])
+
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # the extra not installed
+    with pytest.raises(ExportError, match=r"needs tf2onnx.*pip install \"cnn-zoo\[onnx\]\""):
+        export(run_copy, format="onnx", output=tmp_path / "y.onnx")
+    assert not (tmp_path / "y.onnx").exists()
