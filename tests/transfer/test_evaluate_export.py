@@ -16,6 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 import zoo
+from tests.conftest import box_iou
 from transfer import evaluate as evaluate_lib
 from transfer.data import ImageFolderData, decode_and_resize
 from transfer.errors import ConfigError, DataError, RunDirError
@@ -348,3 +349,60 @@ def test_onnx_opset_extra_and_unconvertible_layers_are_one_clear_error(run_copy,
     with pytest.raises(ExportError, match=r"needs tf2onnx.*pip install \"cnn-zoo\[onnx\]\""):
         export(run_copy, format="onnx", output=tmp_path / "y.onnx")
     assert not (tmp_path / "y.onnx").exists()
+
+
+def _tiny_model(task: str, size: int, classes: int) -> keras.Model:
+    """A few random layers with the raw outputs of a ``task`` model: enough for the task's
+    serving outputs, small enough to convert in a second."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(
+        keras.layers.Rescaling(1 / 255)(inputs))
+    if task == "segmentation":
+        x = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
+        return keras.Model(inputs, keras.layers.Conv2D(classes, 1, activation="softmax")(x))
+    from zoo.detection import REG_MAX, anchor_points
+
+    points = len(anchor_points(size)[1])
+    # Wide random weights: boxes of many sizes and scores, so that suppression has work to do.
+    x = keras.layers.Dense(points * (4 * REG_MAX + classes),
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=2.0),
+                           bias_initializer=keras.initializers.RandomNormal(stddev=2.0))(
+        keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, keras.layers.Reshape((points, 4 * REG_MAX + classes))(x))
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_onnx_runs_each_tasks_post_processing_as_tensorflow_does(task):
+    """The ONNX graph of each task's serving outputs (a segmenter's argmax, a detector's decoding
+    and class-aware NMS as ONNX's NonMaxSuppression) against the serving function that
+    `zoo predict` runs, on small random models; trained runs are compared in the slow suite."""
+    ort = pytest.importorskip("onnxruntime")
+    from transfer.export import onnx_model
+    from transfer.rundir import InputContract
+    from transfer.serving import ServingFunctions
+
+    size, names = 64, ("a", "b", "c")
+    options = ({"conf": 0.2, "iou": 0.45, "max_det": 100, "head": "detector",
+                "image_size": size} if task == "detection" else {"ignore_index": 255})
+    contract = InputContract(task=task, image_size=size, channels=3, preprocessing="none",
+                             class_names=names, options=options)
+    model = _tiny_model(task, size, len(names))
+    session = ort.InferenceSession(onnx_model(model, contract).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(1).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    got = dict(zip([o.name for o in session.get_outputs()],
+                   session.run(None, {"images": images})))
+    expected = {key: value.numpy() for key, value in
+                ServingFunctions(model, contract).serve_images(tf.constant(images)).items()}
+    if task == "segmentation":
+        assert np.mean(got["class_ids"] == expected["class_ids"]) >= 0.999
+        np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-5)
+        return
+    counts = expected["num_detections"]
+    np.testing.assert_array_equal(got["num_detections"], counts)
+    assert counts.min() >= 5, counts  # suppression had boxes of several classes to work on
+    for i, n in enumerate(counts):
+        np.testing.assert_array_equal(got["classes"][i], expected["classes"][i])
+        np.testing.assert_allclose(got["scores"][i], expected["scores"][i], atol=1e-5)
+        assert box_iou(got["boxes"][i, :n], expected["boxes"][i, :n]).min() >= 0.99
