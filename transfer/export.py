@@ -293,8 +293,9 @@ def _check_opset(opset: int | None, tf2onnx) -> None:
 @contextlib.contextmanager
 def _fail_fast_optimizer():
     """tf2onnx deep-copies the whole graph, weights included, before each of its ~36 graph
-    optimisations so that it can skip one that fails; this halves the conversion time (measured:
-    a MobileNet detector, 11 s to 6 s). A failure is converted again the careful way."""
+    optimisations so that it can skip one that fails; without the copies a conversion takes a
+    third less time (measured: a MobileNet detector, 7.1 s to 4.8 s of CPU). A failure is
+    converted again the careful way."""
     key, old = "TF2ONNX_CATCH_ERRORS", os.environ.get("TF2ONNX_CATCH_ERRORS")
     os.environ[key] = "FALSE"
     try:

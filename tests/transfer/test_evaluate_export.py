@@ -406,3 +406,29 @@ def test_onnx_runs_each_tasks_post_processing_as_tensorflow_does(task):
         np.testing.assert_array_equal(got["classes"][i], expected["classes"][i])
         np.testing.assert_allclose(got["scores"][i], expected["scores"][i], atol=1e-5)
         assert box_iou(got["boxes"][i, :n], expected["boxes"][i, :n]).min() >= 0.99
+
+
+def _fenced_python_after(markdown: str, heading: str) -> str:
+    section = markdown.split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_onnx_runtime_snippet_in_the_docs_runs_as_written(run_copy, tmp_path):
+    """docs/serving.md's ONNX Runtime block, in a process that imports no TensorFlow, on a photo
+    already at the model's size: the class and score `zoo predict` gives."""
+    pytest.importorskip("onnxruntime")
+    from transfer.predict import predict
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
+    snippet = _fenced_python_after(docs.read_text(), "## ONNX: ONNX Runtime")
+    export(run_copy, format="onnx", output=tmp_path / "model.onnx")
+    Image.fromarray(_val_images(run_copy, 32)[0]).save(tmp_path / "photo.jpg", quality=95)
+    check = ("\nimport sys\nassert not [m for m in sys.modules if m.split('.')[0] in "
+             "('tensorflow', 'keras', 'zoo', 'transfer', 'cli')]\n")
+    done = subprocess.run([sys.executable, "-c", snippet + check], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    label, score = done.stdout.split()
+    (expected,) = predict(run_copy, [str(tmp_path / "photo.jpg")], top_k=1)
+    assert label == expected.labels[0]
+    assert float(score) == pytest.approx(expected.scores[0], abs=1e-4)
