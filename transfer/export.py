@@ -318,7 +318,7 @@ def _graphs(graph):
                 yield from _graphs(sub)
 
 
-def _unconverted(model: keras.Model, proto, onnx) -> None:
+def _unconverted(model: keras.Model, proto, onnx, version: str) -> None:
     """Raise for the first node tf2onnx left as a TensorFlow op (it converts what it can and
     keeps the rest, which no ONNX runtime then loads), naming the layer that holds it."""
     for graph in _graphs(proto.graph):
@@ -332,23 +332,14 @@ def _unconverted(model: keras.Model, proto, onnx) -> None:
                      for match in re.finditer(rf"/{re.escape(name)}(_\d+)?/", path)]
             where = f"layer {max(found)[1]!r}" if found else f"node {node.name!r}"
             raise ExportError(f"ONNX has no counterpart for the TensorFlow operation "
-                              f"{node.op_type!r} in {where} (tf2onnx "
-                              f"{_version('tf2onnx')}); export as savedmodel or tflite instead")
+                              f"{node.op_type!r} in {where} (tf2onnx {version}); export as "
+                              f"savedmodel or tflite instead")
 
 
 def _layer_names(model) -> Iterator[str]:
     for layer in getattr(model, "layers", ()):
         yield layer.name
         yield from _layer_names(layer)
-
-
-def _version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def onnx_model(model: keras.Model, contract: InputContract | Sequence[str], *,
@@ -368,7 +359,8 @@ def onnx_model(model: keras.Model, contract: InputContract | Sequence[str], *,
     input, no serving function around it.
 
     Raises:
-        ExportError: the ``onnx`` extra is missing, or an operation has no ONNX counterpart.
+        ExportError: the ``onnx`` extra is missing, an operation has no ONNX counterpart, or
+            tf2onnx fails.
         ConfigError: an opset outside what tf2onnx converts to.
     """
     onnx, tf2onnx = _onnx_modules()
@@ -389,13 +381,20 @@ def onnx_model(model: keras.Model, contract: InputContract | Sequence[str], *,
     def convert():
         return tf2onnx.convert.from_function(serve, signature, opset=opset)[0]
 
+    serve.get_concrete_function()  # traced here: an error in the serving code is not tf2onnx's
     try:
         with _fail_fast_optimizer():
             proto = convert()
     except Exception:  # noqa: BLE001  - the careful way skips a graph optimisation that fails
         log.info("converting again with each of tf2onnx's optimisations guarded")
-        proto = convert()
-    _unconverted(model, proto, onnx)
+        try:
+            proto = convert()
+        except Exception as exc:  # noqa: BLE001  - the converter's failure, in one line
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ExportError(f"tf2onnx {tf2onnx.__version__} could not convert the model "
+                              f"({type(exc).__name__}: {reason}); export as savedmodel or "
+                              f"tflite instead") from exc
+    _unconverted(model, proto, onnx, tf2onnx.__version__)
     metadata = {"class_names": json.dumps(list(contract.class_names), ensure_ascii=False),
                 "task": contract.task, "image_size": str(size),
                 "preprocessing": contract.preprocessing, "written_by": outputs.SOFTWARE}

@@ -3,6 +3,7 @@ toolkit."""
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -344,6 +345,21 @@ def test_onnx_opset_extra_and_unconvertible_layers_are_one_clear_error(run_copy,
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
     with pytest.raises(ExportError, match="'BesselI0e' in layer 'bessel'.*savedmodel or tflite"):
         onnx_model(model, ["a", "b"])
+
+    import tf2onnx
+
+    calls = []
+
+    def crash(*args, **kwargs):
+        calls.append(os.environ.get("TF2ONNX_CATCH_ERRORS"))
+        raise ValueError("no handler for\nthis")
+
+    monkeypatch.setattr(tf2onnx.convert, "from_function", crash)
+    with pytest.raises(ExportError, match=r"tf2onnx .* could not convert the model \(ValueError: "
+                                          r"no handler for this\); export as savedmodel"):
+        onnx_model(model, ["a", "b"])
+    assert calls == ["FALSE", None]  # fast, then the careful way; the environment restored
+    assert "TF2ONNX_CATCH_ERRORS" not in os.environ
 
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # the extra not installed
     with pytest.raises(ExportError, match=r"needs tf2onnx.*pip install \"cnn-zoo\[onnx\]\""):
