@@ -19,7 +19,7 @@ from cli.weights import (
     weights_option,
 )
 
-FORMATS = ("savedmodel", "keras", "tflite")
+FORMATS = ("savedmodel", "keras", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "int8")
 
 
@@ -76,30 +76,35 @@ def evaluate_command(source: str, data_dir: str | None, weights: str | None, spl
 @click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
               help="TFLite only: float16 weights, or full-integer int8.")
 @click.option("--output", "-o", required=True, type=click.Path(),
-              help="Folder (savedmodel) or file (.keras, .tflite) to write.")
+              help="Folder (savedmodel) or file (.keras, .tflite, .onnx) to write.")
 @click.option("--calibration-data", type=click.Path(exists=True),
               help="int8: folder of images to calibrate on (default: the run's training "
                    "images; required for a registry model or a lone .keras file).")
+@click.option("--opset", type=int, default=None,
+              help="ONNX only: the ONNX opset (default: the converter's; printed).")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 @trust_model_option()
 @custom_objects_option()
 def export_command(source: str, weights: str | None, fmt: str, quantize: str, output: str,
-                   calibration_data: str | None, force: bool, trust_model: bool,
-                   custom_objects: tuple[str, ...]) -> None:
-    """Export a run directory, .keras model or registry model as a SavedModel, a .keras file or a
-    TFLite model (see MODEL_CARD.md).
+                   calibration_data: str | None, opset: int | None, force: bool,
+                   trust_model: bool, custom_objects: tuple[str, ...]) -> None:
+    """Export a run directory, .keras model or registry model as a SavedModel, a .keras file, a
+    TFLite model or an ONNX model (see MODEL_CARD.md).
 
     A registry name exports the pretrained classifier built with --weights, with the serving
     signatures of a trained run (serving_default = serve_images, serve_bytes, class_names) and
     the ImageNet names as its classes for 1000-class models.
     """
-    from transfer.export import export
+    from transfer.export import export, onnx_opset
 
     weights = resolve_weights(source, weights)
     import_custom_objects(custom_objects)
     path = export(source, format=fmt, quantize=quantize, output=output, force=force,
-                  calibration_data=calibration_data, weights=weights, trust_model=trust_model)
+                  calibration_data=calibration_data, weights=weights, opset=opset,
+                  trust_model=trust_model)
     size = path.stat().st_size if path.is_file() else sum(
         p.stat().st_size for p in path.rglob("*") if p.is_file())
     variant = f" ({'float32' if quantize == 'none' else quantize})" if fmt == "tflite" else ""
+    if fmt == "onnx":
+        variant = f" (opset {onnx_opset(path)})"
     click.echo(f"exported {fmt}{variant} to {path} ({size:,} bytes)")

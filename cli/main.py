@@ -98,6 +98,9 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The ONNX converter's progress lines are noise, and its errors for an operation it cannot
+    # convert come again, in one line, as the ExportError that follows them.
+    logging.getLogger("tf2onnx").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 # Commands that import TensorFlow only when they need it, so that they can answer instantly.

@@ -57,6 +57,14 @@ def make_image_folder(root: Path, *, per_class: int = 12, size: tuple[int, int] 
     return root
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box in ``a`` with the box at the same place in ``b`` (x0, y0, x1, y1)."""
+    low, high = np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])
+    inter = np.prod(np.clip(high - low, 0, None), axis=1)
+    area = np.prod(a[:, 2:] - a[:, :2], axis=1) + np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / (area - inter)
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     """A read-only, three-class folder of 12 images per class, shared by the whole session."""

@@ -2,7 +2,8 @@
 user's images, in three modes (feature-extractor, fine-tune, full-retrain)."""
 
 from transfer.config import TrainConfig, TransferMode
-from transfer.errors import ConfigError, DataError, RunDirError, TrainingInterrupted
+from transfer.errors import (ConfigError, DataError, ExportError, RunDirError,
+                             TrainingInterrupted)
 from transfer.model import set_trainable
 from transfer.predict import Prediction, Predictor, predict
 from transfer.rundir import InputContract, RunDir
@@ -15,6 +16,7 @@ __all__ = [
     "ConfigError",
     "InputContract",
     "DataError",
+    "ExportError",
     "Prediction",
     "Predictor",
     "RunDir",

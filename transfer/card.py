@@ -86,17 +86,23 @@ def write_model_card(run_dir: str | os.PathLike, *,
               f"| TFLite / LiteRT (`zoo export --format tflite`, float32, float16 or int8) | "
               f"`serving_default` | `images`: uint8 `[1, {s}, {s}, 3]` raw RGB, resized "
               f"(bilinear) to {s} x {s} by the caller | {outputs['tflite']} |",
+              f"| ONNX (`zoo export --format onnx`) | the model's one | `images`: uint8 "
+              f"`[batch, {s}, {s}, 3]` raw RGB, resized as for TFLite | {outputs['onnx']}; "
+              f"class names in the metadata (`class_names`) |",
               "", "Loading:", "", "```python",
               "import tensorflow as tf",
               f'model = tf.saved_model.load("{run.saved_model_dir}")',
               'out = model.signatures["serving_default"](images=tf.constant(uint8_batch))',
               "", "from ai_edge_litert.interpreter import Interpreter",
               'interpreter = Interpreter(model_path="model.tflite")',
+              "", "import onnxruntime",
+              'session = onnxruntime.InferenceSession("model.onnx")',
+              'outputs = session.run(None, {"images": uint8_batch})',
               "", "import keras",
               'model = keras.saving.load_model("model.keras", safe_mode=True)', "```",
               "", "None of them needs this package: the `.keras` file is built from Keras's own "
-              "layers (preprocessing included), the SavedModel and TFLite files need only "
-              "TensorFlow or LiteRT.", ""]
+              "layers (preprocessing included), the SavedModel, TFLite and ONNX files need only "
+              "TensorFlow, LiteRT or ONNX Runtime.", ""]
     return atomic_write(run / "MODEL_CARD.md", "\n".join(lines))
 
 

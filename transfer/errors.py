@@ -25,3 +25,8 @@ class RunDirError(ZooError):
 
 class TrainingInterrupted(ZooError):
     """Training stopped by Ctrl-C; the last finished epoch, if any, is checkpointed."""
+
+
+class ExportError(ZooError):
+    """A model that an export format cannot take: its converter is not installed, or the model
+    holds an operation the format has no counterpart for."""

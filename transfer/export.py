@@ -1,6 +1,6 @@
-"""Exports that work outside the toolkit: SavedModel, ``.keras`` and TFLite (LiteRT).
+"""Exports that work outside the toolkit: SavedModel, ``.keras``, TFLite (LiteRT) and ONNX.
 
-:func:`export` writes one of three formats from a run directory, a ``.keras`` classifier, or a
+:func:`export` writes one of four formats from a run directory, a ``.keras`` classifier, or a
 registry model built with its weights (``export("keras_mobilenet", weights="imagenet", ...)``: a
 serving ImageNet classifier with the same endpoints, the 1000 ImageNet names as its classes):
 
@@ -23,6 +23,13 @@ serving ImageNet classifier with the same endpoints, the 1000 ImageNet names as 
     a ``.keras`` file without a run directory and a registry model need).
     Only the input cast and the final dequantisation of the probabilities run in float.
 
+- ``onnx``: an ONNX model for ONNX Runtime, converted by tf2onnx from the same serving function
+  (the ``onnx`` extra). Input: ``images``, **uint8** ``[batch, size, size, 3]`` (any batch) raw
+  RGB pixels already resized to the model's square size, as for TFLite; outputs: the task's
+  :attr:`~transfer.tasks.Task.onnx_outputs` (a detector's non-maximum suppression runs as
+  ONNX's own ``NonMaxSuppression``). The class names, the task and the input size are in the
+  file's metadata (``metadata_props``).
+
 Every export is written to a temporary sibling and renamed into place (:class:`atomic_output`): a
 failure leaves nothing at the target, and an existing target is replaced only with
 ``force=True``. Exporting from a run directory also (re)writes its ``MODEL_CARD.md``
@@ -33,11 +40,14 @@ The SavedModel's endpoints are those of :mod:`transfer.serving`.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -46,40 +56,47 @@ import tensorflow as tf
 from transfer import outputs
 from transfer.card import write_model_card
 from transfer.data import ImageFolderData, Split, image_dataset
-from transfer.errors import ConfigError, DataError
+from transfer.errors import ConfigError, DataError, ExportError
 from transfer.predict import expand_inputs, is_model_name, load_classifier
 from transfer.rundir import InputContract, RunDir, atomic_output
-from transfer.serving import DEFAULT_TOP_K, export_saved_model
+from transfer.serving import DEFAULT_TOP_K, ServingFunctions, export_saved_model
 from transfer.tasks import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("savedmodel", "keras", "tflite")
+EXPORT_FORMATS = ("savedmodel", "keras", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "int8")
 CALIBRATION_SAMPLES = 100
+#: the lowest ONNX opset taken: the oldest tf2onnx tests (the highest is the newest it knows)
+MIN_OPSET = 14
+ONNX_EXTRA = ("onnx", "tf2onnx")  # what the ``onnx`` extra installs to export (and onnxruntime)
 
 
 def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A002
            quantize: str = "none", output: str | os.PathLike, force: bool = False,
            calibration_data: str | os.PathLike | Sequence[str] | np.ndarray | None = None,
            top_k: int = DEFAULT_TOP_K, weights: str | None = "imagenet",
-           trust_model: bool = False) -> Path:
-    """Export a classifier as a SavedModel, a ``.keras`` file or a TFLite flatbuffer.
+           opset: int | None = None, trust_model: bool = False) -> Path:
+    """Export a classifier as a SavedModel, a ``.keras`` file, a TFLite flatbuffer or an ONNX
+    model.
 
     Args:
         source: a run directory, a ``.keras`` classifier (class names from a
             ``class_names.json`` beside it), or a registry model name (built with ``weights``;
             see :func:`transfer.predict.pretrained_classifier`).
-        format: ``"savedmodel"``, ``"keras"`` or ``"tflite"`` (contracts in the module docstring).
+        format: ``"savedmodel"``, ``"keras"``, ``"tflite"`` or ``"onnx"`` (contracts in the
+            module docstring).
         quantize: for TFLite only: ``"none"``, ``"float16"`` or ``"int8"``.
         output: the folder (SavedModel) or file to write; a ``.keras`` export must end in
-            ``.keras``.
+            ``.keras``, an ONNX one in ``.onnx``.
         force: replace an existing ``output``.
         calibration_data: images for int8 calibration: a folder, glob or list of image files,
             or a uint8 array ``[n, size, size, 3]``. Default: the training images of the run
             directory's ``split.json``. At most 100 are used (an even, seeded sample).
         top_k: classes in the SavedModel's ``top_*`` outputs.
         weights: registry models only: ``"imagenet"``, ``None`` (random) or a weights file.
+        opset: for ONNX only: the ONNX opset (default: the converter's, 15 with tf2onnx 1.17;
+            :func:`onnx_opset` reads it back from the file).
         trust_model: load a ``.keras`` file with ``safe_mode=False``: code in it (a Lambda
             layer) runs. Only for files you trust.
 
@@ -87,7 +104,10 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
         ``output`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ConfigError: an unknown format or quantisation, or one that does not fit the format.
+        ConfigError: an unknown format, quantisation or opset, or one that does not fit the
+            format.
+        ExportError: ONNX: the ``onnx`` extra is not installed, or the model holds an operation
+            that has no ONNX counterpart.
         RunDirError: ``source`` is not a run directory or ``.keras`` file, or ``output``
             exists and ``force`` is not set.
         DataError: int8 calibration images are missing or unreadable.
@@ -100,9 +120,16 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
     if quantize != "none" and format != "tflite":
         raise ConfigError(f"quantize={quantize!r} applies to the tflite format only, not to "
                           f"{format!r}; drop --quantize or use --format tflite")
+    if opset is not None and format != "onnx":
+        raise ConfigError(f"opset applies to the onnx format only, not to {format!r}; drop "
+                          f"--opset or use --format onnx")
+    if format == "onnx":
+        _check_opset(opset, _onnx_modules()[1])  # before the model is loaded
     output = Path(output)
-    if format == "keras" and output.suffix != ".keras":
-        raise ConfigError(f"a keras export must be a file ending in .keras, got {str(output)!r}")
+    for fmt, suffix in (("keras", ".keras"), ("onnx", ".onnx")):
+        if format == fmt and output.suffix != suffix:
+            raise ConfigError(f"a {fmt} export must be a file ending in {suffix}, got "
+                              f"{str(output)!r}")
     reads = [(source, "the model being exported")] if Path(source).exists() else []
     outputs.check_output(output, replace=force, reads=reads)
     if quantize == "int8" and calibration_data is None and is_model_name(source):
@@ -120,6 +147,10 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
         with atomic_output(output, force=force) as tmp:
             classifier.model.save(tmp)
             outputs.mark_keras(tmp)
+    elif format == "onnx":
+        proto = onnx_model(classifier.model, classifier.contract, opset=opset)
+        with atomic_output(output, force=force) as tmp:
+            tmp.write_bytes(proto.SerializeToString())
     else:
         calibration = None
         if quantize == "int8":
@@ -234,3 +265,151 @@ def tflite_model(model: keras.Model, contract: InputContract | Sequence[str], *,
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.uint8
         return converter.convert()
+
+
+def _onnx_modules():
+    """``onnx`` and ``tf2onnx``, or the one-line error that says how to install them."""
+    missing = []
+    for name in ONNX_EXTRA:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ExportError(f"the onnx format needs {' and '.join(missing)}, which are not "
+                          f"installed; pip install \"cnn-zoo[onnx]\"")
+    import onnx
+    import tf2onnx
+
+    return onnx, tf2onnx
+
+
+def _check_opset(opset: int | None, tf2onnx) -> None:
+    newest = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)
+                              or not MIN_OPSET <= opset <= newest):
+        raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {newest} (what "
+                          f"tf2onnx {tf2onnx.__version__} converts to), got {opset!r}")
+
+
+@contextlib.contextmanager
+def _fail_fast_optimizer():
+    """tf2onnx deep-copies the whole graph, weights included, before each of its ~36 graph
+    optimisations so that it can skip one that fails; without the copies a conversion takes a
+    third less time (measured: a MobileNet detector, 7.1 s to 4.8 s of CPU). A failure is
+    converted again the careful way."""
+    key, old = "TF2ONNX_CATCH_ERRORS", os.environ.get("TF2ONNX_CATCH_ERRORS")
+    os.environ[key] = "FALSE"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = old
+
+
+def _graphs(graph):
+    """``graph`` and every subgraph of its nodes (a loop's body), depth first."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from _graphs(attribute.g)
+            for sub in attribute.graphs:
+                yield from _graphs(sub)
+
+
+def _unconverted(model: keras.Model, proto, onnx, version: str) -> None:
+    """Raise for the first node tf2onnx left as a TensorFlow op (it converts what it can and
+    keeps the rest, which no ONNX runtime then loads), naming the layer that holds it."""
+    for graph in _graphs(proto.graph):
+        for node in graph.node:
+            if onnx.defs.has(node.op_type, node.domain):
+                continue
+            path = f"/{node.name}/"
+            # The innermost layer on the node's name scope (TensorFlow may number a scope:
+            # "my_layer_1"); a nested backbone's layer, not the backbone.
+            found = [(match.start(), name) for name in _layer_names(model)
+                     for match in re.finditer(rf"/{re.escape(name)}(_\d+)?/", path)]
+            where = f"layer {max(found)[1]!r}" if found else f"node {node.name!r}"
+            raise ExportError(f"ONNX has no counterpart for the TensorFlow operation "
+                              f"{node.op_type!r} in {where} (tf2onnx {version}); export as "
+                              f"savedmodel or tflite instead")
+
+
+def _layer_names(model) -> Iterator[str]:
+    for layer in getattr(model, "layers", ()):
+        yield layer.name
+        yield from _layer_names(layer)
+
+
+def onnx_model(model: keras.Model, contract: InputContract | Sequence[str], *,
+               opset: int | None = None):
+    """The ONNX model (an ``onnx.ModelProto``) of a classifier, segmenter or detector.
+
+    The converted function is the SavedModel's ``serve_images`` (:mod:`transfer.serving`):
+    the cast, the backbone's preprocessing and the task's post-processing are inside, a
+    detector's non-maximum suppression as ONNX's own ``NonMaxSuppression`` op. It is traced at
+    uint8 ``[None, size, size, 3]``, images already resized to the model's square size (a
+    detector's letterboxed: its boxes are in the input's pixels), and reduced to the task's
+    :attr:`~transfer.tasks.Task.onnx_outputs`. ``metadata_props`` hold ``class_names`` (a JSON
+    list), ``task``, ``image_size``, ``preprocessing`` and ``written_by``.
+
+    tf2onnx converts directly rather than through ``keras.Model.export(format="onnx")``, which
+    calls the same ``tf2onnx.convert.from_function`` on the model's own ``call`` alone: float
+    input, no serving function around it.
+
+    Raises:
+        ExportError: the ``onnx`` extra is missing, an operation has no ONNX counterpart, or
+            tf2onnx fails.
+        ConfigError: an opset outside what tf2onnx converts to.
+    """
+    onnx, tf2onnx = _onnx_modules()
+    _check_opset(opset, tf2onnx)
+    if not isinstance(contract, InputContract):
+        contract = InputContract.of_model(model, contract)
+    task = get_task(contract.task, **contract.task_options())
+    size = contract.image_size
+    signature = [tf.TensorSpec((None, size, size, 3), tf.uint8, name="images")]
+
+    @tf.function(input_signature=signature)
+    def serve(images):
+        # Made inside the trace, so the class names are a constant of the graph, not an eager
+        # tensor captured as a second input (which tf2onnx cannot freeze).
+        served = ServingFunctions(model, contract).serve_images(images)
+        return {name: served[name] for name in task.onnx_outputs}
+
+    def convert():
+        return tf2onnx.convert.from_function(serve, signature, opset=opset)[0]
+
+    serve.get_concrete_function()  # traced here: an error in the serving code is not tf2onnx's
+    try:
+        with _fail_fast_optimizer():
+            proto = convert()
+    except Exception:  # noqa: BLE001  - the careful way skips a graph optimisation that fails
+        log.info("converting again with each of tf2onnx's optimisations guarded")
+        try:
+            proto = convert()
+        except Exception as exc:  # noqa: BLE001  - the converter's failure, in one line
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ExportError(f"tf2onnx {tf2onnx.__version__} could not convert the model "
+                              f"({type(exc).__name__}: {reason}); export as savedmodel or "
+                              f"tflite instead") from exc
+    _unconverted(model, proto, onnx, tf2onnx.__version__)
+    metadata = {"class_names": json.dumps(list(contract.class_names), ensure_ascii=False),
+                "task": contract.task, "image_size": str(size),
+                "preprocessing": contract.preprocessing, "written_by": outputs.SOFTWARE}
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = (f"cnn-zoo {contract.task} model: images uint8 [batch, {size}, {size}, 3]"
+                        f" raw RGB, resized to {size} x {size} by the caller")
+    return proto
+
+
+def onnx_opset(path: str | os.PathLike) -> int:
+    """The ONNX opset of the model file at ``path``."""
+    onnx, _ = _onnx_modules()
+    proto = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))

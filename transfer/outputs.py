@@ -11,7 +11,8 @@ the toolkit's own. The proof is one of:
   layout (:func:`register_layout`), or is itself the toolkit's;
 - **a mark inside the file**, where the format has room for one: PNG files carry a ``Software``
   text chunk (:data:`SOFTWARE`), ``.keras`` exports a ``cnn-zoo.json`` entry in their zip,
-  JSON files and ``.npz`` arrays a ``written_by`` key;
+  JSON files and ``.npz`` arrays a ``written_by`` key, ONNX models a ``written_by`` entry in
+  their ``metadata_props`` (read with the ``onnx`` package: without it, none is proved ours);
 - **the format alone** for TFLite flatbuffers, which have no room for a mark: ``--force``
   replaces a file that is a TFLite model, and nothing else.
 
@@ -119,8 +120,20 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def _onnx_is_marked(path: Path) -> bool:
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001  - no onnx package, or not an ONNX model: not proved ours
+        return False
+    return any(p.key == "written_by" and p.value == SOFTWARE for p in model.metadata_props)
+
+
 def _file_is_marked(path: Path) -> bool:
     suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _onnx_is_marked(path)
     try:
         if suffix == ".png":
             from PIL import Image

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -73,7 +74,7 @@ def test_export_tflite_then_refuse_then_force(runner, run_dir, tmp_path):
 
 
 def test_export_errors(runner, run_dir, tmp_path):
-    result = runner.invoke(main, ["export", str(run_dir), "--format", "onnx",
+    result = runner.invoke(main, ["export", str(run_dir), "--format", "torchscript",
                                   "--output", str(tmp_path / "m")])
     assert result.exit_code == 2 and "Invalid value for '--format'" in result.output
     result = runner.invoke(main, ["export", str(tmp_path / "missing"), "--output", "x"])
@@ -87,6 +88,27 @@ def test_export_errors(runner, run_dir, tmp_path):
     _one_error_line(runner.invoke(main, ["export", str(tmp_path), "--output",
                                          str(tmp_path / "sm")]),
                     "not a run directory")
+
+
+def test_export_onnx_prints_its_opset_and_errors_are_one_line(runner, run_dir, tmp_path,
+                                                              monkeypatch):
+    pytest.importorskip("tf2onnx")
+    target = tmp_path / "model.onnx"
+    result = runner.invoke(main, ["export", str(run_dir), "--format", "onnx", "--opset", "17",
+                                  "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    assert f"exported onnx (opset 17) to {target}" in result.stdout
+    assert "| ONNX (`zoo export --format onnx`)" in (run_dir / "MODEL_CARD.md").read_text()
+    _one_error_line(runner.invoke(main, ["export", str(run_dir), "--format", "tflite",
+                                         "--opset", "17", "--output", str(tmp_path / "m")]),
+                    "onnx format only")
+    _one_error_line(runner.invoke(main, ["export", str(run_dir), "--format", "onnx",
+                                         "--opset", "9", "--output", str(tmp_path / "m.onnx")]),
+                    "opset must be an integer from 14")
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)
+    _one_error_line(runner.invoke(main, ["export", str(run_dir), "--format", "onnx",
+                                         "--output", str(tmp_path / "n.onnx")]),
+                    "needs tf2onnx", 'pip install "cnn-zoo[onnx]"')
 
 
 def test_predict_csv_with_progress_for_many_files(runner, trained_run, image_folder):

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
+from tests.conftest import box_iou
 
 SIZE = 64
 CLASSES = ("square", "bar")
@@ -153,6 +154,51 @@ def test_tflite_export_runs_in_litert(detection_run, tmp_path):
     outputs = runner(images=image)
     assert set(outputs) == {"boxes", "scores", "classes", "num_detections"}
     assert outputs["boxes"].shape == (1, 300, 4)
+
+
+@pytest.mark.slow  # 8 s, 22 s under load: tf2onnx converts a MobileNet detector; decoding
+# and NMS are checked fast on a small model in test_evaluate_export.py
+def test_onnx_export_keeps_the_boxes_predict_keeps(detection_run, yolo_folder, tmp_path):
+    """ONNX Runtime's NonMaxSuppression keeps the boxes, classes and scores of ``zoo predict``
+    at a low threshold (so that suppression has boxes to work on)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    import dataclasses
+
+    from transfer.data import resize_images
+    from transfer.export import onnx_model
+    from transfer.predict import load_classifier, predict
+
+    loaded = load_classifier(detection_run)
+    contract = dataclasses.replace(loaded.contract,
+                                   options={**loaded.contract.options, "conf": 0.001})
+    session = ort.InferenceSession(onnx_model(loaded.model, contract).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["boxes", "classes", "num_detections",
+                                                       "scores"]
+    # Letterboxed to the model's square by the caller, as for TFLite; saved losslessly so that
+    # predict reads the same pixels (and letterboxes a square of that size to itself).
+    (tmp_path / "square").mkdir()
+    files, images = [], []
+    for path in sorted((yolo_folder / "images" / "test").glob("*.png")):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        image = np.clip(np.round(np.asarray(resize_images(image, SIZE, "letterbox"))), 0, 255)
+        images.append(image.astype(np.uint8))
+        files.append(str(tmp_path / "square" / path.name))
+        Image.fromarray(images[-1]).save(files[-1])
+    boxes, classes, counts, scores = session.run(None, {"images": np.stack(images)})
+    predicted = predict(detection_run, files, output_dir=tmp_path / "drawn",
+                        options={"conf": 0.001})
+    assert sum(counts) > 0, "at score 0.001 some box is kept"
+    for i, prediction in enumerate(predicted):
+        kept = prediction.details["detections"]
+        n = int(counts[i])
+        assert n == len(kept)
+        assert [CLASSES[c] for c in classes[i, :n]] == [d["class"] for d in kept]
+        np.testing.assert_allclose(scores[i, :n], [d["score"] for d in kept], atol=1e-4)
+        if n:
+            assert box_iou(boxes[i, :n], np.array([d["box"] for d in kept])).min() >= 0.99
+        assert (classes[i, n:] == -1).all() and (scores[i, n:] == 0).all()
 
 
 def as_coco(yolo: Path, root: Path) -> Path:

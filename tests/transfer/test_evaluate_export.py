@@ -3,6 +3,7 @@ toolkit."""
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 import zoo
+from tests.conftest import box_iou
 from transfer import evaluate as evaluate_lib
 from transfer.data import ImageFolderData, decode_and_resize
 from transfer.errors import ConfigError, DataError, RunDirError
@@ -204,7 +206,7 @@ def test_keras_export_reloads_in_safe_mode_with_identical_predictions(run_copy, 
     with pytest.raises(ConfigError, match="tflite format only"):
         export(run_copy, format="keras", quantize="int8", output=tmp_path / "q.keras")
     with pytest.raises(ConfigError, match="export format must be one of"):
-        export(run_copy, format="onnx", output=tmp_path / "m.onnx")
+        export(run_copy, format="torchscript", output=tmp_path / "m.pt")
 
 
 def test_export_is_atomic_and_refuses_to_replace_without_force(run_copy, tmp_path,
@@ -264,5 +266,200 @@ def test_model_card_describes_data_metrics_and_contracts(run_copy):
         "`serve_bytes` | `image_bytes`: string `[batch]`",
         "`probabilities` float32 `[batch, 3]`",
         "`images`: uint8 `[1, 32, 32, 3]`", "`probabilities` float32 `[1, 3]`",
+        "`images`: uint8 `[batch, 32, 32, 3]` raw RGB, resized as for TFLite | `probabilities` "
+        "float32 `[batch, 3]`; class names in the metadata",
     ):
         assert text in card, text
+
+
+# ---- ONNX -------------------------------------------------------------------------------------
+
+def _onnx_session(path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _model_size_pngs(images: np.ndarray, folder: Path) -> list[str]:
+    """The images as PNG files already at the model's size: `zoo predict` then reads exactly
+    the pixels the ONNX model gets."""
+    folder.mkdir()
+    paths = [str(folder / f"{i:02d}.png") for i in range(len(images))]
+    for image, path in zip(images, paths):
+        Image.fromarray(image).save(path)
+    return paths
+
+
+def test_onnx_export_agrees_with_predict(run_copy, tmp_path):
+    from transfer.predict import predict
+
+    path = export(run_copy, format="onnx", output=tmp_path / "model.onnx")
+    session = _onnx_session(path)
+    (inp,) = session.get_inputs()
+    assert inp.name == "images" and inp.type == "tensor(uint8)"
+    assert not isinstance(inp.shape[0], int) and inp.shape[1:] == [32, 32, 3]  # any batch
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    meta = session.get_modelmeta().custom_metadata_map
+    names = json.loads((run_copy / "class_names.json").read_text())
+    assert json.loads(meta["class_names"]) == names
+    assert (meta["task"], meta["image_size"], meta["written_by"]) == ("classification", "32",
+                                                                       "cnn-zoo")
+
+    images = _val_images(run_copy, 32)
+    (probabilities,) = session.run(None, {"images": images})
+    (one,) = session.run(None, {"images": images[:1]})
+    np.testing.assert_allclose(one[0], probabilities[0], atol=1e-6)
+    predicted = predict(run_copy, _model_size_pngs(images, tmp_path / "pngs"), top_k=3)
+    for row, prediction in zip(probabilities, predicted):
+        assert names[int(row.argmax())] == prediction.labels[0]
+        by_name = dict(zip(prediction.labels, prediction.scores))
+        np.testing.assert_allclose(row, [by_name[n] for n in names], atol=1e-4)
+
+
+def test_onnx_opset_extra_and_unconvertible_layers_are_one_clear_error(run_copy, tmp_path,
+                                                                       monkeypatch):
+    from transfer.errors import ExportError
+    from transfer.export import onnx_model, onnx_opset
+
+    path = export(run_copy, format="onnx", opset=17, output=tmp_path / "m.onnx")
+    assert onnx_opset(path) == 17
+    export(run_copy, format="onnx", output=path, force=True)  # its own file: replaced
+    assert onnx_opset(path) == 15  # tf2onnx's default
+    stranger = tmp_path / "other.onnx"
+    stranger.write_bytes(b"not ours")
+    with pytest.raises(RunDirError, match="not written by zoo"):
+        export(run_copy, format="onnx", output=stranger, force=True)
+    for bad in (7, 99):
+        with pytest.raises(ConfigError, match="opset must be an integer from 14 to 18"):
+            export(run_copy, format="onnx", opset=bad, output=tmp_path / "x.onnx")
+    with pytest.raises(ConfigError, match="onnx format only"):
+        export(run_copy, format="tflite", opset=17, output=tmp_path / "x.tflite")
+    with pytest.raises(ConfigError, match="must be a file ending in .onnx"):
+        export(run_copy, format="onnx", output=tmp_path / "x.bin")
+
+    class Bessel(keras.layers.Layer):  # an op tf2onnx has no ONNX counterpart for
+        def call(self, x):
+            return tf.math.special.bessel_i0e(x)
+
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.GlobalAveragePooling2D()(Bessel(name="bessel")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    with pytest.raises(ExportError, match="'BesselI0e' in layer 'bessel'.*savedmodel or tflite"):
+        onnx_model(model, ["a", "b"])
+
+    import tf2onnx
+
+    calls = []
+
+    def crash(*args, **kwargs):
+        calls.append(os.environ.get("TF2ONNX_CATCH_ERRORS"))
+        raise ValueError("no handler for\nthis")
+
+    monkeypatch.setattr(tf2onnx.convert, "from_function", crash)
+    with pytest.raises(ExportError, match=r"tf2onnx .* could not convert the model \(ValueError: "
+                                          r"no handler for this\); export as savedmodel"):
+        onnx_model(model, ["a", "b"])
+    assert calls == ["FALSE", None]  # fast, then the careful way; the environment restored
+    assert "TF2ONNX_CATCH_ERRORS" not in os.environ
+
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # the extra not installed
+    with pytest.raises(ExportError, match=r"needs tf2onnx.*pip install \"cnn-zoo\[onnx\]\""):
+        export(run_copy, format="onnx", output=tmp_path / "y.onnx")
+    assert not (tmp_path / "y.onnx").exists()
+
+
+def _tiny_model(kind: str, size: int, classes: int) -> keras.Model:
+    """A few random layers with the raw outputs of a segmenter, a detector or YOLO v1: enough for
+    the task's serving outputs, small enough to convert in a second or two."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(
+        keras.layers.Rescaling(1 / 255)(inputs))
+    if kind == "segmentation":
+        x = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
+        return keras.Model(inputs, keras.layers.Conv2D(classes, 1, activation="softmax")(x))
+    from zoo.detection import REG_MAX, anchor_points
+
+    if kind == "detector":  # logits: wide random weights give boxes of many sizes and scores
+        shape = (len(anchor_points(size)[1]), 4 * REG_MAX + classes)
+        kernel, bias = (keras.initializers.RandomNormal(stddev=2.0),
+                        keras.initializers.RandomNormal(stddev=2.0))
+    else:  # YOLO v1's grid of 2 boxes per cell: values mostly inside [0, 1], which it clips to
+        shape = (7, 7, 2 * 5 + classes)
+        kernel, bias = (keras.initializers.RandomNormal(stddev=0.3),
+                        keras.initializers.RandomUniform(0.1, 0.9))
+    x = keras.layers.Dense(int(np.prod(shape)), kernel_initializer=kernel,
+                           bias_initializer=bias)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, keras.layers.Reshape(shape)(x))
+
+
+@pytest.mark.parametrize("kind", ["segmentation", "detector", "yolov1"])
+def test_onnx_runs_each_tasks_post_processing_as_tensorflow_does(kind):
+    """The ONNX graph of each task's serving outputs (a segmenter's argmax; a detector's decoding
+    and class-aware NMS as ONNX's NonMaxSuppression; YOLO v1's combined NMS) against the serving
+    function that `zoo predict` runs, on small random models; trained runs are compared in the
+    slow suite."""
+    ort = pytest.importorskip("onnxruntime")
+    from transfer.export import onnx_model
+    from transfer.rundir import InputContract
+    from transfer.serving import ServingFunctions
+
+    size, names = 64, ("a", "b", "c")
+    task = "segmentation" if kind == "segmentation" else "detection"
+    options = ({"ignore_index": 255} if task == "segmentation" else
+               {"conf": 0.2 if kind == "detector" else 0.4, "iou": 0.45, "max_det": 100,
+                "head": kind, "image_size": size})
+    contract = InputContract(task=task, image_size=size, channels=3, preprocessing="none",
+                             class_names=names, options=options)
+    model = _tiny_model(kind, size, len(names))
+    session = ort.InferenceSession(onnx_model(model, contract).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(1).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    got = dict(zip([o.name for o in session.get_outputs()],
+                   session.run(None, {"images": images})))
+    expected = {key: value.numpy() for key, value in
+                ServingFunctions(model, contract).serve_images(tf.constant(images)).items()}
+    if task == "segmentation":
+        assert np.mean(got["class_ids"] == expected["class_ids"]) >= 0.999
+        np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-5)
+        return
+    counts = expected["num_detections"]
+    np.testing.assert_array_equal(got["num_detections"], counts)
+    assert counts.min() >= 5, counts  # suppression had boxes of several classes to work on
+    for i, n in enumerate(counts):
+        assert (got["classes"][i, n:] == -1).all()
+        ours = [got[key][i, :n] for key in ("classes", "scores", "boxes")]
+        theirs = [expected[key][i, :n] for key in ("classes", "scores", "boxes")]
+        if kind == "yolov1":
+            # A box kept for two classes whose clipped probabilities are both 1 ties with itself,
+            # and tied detections come out in either order: compare them sorted.
+            ours, theirs = ([part[np.lexsort((*np.round(box, 3).T, cls, -np.round(score, 5)))]
+                             for part in (cls, score, box)] for cls, score, box in (ours, theirs))
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        np.testing.assert_allclose(ours[1], theirs[1], atol=1e-5)
+        assert box_iou(ours[2], theirs[2]).min() >= 0.99
+
+
+def _fenced_python_after(markdown: str, heading: str) -> str:
+    section = markdown.split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_onnx_runtime_snippet_in_the_docs_runs_as_written(run_copy, tmp_path):
+    """docs/serving.md's ONNX Runtime block, in a process that imports no TensorFlow, on a photo
+    already at the model's size: the class and score `zoo predict` gives."""
+    pytest.importorskip("onnxruntime")
+    from transfer.predict import predict
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
+    snippet = _fenced_python_after(docs.read_text(), "## ONNX: ONNX Runtime")
+    export(run_copy, format="onnx", output=tmp_path / "model.onnx")
+    Image.fromarray(_val_images(run_copy, 32)[0]).save(tmp_path / "photo.jpg", quality=95)
+    check = ("\nimport sys\nassert not [m for m in sys.modules if m.split('.')[0] in "
+             "('tensorflow', 'keras', 'zoo', 'transfer', 'cli')]\n")
+    done = subprocess.run([sys.executable, "-c", snippet + check], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    label, score = done.stdout.split()
+    (expected,) = predict(run_copy, [str(tmp_path / "photo.jpg")], top_k=1)
+    assert label == expected.labels[0]
+    assert float(score) == pytest.approx(expected.scores[0], abs=1e-4)

@@ -251,6 +251,27 @@ def test_evaluate_predict_and_export_agree(seg_run, seg_folder, tmp_path):
     assert agreement >= 0.99, agreement
 
 
+@pytest.mark.slow  # 6 s, 15 s under load: tf2onnx converts a MobileNet U-Net; the
+# post-processing's conversion is checked fast on a small model in test_evaluate_export.py
+def test_onnx_export_agrees_with_predict_pixel_for_pixel(seg_run, seg_folder, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from transfer.export import export
+    from transfer.predict import predict
+
+    path = export(seg_run, format="onnx", output=tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["class_ids", "probabilities"]
+    files = sorted((seg_folder / "images").glob("*.png"))[:4]  # at the model's 64 px already
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    ids, probabilities = session.run(None, {"images": images})
+    assert ids.dtype == np.uint8 and probabilities.shape == (4, SIZE, SIZE, 3)
+    predicted = predict(seg_run, [str(f) for f in files], output_dir=tmp_path / "predicted")
+    masks = np.stack([np.asarray(Image.open(p.details["mask"])) for p in predicted])
+    assert np.mean(ids == masks) >= 0.999
+    np.testing.assert_array_equal(ids, probabilities.argmax(-1))
+
+
 def test_predict_without_an_output_folder_is_one_clean_line(seg_run, seg_folder):
     result = CliRunner().invoke(main, ["predict", str(seg_run),
                                        str(seg_folder / "images" / "img_000.png")])

@@ -134,6 +134,9 @@ class Task(abc.ABC):
     serving_key: str = ""
     #: the SavedModel outputs a TFLite export keeps (LiteRT returns no strings)
     tflite_outputs: tuple[str, ...] = ("probabilities",)
+    #: the SavedModel outputs an ONNX export keeps (numbers only: the class names go into the
+    #: file's metadata)
+    onnx_outputs: tuple[str, ...] = ("probabilities",)
     #: the order in which tasks are asked whether they claim a data folder: a task whose
     #: layout is specific (segmentation's images/ + masks/) before one that takes any folder of
     #: sub-folders (classification)
@@ -380,7 +383,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def card_outputs(self, k: int, top_k: int, size: str) -> dict[str, str]:
-        """The outputs of each export (``savedmodel``, ``keras``, ``tflite``), in words."""
+        """The outputs of each export (``savedmodel``, ``keras``, ``tflite``, ``onnx``), in
+        words."""
 
     # ---- prediction and serving -------------------------------------------------------------
     def csv_header(self, top_k: int) -> list[str]:

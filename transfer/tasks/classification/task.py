@@ -276,7 +276,8 @@ class ClassificationTask(Task):
                               f"`top_indices` int32, `top_classes` string, each "
                               f"`[batch, {top_k}]`",
                 "keras": f"probabilities `[batch, {k}]`",
-                "tflite": f"`probabilities` float32 `[1, {k}]`"}
+                "tflite": f"`probabilities` float32 `[1, {k}]`",
+                "onnx": f"`probabilities` float32 `[batch, {k}]`"}
 
     # ---- prediction and serving -------------------------------------------------------------
     serving_key = "top_classes"

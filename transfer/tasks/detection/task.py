@@ -61,6 +61,7 @@ class DetectionTask(Task):
     prediction_files = "an image with its boxes drawn"
     serving_key = "boxes"
     tflite_outputs = ("boxes", "scores", "classes", "num_detections")
+    onnx_outputs = tflite_outputs  # NMS inside, as ONNX's own NonMaxSuppression
 
     def __init__(self, *, conf: float | None = None, iou: float | None = None,
                  max_det: int | None = None, head: str = DETECTOR, image_size: int = 0,
@@ -367,7 +368,9 @@ class DetectionTask(Task):
                               f"suppression inside (score >= {self.conf}, IoU {self.iou})",
                 "keras": "the raw head outputs (decode with the SavedModel instead)",
                 "tflite": f"`boxes` `[1, {n}, 4]` in the {size} x {size} letterboxed input's "
-                          f"pixels, `scores`, `classes`, `num_detections`"}
+                          f"pixels, `scores`, `classes`, `num_detections`",
+                "onnx": f"`boxes` float32 `[batch, {n}, 4]` in the {size} x {size} letterboxed "
+                        f"input's pixels, `scores`, `classes` (-1: padding), `num_detections`"}
 
     # ---- prediction and serving -------------------------------------------------------------
     def predictions(self, paths, images, served, *, class_names, top_k, output_dir):

@@ -334,11 +334,14 @@ class SegmentationTask(Task):
                               f"float32 `[batch, height, width, {k}]` at the input's own size; "
                               f"`sizes` int32 `[batch, 2]`",
                 "keras": f"probabilities `[batch, {size}, {size}, {k}]`",
-                "tflite": f"`probabilities` float32 `[1, {size}, {size}, {k}]`"}
+                "tflite": f"`probabilities` float32 `[1, {size}, {size}, {k}]`",
+                "onnx": f"`class_ids` uint8 `[batch, {size}, {size}]` and `probabilities` "
+                        f"float32 `[batch, {size}, {size}, {k}]`"}
 
     # ---- prediction and serving -------------------------------------------------------------
     prediction_files = "a mask and an overlay"
     serving_key = "class_ids"
+    onnx_outputs = ("class_ids", "probabilities")
 
     def predictions(self, paths, images, served, *, class_names, top_k, output_dir):
         """Write each image's mask (a palette PNG of class ids, ``<stem>_mask.png``) and
