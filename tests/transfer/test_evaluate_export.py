@@ -463,3 +463,46 @@ def test_the_onnx_runtime_snippet_in_the_docs_runs_as_written(run_copy, tmp_path
     (expected,) = predict(run_copy, [str(tmp_path / "photo.jpg")], top_k=1)
     assert label == expected.labels[0]
     assert float(score) == pytest.approx(expected.scores[0], abs=1e-4)
+
+
+def _run_snippet(snippet: str, cwd: Path, forbidden: tuple[str, ...]) -> list[str]:
+    check = (f"\nimport sys\nassert not [m for m in sys.modules if m.split('.')[0] in "
+             f"{forbidden!r}]\n")
+    done = subprocess.run([sys.executable, "-c", snippet + check], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_the_savedmodel_snippet_in_the_docs_runs_as_written(run_copy, tmp_path):
+    """docs/serving.md's TensorFlow block on the run's SavedModel, in a process that imports
+    only TensorFlow: the class and score ``zoo predict`` gives."""
+    from transfer.predict import predict
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
+    snippet = _fenced_python_after(docs.read_text(), "## SavedModel: plain TensorFlow")
+    shutil.copytree(run_copy / "saved_model", tmp_path / "saved_model")
+    Image.fromarray(_val_images(run_copy, 40)[0]).save(tmp_path / "photo.jpg", quality=95)
+    label, score = _run_snippet(snippet, tmp_path, ("zoo", "transfer", "cli"))
+    (expected,) = predict(run_copy, [str(tmp_path / "photo.jpg")], top_k=1)
+    assert label == expected.labels[0]
+    assert float(score) == pytest.approx(expected.scores[0], abs=1e-5)
+
+
+def test_the_tflite_snippet_in_the_docs_runs_as_written(run_copy, tmp_path):
+    """docs/serving.md's LiteRT block on the run's float32 TFLite export, in a process that
+    imports no TensorFlow: the class and score ``zoo predict`` gives."""
+    pytest.importorskip("ai_edge_litert")
+    from transfer.predict import predict
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
+    snippet = _fenced_python_after(docs.read_text(), "## TFLite: LiteRT")
+    export(run_copy, format="tflite", output=tmp_path / "model.tflite")
+    shutil.copy(run_copy / "class_names.json", tmp_path / "class_names.json")
+    size = json.loads((run_copy / "contract.json").read_text())["image_size"]
+    Image.fromarray(_val_images(run_copy, size)[0]).save(tmp_path / "photo.jpg", quality=95)
+    label, score = _run_snippet(snippet, tmp_path,
+                                ("tensorflow", "keras", "zoo", "transfer", "cli"))
+    (expected,) = predict(run_copy, [str(tmp_path / "photo.jpg")], top_k=1)
+    assert label == expected.labels[0]
+    assert float(score) == pytest.approx(expected.scores[0], abs=1e-4)
