@@ -30,6 +30,10 @@ Parts (``--parts``, comma-separated):
   its default training recipe, ``plots=False, amp=False``, CPU, ``--peer-workers`` loaders;
 - ``modes``: ours on the ImageNet MobileNet-v1 in feature-extractor (``--epochs``) and fine-tune
   (``--head-epochs`` + the rest of ``--epochs``, so as many epochs in all) modes;
+- ``int8``: the ``modes`` fine-tune run (trained first if absent) exported as TFLite float32,
+  float16 and int8 (calibrated on 100 of its training images), each run in LiteRT on the
+  letterboxed held-out images and scored by the same COCO code. int8 is refused for detection
+  today (TensorFlow's calibrator crashes on the NMS), and the row says so;
 - ``yolov1``: the zoo's YOLO v1 (Redmon et al. 2016, its 24 convolutions and 7 x 7 grid) from
   scratch, full-retrain, ``--epochs``, beside the modern head.
 
@@ -90,6 +94,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import transfer  # noqa: E402
+from zoo.errors import ZooError  # noqa: E402
 from transfer.config import DETECTION_LOSSES, TrainConfig  # noqa: E402
 
 ANIMAL_MNIST = REPO / "data" / "animal-mnist"
@@ -379,9 +384,39 @@ def score(split, names, detections: dict[str, dict]) -> dict:
     return evaluator.result()
 
 
+def run_tflite(data: Path, run: Path, quantize: str) -> dict:
+    """The run exported as a TFLite file (``quantize``: none or int8), run in LiteRT on each
+    held-out image letterboxed as the model takes it, and scored; seconds: the export's."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from transfer.data.pipelines import resize_images
+    from transfer.export import export
+
+    out = run.parent / f"{run.name}-{quantize}.tflite"
+    start = time.perf_counter()
+    export(run, format="tflite", quantize=quantize, output=out, force=True)
+    seconds = time.perf_counter() - start
+    split, names = _test_split(data)
+    runner = Interpreter(model_path=str(out)).get_signature_runner()
+    size = json.loads((run / "contract.json").read_text())["image_size"]
+    detections = {}
+    for path, annotation in zip(split.paths, split.annotations):
+        image = np.asarray(Image.open(path).convert("RGB"), np.float32)
+        boxed = resize_images(tf.constant(image), size, "letterbox").numpy()
+        got = runner(images=np.clip(np.round(boxed), 0, 255).astype(np.uint8)[None])
+        n = int(got["num_detections"][0])
+        scale = size / max(annotation["size"])
+        detections[path] = {"boxes": got["boxes"][0, :n] / scale, "scores": got["scores"][0, :n],
+                            "classes": got["classes"][0, :n]}
+    result = score(split, names, detections)
+    return {"map": result["map"], "map50": result["map50"], "seconds": seconds,
+            "process": seconds}
+
+
 # ---- the run --------------------------------------------------------------------------------
 
-PARTS = ("losses", "fine-tune", "scratch", "peer", "modes", "yolov1")
+PARTS = ("losses", "fine-tune", "scratch", "peer", "modes", "yolov1", "int8")
 PRESETS = {"issue": {"classes": 5, "objects": (1, 6), "object_px": (18, 110),
                      "image_px": (176, 288), "train": 800, "val": 200, "test": 300,
                      "epochs": 30, "size": 256}}
@@ -501,6 +536,19 @@ def compare(args, data: Path, work: Path, common: dict, parts: set[str]) -> None
             data, runs / "yolov1", "yolov1", model="yolov1", weights="none",
             mode="full-retrain", epochs=args.epochs, **common)
         progress(rows)
+    if "int8" in parts:
+        run = runs / "fine-tune"
+        if not (run / "metrics.json").is_file():
+            run_ours(data, run, "fine-tune", backbone="keras_mobilenet", weights="imagenet",
+                     mode="fine-tune", epochs=head, fine_tune_epochs=max(0, args.epochs - head),
+                     **common)
+        for quantize in ("none", "float16", "int8"):
+            try:
+                rows[f"ours, fine-tune, TFLite {quantize}"] = run_tflite(data, run, quantize)
+            except ZooError as exc:
+                print(f"TFLite {quantize}: {exc}", flush=True)
+                continue
+            progress(rows)
     if not rows:
         return
     peer = rows.get("Ultralytics YOLOv8n, from scratch")

@@ -153,6 +153,10 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
             tmp.write_bytes(proto.SerializeToString())
     else:
         calibration = None
+        refusal = get_task(classifier.contract.task).tflite_int8_refusal
+        if quantize == "int8" and refusal:  # before the calibration images are read
+            raise ConfigError(f"--quantize int8 is not available for "
+                              f"{classifier.contract.task}: {refusal}", field="quantize")
         if quantize == "int8":
             calibration = calibration_images(
                 calibration_data if calibration_data is not None else _training_split(run_dir,
@@ -237,11 +241,14 @@ def tflite_model(model: keras.Model, contract: InputContract | Sequence[str], *,
     """
     if quantize not in QUANTIZATIONS:
         raise ConfigError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
-    if quantize == "int8" and (calibration is None or not len(calibration)):
-        raise DataError("int8 quantisation needs calibration images")
     size = (contract.image_size if isinstance(contract, InputContract)
             else int(model.input_shape[1]))
     task = get_task(contract.task if isinstance(contract, InputContract) else DEFAULT_TASK)
+    if quantize == "int8" and task.tflite_int8_refusal:
+        raise ConfigError(f"--quantize int8 is not available for {contract.task}: "
+                          f"{task.tflite_int8_refusal}", field="quantize")
+    if quantize == "int8" and (calibration is None or not len(calibration)):
+        raise DataError("int8 quantisation needs calibration images")
     with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as scratch:
         if saved_model_dir is None:
             saved_model_dir = Path(scratch) / "saved_model"

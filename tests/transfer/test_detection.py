@@ -387,3 +387,16 @@ def test_a_video_gets_each_frame_drawn_and_a_json_line(detection_run, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == [0, 1, 2, 3]
     assert all("detections" in line for line in lines)
+
+
+def test_int8_tflite_is_refused_in_one_line_not_a_crash(detection_run, tmp_path):
+    """TensorFlow's int8 calibrator killed the process (a segmentation fault) on the detector's
+    NMS: the export now stops first, in one line naming the option and what works instead."""
+    out = tmp_path / "model.tflite"
+    result = CliRunner().invoke(main, ["export", str(detection_run), "--format", "tflite",
+                                       "--quantize", "int8", "--output", str(out)])
+    assert result.exit_code == 1, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "--quantize int8 is not available for detection" in line
+    assert "--quantize float16" in line
+    assert not out.exists()

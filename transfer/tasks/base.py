@@ -208,6 +208,9 @@ class Task(abc.ABC):
         augmentation), or ``None``."""
         return None
 
+    #: why ``--quantize int8`` cannot make this task's TFLite file, or ``None`` when it can
+    tflite_int8_refusal: str | None = None
+
     #: whether a view of an image moves its targets with it (a mirrored mask or box), so the
     #: view cache keeps the targets of each view
     views_move_targets: bool = False

@@ -162,6 +162,11 @@ class DetectionTask(Task):
 
     # ---- model ------------------------------------------------------------------------------
     views_move_targets = True
+    # TensorFlow 2.21's int8 calibrator crashes the process (a segmentation fault while it runs
+    # the float model on the calibration images) on the detector's decoding and NMS, also with
+    # float fallback ops allowed; weight-only quantisation converts, but is not int8.
+    tflite_int8_refusal = ("TensorFlow's int8 calibration crashes on the detector's NMS; "
+                           "export --quantize float16 (half the size) or none")
 
     def mirror(self, images, targets):
         return mirror_boxes(images, targets)
