@@ -258,7 +258,9 @@ def run_ours(work: Path, root: Path, args, *, name: str, mode: str, epochs: int,
                "cache_dir": str(work / f"{name}-cache"),
                "model": "keras_mobilenet", "weights": "imagenet", "mode": mode,
                "image_size": args.size, "batch_size": args.batch, "epochs": epochs,
-               "fine_tune_epochs": fine_tune_epochs, "verbose": 0}
+               "verbose": 0}
+    if mode == "fine-tune":  # refused in other modes, where it would do nothing
+        options["fine_tune_epochs"] = fine_tune_epochs
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", OURS, str(REPO), json.dumps(options)],
                           check=False, capture_output=True, text=True)
