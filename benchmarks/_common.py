@@ -46,6 +46,15 @@ def make_jpeg_folder(root: Path, *, images: int, size: int = 224, classes: int =
 
 
 @contextlib.contextmanager
+def parse_parts(parser, value: str, known) -> list[str]:
+    """``--parts a,b``: the names in order, or the parser's error naming the unknown ones."""
+    parts = [p for p in value.split(",") if p]
+    unknown = sorted(set(parts) - set(known))
+    if unknown:
+        parser.error(f"unknown parts {unknown}; choose from {','.join(known)}")
+    return parts
+
+
 def timed(results: dict, key: str):
     start = time.perf_counter()
     yield

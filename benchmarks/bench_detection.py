@@ -83,7 +83,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import CACHE, offline_keras_home, photo_crop, pip, sample_photos, weights_file
+from _common import (
+    CACHE,
+    offline_keras_home,
+    parse_parts,
+    photo_crop,
+    pip,
+    sample_photos,
+    weights_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = weights_file()
@@ -470,10 +478,7 @@ def parse_args() -> argparse.Namespace:
     if known.preset:
         parser.set_defaults(**PRESETS[known.preset])
     args = parser.parse_args()
-    args.parts = [p for p in args.parts.split(",") if p]
-    unknown = sorted(set(args.parts) - set(PARTS))
-    if unknown:
-        parser.error(f"unknown parts {unknown}; choose from {','.join(PARTS)}")
+    args.parts = parse_parts(parser, args.parts, PARTS)
     return args
 
 

@@ -62,6 +62,7 @@ from _common import (
     animal_mnist,
     download,
     offline_keras_home,
+    parse_parts,
     pip,
     weights_file,
 )
@@ -311,10 +312,7 @@ def parse_args() -> argparse.Namespace:
     if args.train // 5 < args.batch:
         parser.error(f"MIC validates on 20% of --train in whole batches; --train must be at "
                      f"least 5 x --batch ({5 * args.batch}), got {args.train}")
-    args.parts = [p for p in args.parts.split(",") if p]
-    unknown = sorted(set(args.parts) - set(PARTS))
-    if unknown:
-        parser.error(f"unknown parts {unknown}; choose from {','.join(PARTS)}")
+    args.parts = parse_parts(parser, args.parts, PARTS)
     return args
 
 

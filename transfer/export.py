@@ -153,10 +153,8 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
             tmp.write_bytes(proto.SerializeToString())
     else:
         calibration = None
-        refusal = get_task(classifier.contract.task).tflite_int8_refusal
-        if quantize == "int8" and refusal:  # before the calibration images are read
-            raise ConfigError(f"--quantize int8 is not available for "
-                              f"{classifier.contract.task}: {refusal}", field="quantize")
+        if quantize == "int8":  # before the calibration images are read
+            _check_int8(classifier.contract.task)
         if quantize == "int8":
             calibration = calibration_images(
                 calibration_data if calibration_data is not None else _training_split(run_dir,
@@ -227,6 +225,14 @@ def calibration_images(data: Split | str | os.PathLike | Sequence[str] | np.ndar
     return np.stack(images)
 
 
+def _check_int8(task_name: str) -> None:
+    """Refuse int8 TFLite for a task that cannot have it (:attr:`Task.tflite_int8_refusal`)."""
+    refusal = get_task(task_name).tflite_int8_refusal
+    if refusal:
+        raise ConfigError(f"--quantize int8 is not available for {task_name}: {refusal}",
+                          field="quantize")
+
+
 def tflite_model(model: keras.Model, contract: InputContract | Sequence[str], *,
                  quantize: str = "none",
                  calibration: np.ndarray | None = None,
@@ -244,9 +250,8 @@ def tflite_model(model: keras.Model, contract: InputContract | Sequence[str], *,
     size = (contract.image_size if isinstance(contract, InputContract)
             else int(model.input_shape[1]))
     task = get_task(contract.task if isinstance(contract, InputContract) else DEFAULT_TASK)
-    if quantize == "int8" and task.tflite_int8_refusal:
-        raise ConfigError(f"--quantize int8 is not available for {contract.task}: "
-                          f"{task.tflite_int8_refusal}", field="quantize")
+    if quantize == "int8":
+        _check_int8(task.name)
     if quantize == "int8" and (calibration is None or not len(calibration)):
         raise DataError("int8 quantisation needs calibration images")
     with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as scratch:

@@ -46,9 +46,9 @@ from transfer.optimizers import make_optimizer
 from transfer.rundir import InputContract, RunDir
 from transfer.schedules import policy_callbacks, resolve_schedule
 from transfer.tasks import DEFAULT_TASK, Predictions, Task, task_for, task_of
-from transfer.views import Split as CacheSplit
 from transfer.views import (
     MIRROR_HARM,
+    Cut,
     boundary_split,
     check_views,
     disk_budget,
@@ -499,7 +499,7 @@ class Trainer:
         return PhaseSetup(split.upper, phase.learning_rate, multipliers, fetch_train, True,
                           val_ds, views=view_count(config), cached=True)
 
-    def judge_mirrors(self, features, phase: Phase) -> CacheSplit | None:
+    def judge_mirrors(self, features, phase: Phase) -> Cut | None:
         """The mirror check (``TrainConfig.mirror_check``) on the cached features of the
         training images and of the validation images and their mirrors: when mirroring costs
         the task's probe more than :data:`MIRROR_HARM`, and significantly (McNemar's test on
@@ -538,7 +538,7 @@ class Trainer:
         self.set_bn_momentum()
         return self.cache_split(phase)
 
-    def cache_split(self, phase: Phase) -> CacheSplit | None:
+    def cache_split(self, phase: Phase) -> Cut | None:
         """Where ``phase`` cuts the model for the view cache (:mod:`transfer.views`), or
         ``None`` (with a line saying why when a cache was asked for): the head phase at the
         frozen backbone's outputs, the fine-tune phase below the block it unfreezes from."""
@@ -556,7 +556,7 @@ class Trainer:
         with self.strategy.scope():
             extractor, head = self.task.feature_split(self.model)
             if phase.name == "head":
-                return CacheSplit(extractor, head)
+                return Cut(extractor, head)
             cut = boundary_split(self.model, head, unfreeze_from=self.unfreeze_from)
         if isinstance(cut, str):
             log.info("the fine-tune phase runs full forward passes: %s", cut)

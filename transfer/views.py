@@ -102,7 +102,7 @@ def epoch_views(seed, epoch, num_items: int, views: int):
 
 
 @dataclasses.dataclass
-class Split:
+class Cut:
     """A model cut in two for a cache: ``lower`` (raw images to the cached tensors, frozen, run
     in inference mode) and ``upper`` (the cached tensors to the model's outputs, training),
     sharing layers with the model."""
@@ -110,15 +110,10 @@ class Split:
     lower: keras.Model
     upper: keras.Model
 
-    @property
-    def per_item_values(self) -> int:
-        import math
-
-        return sum(math.prod(int(d) for d in out.shape[1:]) for out in self.lower.outputs)
 
 
 def boundary_split(model: keras.Model, head: keras.Model, *,
-                   unfreeze_from: str | None) -> Split | str:
+                   unfreeze_from: str | None) -> Cut | str:
     """The model cut below block ``unfreeze_from`` of its frozen part, or why it cannot be.
 
     ``head``: the task's head on the frozen part's outputs (:meth:`Task.feature_split`). The
@@ -185,7 +180,7 @@ def boundary_split(model: keras.Model, head: keras.Model, *,
     it = iter(computed)
     taps = [by_id[id(t)] if id(t) in by_id else next(it) for t in outputs]
     out = head(taps if len(taps) > 1 else taps[0])
-    return Split(lower, keras.Model(cached, out, name="upper"))
+    return Cut(lower, keras.Model(cached, out, name="upper"))
 
 
 def disk_budget(folder) -> int:
@@ -196,6 +191,6 @@ def disk_budget(folder) -> int:
     return shutil.disk_usage(probe or ".").free // 2
 
 
-__all__ = ["SAMPLED_VIEWS", "Split", "boundary_split", "check_views", "disk_budget",
+__all__ = ["SAMPLED_VIEWS", "Cut", "boundary_split", "check_views", "disk_budget",
            "epoch_views",
            "exact_views", "view_count"]

@@ -37,6 +37,20 @@ def _read(path):
     return rate, frames
 
 
+def predict_clip(run, tmp_path, *, size, frames=4):
+    """``zoo predict RUN clip.mp4 --output out.mp4`` on a tiny clip of ``size`` px: the written
+    clip has every frame at the source's rate; returns the JSON lines, one per frame."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=frames, size=size)
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(main, ["predict", str(run), str(clip), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    rate, written = _read(out)
+    assert rate == 12 and len(written) == frames
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(frames))
+    return lines
+
+
 def test_a_clip_is_predicted_frame_by_frame_at_its_own_rate(tmp_path, trained_run):
     clip = make_clip(tmp_path / "clip.mp4")
     out = tmp_path / "out.mp4"

@@ -373,19 +373,9 @@ def test_a_detector_resumed_after_a_kill_matches_an_uninterrupted_run(yolo_folde
 
 def test_a_video_gets_each_frame_drawn_and_a_json_line(detection_run, tmp_path):
     """issue 28: the detection run's prediction drawn onto a tiny clip's frames."""
-    import json
+    from tests.cli.test_video_cli import predict_clip
 
-    from tests.cli.test_video_cli import _read, make_clip
-
-    clip = make_clip(tmp_path / "clip.mp4", frames=4, size=SIZE)
-    out = tmp_path / "out.mp4"
-    result = CliRunner().invoke(main, ["predict", str(detection_run), str(clip),
-                                       "--output", str(out)])
-    assert result.exit_code == 0, result.output
-    rate, frames = _read(out)
-    assert rate == 12 and len(frames) == 4
-    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [line["frame"] for line in lines] == [0, 1, 2, 3]
+    lines = predict_clip(detection_run, tmp_path, size=SIZE)
     assert all("detections" in line for line in lines)
 
 

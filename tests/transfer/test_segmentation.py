@@ -335,17 +335,7 @@ def test_a_layout_with_a_test_split_writes_its_metrics_and_report(tmp_path):
 
 def test_a_video_gets_each_frame_drawn_and_a_json_line(seg_run, tmp_path):
     """issue 28: the segmentation run's prediction drawn onto a tiny clip's frames."""
-    import json
+    from tests.cli.test_video_cli import predict_clip
 
-    from tests.cli.test_video_cli import _read, make_clip
-
-    clip = make_clip(tmp_path / "clip.mp4", frames=4, size=SIZE)
-    out = tmp_path / "out.mp4"
-    result = CliRunner().invoke(main, ["predict", str(seg_run), str(clip),
-                                       "--output", str(out)])
-    assert result.exit_code == 0, result.output
-    rate, frames = _read(out)
-    assert rate == 12 and len(frames) == 4
-    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [line["frame"] for line in lines] == [0, 1, 2, 3]
+    lines = predict_clip(seg_run, tmp_path, size=SIZE)
     assert all("areas" in line for line in lines)
