@@ -21,7 +21,8 @@ serving ImageNet classifier with the same endpoints, the 1000 ImageNet names as 
   - ``"int8"``: post-training full-integer quantisation; weights and activations are int8,
     calibrated on up to 100 training images from ``split.json`` (or ``calibration_data``, which
     a ``.keras`` file without a run directory and a registry model need).
-    Only the input cast and the final dequantisation of the probabilities run in float.
+    Only the input cast and the final dequantisation of the probabilities run in float; a
+    detector's box decoding and NMS, which LiteRT has no int8 kernel for, run in float too.
 
 - ``onnx``: an ONNX model for ONNX Runtime, converted by tf2onnx from the same serving function
   (the ``onnx`` extra). Input: ``images``, **uint8** ``[batch, size, size, 3]`` (any batch) raw
@@ -58,7 +59,7 @@ from transfer.card import write_model_card
 from transfer.data import ImageFolderData, Split, image_dataset
 from transfer.errors import ConfigError, DataError, ExportError
 from transfer.predict import expand_inputs, is_model_name, load_classifier
-from transfer.rundir import InputContract, RunDir, atomic_output
+from transfer.rundir import InputContract, atomic_output
 from transfer.serving import DEFAULT_TOP_K, ServingFunctions, export_saved_model
 from transfer.tasks import DEFAULT_TASK, get_task
 
@@ -153,8 +154,6 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
             tmp.write_bytes(proto.SerializeToString())
     else:
         calibration = None
-        if quantize == "int8":  # before the calibration images are read
-            _check_int8(classifier.contract.task)
         if quantize == "int8":
             calibration = calibration_images(
                 calibration_data if calibration_data is not None else _training_split(run_dir,
@@ -162,8 +161,7 @@ def export(source: str | os.PathLike, *, format: str = "savedmodel",  # noqa: A0
                 classifier.image_size, fit=get_task(classifier.contract.task).fit)
         with atomic_output(output, force=force) as tmp:
             tmp.write_bytes(tflite_model(classifier.model, classifier.contract,
-                                         quantize=quantize, calibration=calibration,
-                                         saved_model_dir=_run_saved_model(run_dir)))
+                                         quantize=quantize, calibration=calibration))
     log.info("exported %s%s to %s (%s bytes)", format,
              f" ({quantize})" if quantize != "none" else "", output, f"{_size(output):,}")
     if run_dir is not None:
@@ -176,12 +174,6 @@ def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _run_saved_model(run_dir: Path | None) -> Path | None:
-    if run_dir is not None and (RunDir(run_dir).saved_model_dir / "saved_model.pb").is_file():
-        return RunDir(run_dir).saved_model_dir
-    return None
 
 
 def _training_split(run_dir: Path | None, source) -> Split:
@@ -225,56 +217,49 @@ def calibration_images(data: Split | str | os.PathLike | Sequence[str] | np.ndar
     return np.stack(images)
 
 
-def _check_int8(task_name: str) -> None:
-    """Refuse int8 TFLite for a task that cannot have it (:attr:`Task.tflite_int8_refusal`)."""
-    refusal = get_task(task_name).tflite_int8_refusal
-    if refusal:
-        raise ConfigError(f"--quantize int8 is not available for {task_name}: {refusal}",
-                          field="quantize")
-
-
 def tflite_model(model: keras.Model, contract: InputContract | Sequence[str], *,
                  quantize: str = "none",
-                 calibration: np.ndarray | None = None,
-                 saved_model_dir: str | os.PathLike | None = None) -> bytes:
+                 calibration: np.ndarray | None = None) -> bytes:
     """The TFLite flatbuffer of a classifier (input and output contracts in the module docstring).
 
-    The converted function is the SavedModel's ``serve_images``, loaded from ``saved_model_dir``
-    (written to a temporary folder first when not given), traced at uint8 ``[1, size, size, 3]``
-    and reduced to the task's :attr:`~transfer.tasks.Task.tflite_outputs` (``probabilities``):
-    LiteRT has no string tensors to return the class names, and full-integer quantisation needs
-    a static shape.
+    The converted function is the SavedModel's ``serve_images`` (:mod:`transfer.serving`),
+    reduced to the task's :attr:`~transfer.tasks.Task.tflite_outputs` (``probabilities``: LiteRT
+    has no string tensors to return the class names) and written to a scratch SavedModel traced
+    at uint8 ``[1, size, size, 3]``: full-integer quantisation needs a static shape, and at a
+    batch of one a detector's NMS has no loop around it (TensorFlow's int8 calibrator crashes on
+    a ``While``). Where the task has ops without an int8 kernel
+    (:attr:`~transfer.tasks.Task.tflite_int8_float_ops`: a detector's NMS), those stay float32.
     """
     if quantize not in QUANTIZATIONS:
         raise ConfigError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
-    size = (contract.image_size if isinstance(contract, InputContract)
-            else int(model.input_shape[1]))
-    task = get_task(contract.task if isinstance(contract, InputContract) else DEFAULT_TASK)
-    if quantize == "int8":
-        _check_int8(task.name)
+    if not isinstance(contract, InputContract):
+        contract = InputContract.of_model(model, contract)
+    size = contract.image_size
+    task = get_task(contract.task)
     if quantize == "int8" and (calibration is None or not len(calibration)):
         raise DataError("int8 quantisation needs calibration images")
+    fns = ServingFunctions(model, contract)
+
+    def serve(images):
+        served = fns.serve_images(images)
+        return {name: served[name] for name in task.tflite_outputs}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve, input_signature=[
+        tf.TensorSpec((1, size, size, 3), tf.uint8, name="images")])
     with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as scratch:
-        if saved_model_dir is None:
-            saved_model_dir = Path(scratch) / "saved_model"
-            export_saved_model(model, saved_model_dir, contract)
-        loaded = tf.saved_model.load(str(saved_model_dir))
-
-        @tf.function(input_signature=[tf.TensorSpec((1, size, size, 3), tf.uint8,
-                                                    name="images")])
-        def serve(images):
-            served = loaded.serve_images(images)
-            return {name: served[name] for name in task.tflite_outputs}
-
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [serve.get_concrete_function()], loaded)
+        archive.write_out(scratch, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            scratch, signature_keys=["serving_default"])
         if quantize == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: ([image[None]] for image in calibration)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+                [tf.lite.OpsSet.TFLITE_BUILTINS] if task.tflite_int8_float_ops else [])
             converter.inference_input_type = tf.uint8
         return converter.convert()
 

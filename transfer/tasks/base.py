@@ -208,8 +208,9 @@ class Task(abc.ABC):
         augmentation), or ``None``."""
         return None
 
-    #: why ``--quantize int8`` cannot make this task's TFLite file, or ``None`` when it can
-    tflite_int8_refusal: str | None = None
+    #: whether the int8 TFLite file keeps float32 ops where LiteRT has no int8 kernel (a
+    #: detector's NMS); otherwise every op is int8 and the conversion fails on one that is not
+    tflite_int8_float_ops: bool = False
 
     #: whether a view of an image moves its targets with it (a mirrored mask or box), so the
     #: view cache keeps the targets of each view

@@ -34,18 +34,27 @@ def nms(boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor, *, conf: float,
     def one(args):
         b, s, c = args
         shifted = b + tf.cast(c, tf.float32)[:, None] * offset
-        keep, kept_scores = tf.image.non_max_suppression_with_scores(
-            shifted, s, max_output_size=max_det, iou_threshold=iou, score_threshold=conf)
-        count = tf.shape(keep)[0]
-        pad = max_det - count
-        out_boxes = tf.pad(tf.gather(b, keep), [[0, pad], [0, 0]])
-        out_scores = tf.pad(kept_scores, [[0, pad]])
-        out_classes = tf.pad(tf.gather(c, keep), [[0, pad]], constant_values=-1)
+        # Padded to max_det with its count beside, as LiteRT's NON_MAX_SUPPRESSION_V5 always
+        # pads: the count is the op's own, never the padded length.
+        keep, kept_scores, count = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=shifted, scores=s, max_output_size=max_det, iou_threshold=iou,
+            score_threshold=conf, soft_nms_sigma=0.0, pad_to_max_output_size=True)
+        valid = tf.range(max_det) < count
+        out_boxes = tf.where(valid[:, None], tf.gather(b, keep), 0.0)
+        out_scores = tf.where(valid, kept_scores, 0.0)
+        out_classes = tf.where(valid, tf.gather(c, keep), -1)
         return out_boxes, out_scores, out_classes, count
 
-    out_boxes, out_scores, out_classes, count = tf.map_fn(
-        one, (boxes, scores, classes),
-        fn_output_signature=(tf.TensorSpec([max_det, 4], tf.float32),
-                             tf.TensorSpec([max_det], tf.float32),
-                             tf.TensorSpec([max_det], tf.int32), tf.TensorSpec([], tf.int32)))
+    if boxes.shape[0] is not None:
+        # A batch of known size (the TFLite file's 1) unrolled: no While loop in the graph,
+        # which TensorFlow's int8 calibrator crashes on (a segmentation fault).
+        each = [one((boxes[i], scores[i], classes[i])) for i in range(boxes.shape[0])]
+        out_boxes, out_scores, out_classes, count = (tf.stack(parts) for parts in zip(*each))
+    else:
+        out_boxes, out_scores, out_classes, count = tf.map_fn(
+            one, (boxes, scores, classes),
+            fn_output_signature=(tf.TensorSpec([max_det, 4], tf.float32),
+                                 tf.TensorSpec([max_det], tf.float32),
+                                 tf.TensorSpec([max_det], tf.int32),
+                                 tf.TensorSpec([], tf.int32)))
     return {"boxes": out_boxes, "scores": out_scores, "classes": out_classes, "count": count}

@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from transfer.errors import ConfigError, DataError
+from transfer.tasks.detection.decode import nms
 
 #: the paper's weights of the localisation error and of the confidence of cells without objects
 LAMBDA_COORD = 5.0
@@ -251,18 +252,10 @@ def decode_yolov1(raw, image_size: int, *, conf: float = 0.25, iou: float = 0.45
     scores = (tf.clip_by_value(predictors[..., 4:5], 0.0, 1.0)
               * tf.clip_by_value(probabilities, 0.0, 1.0)[..., None, :])  # [batch, S, S, B, C]
     candidates = grid * grid * boxes_per_cell
-    corners = tf.reshape(corners, [-1, candidates, 1, 4])
-    # combined_non_max_suppression reads (y0, x0, y1, x1); IoU is the same in either order.
-    kept = tf.image.combined_non_max_suppression(
-        tf.gather(corners, [1, 0, 3, 2], axis=-1), tf.reshape(scores, [-1, candidates, classes]),
-        max_output_size_per_class=max_det, max_total_size=max_det, iou_threshold=iou,
-        score_threshold=conf, pad_per_class=False, clip_boxes=False)
-    count = tf.cast(kept.valid_detections, tf.int32)
-    valid = tf.range(max_det)[None, :] < count[:, None]
-    return {
-        "boxes": tf.where(valid[..., None], tf.gather(kept.nmsed_boxes, [1, 0, 3, 2], axis=-1),
-                          0.0),
-        "scores": tf.where(valid, kept.nmsed_scores, 0.0),
-        "classes": tf.where(valid, tf.cast(kept.nmsed_classes, tf.int32), -1),
-        "count": count,
-    }
+    # Every (box, class) pair is a candidate, and NMS runs per class (the shared class-aware NMS,
+    # whose LiteRT op is a builtin; combined_non_max_suppression would need Flex ops).
+    corners = tf.repeat(tf.reshape(corners, [-1, candidates, 4]), classes, axis=1)
+    labels = tf.tile(tf.range(classes, dtype=tf.int32), [candidates])
+    return nms(corners, tf.reshape(scores, [-1, candidates * classes]),
+               tf.broadcast_to(labels, tf.shape(corners)[:2]), conf=conf, iou=iou,
+               max_det=max_det, offset=2.0 * size)
