@@ -61,7 +61,7 @@ from transfer.errors import ConfigError, DataError, ExportError
 from transfer.predict import expand_inputs, is_model_name, load_classifier
 from transfer.rundir import InputContract, atomic_output
 from transfer.serving import DEFAULT_TOP_K, ServingFunctions, export_saved_model
-from transfer.tasks import DEFAULT_TASK, get_task
+from transfer.tasks import get_task
 
 log = logging.getLogger(__name__)
 
