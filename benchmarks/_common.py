@@ -45,7 +45,6 @@ def make_jpeg_folder(root: Path, *, images: int, size: int = 224, classes: int =
     return root
 
 
-@contextlib.contextmanager
 def parse_parts(parser, value: str, known) -> list[str]:
     """``--parts a,b``: the names in order, or the parser's error naming the unknown ones."""
     parts = [p for p in value.split(",") if p]
@@ -55,6 +54,7 @@ def parse_parts(parser, value: str, known) -> list[str]:
     return parts
 
 
+@contextlib.contextmanager
 def timed(results: dict, key: str):
     start = time.perf_counter()
     yield

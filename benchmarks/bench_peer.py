@@ -37,7 +37,7 @@ the package registry (pip) the first time.
 
     python benchmarks/bench_peer.py [--quick] [--parts feature-extractor,fine-tune,...]
         [--train 2400] [--test 1000] [--size 128] [--fe-epochs 15] [--head-epochs 4]
-        [--fine-tune-epochs 8] [--batch 32] [--tuned-lr 5e-4] [--peer-venv DIR]
+        [--fine-tune-epochs 8] [--batch 32] [--tuned-lr 5e-4] [--seeds 1] [--peer-venv DIR]
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ transfer.train(options.pop("data_dir"), **options)
 
 
 def run_ours(work: Path, root: Path, args, *, name: str, mode: str, epochs: int,
-             fine_tune_epochs: int) -> dict:
+             fine_tune_epochs: int, seed: int = 0) -> dict:
     from transfer.evaluate import evaluate
 
     run_dir = work / name
@@ -259,7 +259,7 @@ def run_ours(work: Path, root: Path, args, *, name: str, mode: str, epochs: int,
                "cache_dir": str(work / f"{name}-cache"),
                "model": "keras_mobilenet", "weights": "imagenet", "mode": mode,
                "image_size": args.size, "batch_size": args.batch, "epochs": epochs,
-               "verbose": 0}
+               "seed": seed, "verbose": 0}
     if mode == "fine-tune":  # refused in other modes, where it would do nothing
         options["fine_tune_epochs"] = fine_tune_epochs
     start = time.perf_counter()
@@ -272,6 +272,14 @@ def run_ours(work: Path, root: Path, args, *, name: str, mode: str, epochs: int,
     metrics = evaluate(run_dir, root / "heldout")
     return {"seconds": seconds, "top1": metrics["top1_accuracy"], "samples": metrics["samples"],
             "epochs": f"{epochs} + {fine_tune_epochs}" if mode == "fine-tune" else str(epochs)}
+
+
+def repeated(runs: list[dict]) -> dict:
+    """Several runs of one tool as one row: the mean wall time and top-1, each run's top-1 in
+    ``each`` (the first run's other fields)."""
+    return {**runs[0], "seconds": float(np.mean([r["seconds"] for r in runs])),
+            "top1": float(np.mean([r["top1"] for r in runs])),
+            "each": [r["top1"] for r in runs]}
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -297,6 +305,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tuned-lr", type=float, default=5e-4,
                         help="MIC's learning rate in part fine-tune-tuned")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="runs of each tool per row: ours with seeds 0..N-1, MIC (which "
+                             "takes no seed) as many times; rows give the means")
     parser.add_argument("--peer-venv", type=Path, default=CACHE / "peer-venv")
     parser.add_argument("--data", type=Path,
                         default=Path(tempfile.gettempdir()) / "zoo-bench" / "animal-mnist")
@@ -326,21 +337,26 @@ def main() -> None:
     peer_run(python, "the hub module's export",
              ["-c", EXPORT, str(WEIGHTS), str(work / "module")], work / "export.txt")
     rows = []
+    seeds = range(args.seeds)
     if "feature-extractor" in args.parts:
-        mic = run_mic(python, work, root, args, name="mic-fe", epochs=args.fe_epochs,
-                      fine_tune=False, learning_rate=MIC_DEFAULT_LR)
-        ours = run_ours(work, root, args, name="ours-fe", mode="feature-extractor",
-                        epochs=args.fe_epochs, fine_tune_epochs=0)
+        mic = repeated([run_mic(python, work, root, args, name=f"mic-fe-{i}",
+                                epochs=args.fe_epochs, fine_tune=False,
+                                learning_rate=MIC_DEFAULT_LR) for i in seeds])
+        ours = repeated([run_ours(work, root, args, name=f"ours-fe-{i}",
+                                  mode="feature-extractor", epochs=args.fe_epochs,
+                                  fine_tune_epochs=0, seed=i) for i in seeds])
         rows.append(("feature-extractor", ours, mic))
         progress(rows[-1])
     tuned = {"fine-tune": MIC_DEFAULT_LR, "fine-tune-tuned": args.tuned_lr}
     ours = None
     for part in (p for p in tuned if p in args.parts):
-        mic = run_mic(python, work, root, args, name=f"mic-{part}",
-                      epochs=args.head_epochs + args.fine_tune_epochs, fine_tune=True,
-                      learning_rate=tuned[part])
-        ours = ours or run_ours(work, root, args, name="ours-ft", mode="fine-tune",
-                                epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
+        mic = repeated([run_mic(python, work, root, args, name=f"mic-{part}-{i}",
+                                epochs=args.head_epochs + args.fine_tune_epochs, fine_tune=True,
+                                learning_rate=tuned[part]) for i in seeds])
+        ours = ours or repeated([run_ours(work, root, args, name=f"ours-ft-{i}",
+                                          mode="fine-tune", epochs=args.head_epochs,
+                                          fine_tune_epochs=args.fine_tune_epochs, seed=i)
+                                 for i in seeds])
         rows.append(("fine-tune", ours, mic))
         progress(rows[-1])
     report(args, rows)
@@ -356,7 +372,7 @@ def progress(row: tuple[str, dict, dict]) -> None:
 def report(args, rows: list[tuple[str, dict, dict]]) -> None:
     print(f"\nAnimal-MNIST, {len(CLASSES)} classes, {args.size} px: {args.train} training images "
           f"(each tool validates on 20% of them), {args.test} held-out; ImageNet MobileNet-v1, "
-          f"batch {args.batch}")
+          f"batch {args.batch}; {args.seeds} run(s) of each tool per row, means")
     print("| mode | epochs ours / MIC | MIC learning rate | held-out top-1 ours | "
           "held-out top-1 MIC | wall time ours / MIC |")
     print("|---|---|---:|---:|---:|---:|")
@@ -364,6 +380,11 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> None:
         default = " (default)" if mic["lr"] == MIC_DEFAULT_LR else ""
         print(f"| {mode} | {ours['epochs']} / {mic['epochs']} | {mic['lr']:g}{default} | "
               f"{ours['top1']:.3f} | {mic['top1']:.3f} | {ours['seconds'] / mic['seconds']:.2f}x |")
+    for mode, ours, mic in rows:
+        if len(ours["each"]) > 1:
+            print(f"  {mode} top-1 of each run: ours "
+                  f"{', '.join(f'{x:.3f}' for x in ours['each'])}; MIC at {mic['lr']:g} "
+                  f"{', '.join(f'{x:.3f}' for x in mic['each'])}")
     for mode, _, mic in rows:
         print(f"  MIC {mode} at {mic['lr']:g}: {mic['moved']} of {mic['backbone']} backbone "
               f"variables changed ({mic['kernels_moved']} of {mic['kernels']} convolution "
