@@ -1,6 +1,6 @@
-"""Where a fine-tune run's time goes, end to end, as shares of the whole process: start-up,
-reading and checking the data, each cache, each phase, evaluation, the SavedModel export, the
-figures, the card and the report.
+"""Where a fine-tune (or feature-extractor) run's time goes, end to end, as shares of the
+whole process: start-up, reading and checking the data, each cache, each phase, evaluation, the
+SavedModel export, the figures, the card and the report.
 
 Each run is a fresh ``zoo train`` process on ``bench_peer.py``'s data (Animal-MNIST at
 ``--size`` px, ``images/`` of that folder), with the shared ImageNet MobileNet-v1 and
@@ -11,6 +11,7 @@ run's ``metrics.json`` (``seconds.steps``); start-up is the process's wall time 
 
     python benchmarks/bench_profile.py --data /tmp/zoo-bench/animal-mnist/1200-500-128/images
         [--size 128] [--head-epochs 4] [--fine-tune-epochs 8] [--batch 32]
+        [--mode fine-tune|feature-extractor] [--fe-epochs 15]
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(data: Path, out: Path, args, *extra: str) -> dict:
     env = {**os.environ, "KERAS_HOME": str(offline_keras_home(weights_file()))}
+    epochs = (["--epochs", str(args.head_epochs), "--fine-tune-epochs",
+               str(args.fine_tune_epochs)] if args.mode == "fine-tune"
+              else ["--epochs", str(args.fe_epochs)])
     command = [sys.executable, "-m", "cli.main", "train", str(data), "--model",
-               "keras_mobilenet", "--mode", "fine-tune", "--image-size", str(args.size),
-               "--epochs", str(args.head_epochs), "--fine-tune-epochs",
-               str(args.fine_tune_epochs), "--batch-size", str(args.batch), "--output",
-               str(out), "--overwrite", *extra]
+               "keras_mobilenet", "--mode", args.mode, "--image-size", str(args.size),
+               *epochs, "--batch-size", str(args.batch), "--output", str(out), "--overwrite",
+               *extra]
     start = time.perf_counter()
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
     total = time.perf_counter() - start
@@ -51,6 +54,10 @@ def main() -> None:
     parser.add_argument("--head-epochs", type=int, default=4)
     parser.add_argument("--fine-tune-epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--mode", choices=("fine-tune", "feature-extractor"),
+                        default="fine-tune")
+    parser.add_argument("--fe-epochs", type=int, default=15,
+                        help="epochs of --mode feature-extractor (bench_peer.py's)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-profile-"))
     runs = {"cached (default)": run(args.data, work / "cached", args),
