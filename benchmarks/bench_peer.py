@@ -37,7 +37,8 @@ the package registry (pip) the first time.
 
     python benchmarks/bench_peer.py [--quick] [--parts feature-extractor,fine-tune,...]
         [--train 2400] [--test 1000] [--size 128] [--fe-epochs 15] [--head-epochs 4]
-        [--fine-tune-epochs 8] [--batch 32] [--tuned-lr 5e-4] [--seeds 1] [--peer-venv DIR]
+        [--fine-tune-epochs 8] [--batch 32] [--tuned-lr 5e-4] [--seeds 1]
+        [--precision float32] [--peer-venv DIR]
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def run_ours(work: Path, root: Path, args, *, name: str, mode: str, epochs: int,
                "cache_dir": str(work / f"{name}-cache"),
                "model": "keras_mobilenet", "weights": "imagenet", "mode": mode,
                "image_size": args.size, "batch_size": args.batch, "epochs": epochs,
-               "seed": seed, "verbose": 0}
+               "seed": seed, "precision": args.precision, "verbose": 0}
     if mode == "fine-tune":  # refused in other modes, where it would do nothing
         options["fine_tune_epochs"] = fine_tune_epochs
     start = time.perf_counter()
@@ -308,6 +309,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1,
                         help="runs of each tool per row: ours with seeds 0..N-1, MIC (which "
                              "takes no seed) as many times; rows give the means")
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                        help="our runs' --precision (MIC trains in float32)")
     parser.add_argument("--peer-venv", type=Path, default=CACHE / "peer-venv")
     parser.add_argument("--data", type=Path,
                         default=Path(tempfile.gettempdir()) / "zoo-bench" / "animal-mnist")
@@ -372,7 +376,8 @@ def progress(row: tuple[str, dict, dict]) -> None:
 def report(args, rows: list[tuple[str, dict, dict]]) -> None:
     print(f"\nAnimal-MNIST, {len(CLASSES)} classes, {args.size} px: {args.train} training images "
           f"(each tool validates on 20% of them), {args.test} held-out; ImageNet MobileNet-v1, "
-          f"batch {args.batch}; {args.seeds} run(s) of each tool per row, means")
+          f"batch {args.batch}; {args.seeds} run(s) of each tool per row, means; our "
+          f"precision {args.precision}")
     print("| mode | epochs ours / MIC | MIC learning rate | held-out top-1 ours | "
           "held-out top-1 MIC | wall time ours / MIC |")
     print("|---|---|---:|---:|---:|---:|")
