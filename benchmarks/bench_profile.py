@@ -9,7 +9,7 @@ the defaults (the view cache on) and once with ``--no-cache-features``. The step
 run's ``metrics.json`` (``seconds.steps``); start-up is the process's wall time minus their sum
 (interpreter, TensorFlow import, building the model, the rest).
 
-    python benchmarks/bench_profile.py --data /tmp/zoo-bench/animal-mnist/1200-500-128/images
+    python benchmarks/bench_profile.py [--data /tmp/zoo-bench/animal-mnist/1200-500-128/images]
         [--size 128] [--head-epochs 4] [--fine-tune-epochs 8] [--batch 32]
         [--mode fine-tune|feature-extractor] [--fe-epochs 15]
 """
@@ -49,7 +49,9 @@ def run(data: Path, out: Path, args, *extra: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a class-folder dataset; default: bench_peer.py's Animal-MNIST "
+                             "(1,200 training images at --size px), made if absent")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--head-epochs", type=int, default=4)
     parser.add_argument("--fine-tune-epochs", type=int, default=8)
@@ -59,6 +61,12 @@ def main() -> None:
     parser.add_argument("--fe-epochs", type=int, default=15,
                         help="epochs of --mode feature-extractor (bench_peer.py's)")
     args = parser.parse_args()
+    if args.data is None:  # `make benchmark` runs every script without arguments
+        from bench_peer import make_dataset
+
+        root = Path(tempfile.gettempdir()) / "zoo-bench" / "animal-mnist"
+        args.data = make_dataset(root / f"1200-500-{args.size}", train=1200, test=500,
+                                 size=args.size) / "images"
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-profile-"))
     runs = {"cached (default)": run(args.data, work / "cached", args),
             "--no-cache-features": run(args.data, work / "plain", args, "--no-cache-features")}
