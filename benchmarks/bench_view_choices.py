@@ -26,17 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_peer import make_dataset  # sets KERAS_HOME to the offline weights
+from bench_peer import OURS, REPO, make_dataset  # sets KERAS_HOME to the offline weights
 
-REPO = Path(__file__).resolve().parents[1]
-OURS = '''
-import json, sys
-sys.path.insert(0, sys.argv[1])
-import transfer
-
-options = json.loads(sys.argv[2])
-transfer.train(options.pop("data_dir"), **options)
-'''
 SAMPLED = "flip,crop,colour"
 RUNS = {
     "flips, K = 2, float32 (default)": {},
