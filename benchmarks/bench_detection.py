@@ -25,11 +25,18 @@ Parts (``--parts``, comma-separated):
   ``--fine-tune-epochs`` of the whole backbone. These two run in this process, as they always
   did, and print times as ratios to the first of them;
 - ``scratch``: ours from scratch, ``weights="none"``, full-retrain, the default detector on its
-  default backbone (``keras_mobilenetv2``), ``--epochs``;
+  default backbone (``keras_mobilenetv2``), ``--epochs``; ``--scratch-backbones`` names other
+  registry backbones to train the same way, one row each;
 - ``peer``: Ultralytics YOLOv8n from scratch (``yolov8n.yaml``, no weight download), ``--epochs``,
   its default training recipe, ``plots=False, amp=False``, CPU, ``--peer-workers`` loaders;
 - ``modes``: ours on the ImageNet MobileNet-v1 in feature-extractor (``--epochs``) and fine-tune
   (``--head-epochs`` + the rest of ``--epochs``, so as many epochs in all) modes;
+- ``cache``: the feature-extractor of ``modes`` again with ``cache_features=False`` (the same
+  head trained on the frozen backbone run on every step), so the cache's speed-up is a ratio of
+  two runs here (the cached one runs with it, as in ``modes``);
+- ``policies``: the fine-tune of ``modes`` under each fine-tune policy of :data:`POLICIES`
+  (which blocks train, BatchNorm training or frozen, the learning-rate factor), so the task's
+  default can be chosen by measurement;
 - ``int8``: the ``modes`` fine-tune run (trained first if absent) exported as TFLite float32,
   float16 and int8 (calibrated on 100 of its training images), each run in LiteRT on the
   letterboxed held-out images and scored by the same COCO code (int8: the network in int8, the
@@ -424,7 +431,18 @@ def run_tflite(data: Path, run: Path, quantize: str) -> dict:
 
 # ---- the run --------------------------------------------------------------------------------
 
-PARTS = ("losses", "fine-tune", "scratch", "peer", "modes", "yolov1", "int8")
+PARTS = ("losses", "fine-tune", "scratch", "peer", "modes", "cache", "policies", "yolov1",
+         "int8")
+#: part policies: (row, transfer.train options) on the ImageNet MobileNet-v1
+POLICIES = (
+    ("whole backbone, BatchNorm training, lr x 1", {}),
+    ("whole backbone, BatchNorm frozen, lr x 1", {"fine_tune_batchnorm": "frozen"}),
+    ("from conv_dw_7, BatchNorm frozen, lr x 1", {"unfreeze_from": "conv_dw_7",
+                                                  "fine_tune_batchnorm": "frozen"}),
+    ("from conv_dw_7, BatchNorm frozen, lr x 0.1", {"unfreeze_from": "conv_dw_7",
+                                                    "fine_tune_batchnorm": "frozen",
+                                                    "fine_tune_lr_factor": 0.1}),
+)
 PRESETS = {"issue": {"classes": 5, "objects": (1, 6), "object_px": (18, 110),
                      "image_px": (176, 288), "train": 800, "val": 200, "test": 300,
                      "epochs": 30, "size": 256}}
@@ -470,6 +488,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-px", type=_range, default=None, metavar="LO-HI",
                         help=f"each image's width and height, drawn (default: {WIDTH} x "
                              f"{HEIGHT})")
+    parser.add_argument("--scratch-backbones", default="",
+                        help="part scratch: comma-separated registry backbones trained from "
+                             "scratch as well as the default")
     parser.add_argument("--peer-venv", type=Path, default=CACHE / "ultralytics-venv")
     parser.add_argument("--peer-workers", type=int, default=2,
                         help="Ultralytics' data-loader processes (its default on 2 cores)")
@@ -523,6 +544,12 @@ def compare(args, data: Path, work: Path, common: dict, parts: set[str]) -> None
             data, runs / "scratch", "from-scratch", weights="none", mode="full-retrain",
             epochs=args.epochs, **common)
         progress(rows)
+        for backbone in filter(None, args.scratch_backbones.split(",")):
+            rows[f"ours, from scratch ({backbone})"] = run_ours(
+                data, runs / f"scratch-{backbone}", f"from-scratch {backbone}",
+                backbone=backbone, weights="none", mode="full-retrain", epochs=args.epochs,
+                **common)
+            progress(rows)
     if "peer" in parts:
         python = peer_python(args.peer_venv)
         rows["Ultralytics YOLOv8n, from scratch"] = run_peer(python, data, work, args)
@@ -531,10 +558,23 @@ def compare(args, data: Path, work: Path, common: dict, parts: set[str]) -> None
     for mode, epochs in (("feature-extractor", {"epochs": args.epochs}),
                          ("fine-tune", {"epochs": head,
                                         "fine_tune_epochs": max(0, args.epochs - head)})):
-        if "modes" in parts:
+        if "modes" in parts or (mode == "feature-extractor" and "cache" in parts):
             rows[f"ours, {mode} (ImageNet MobileNet-v1)"] = run_ours(
                 data, runs / mode, mode, backbone="keras_mobilenet", weights="imagenet",
                 mode=mode, **epochs, **common)
+            progress(rows)
+        if mode == "feature-extractor" and "cache" in parts:
+            rows["ours, feature-extractor without the cache"] = run_ours(
+                data, runs / f"{mode}-uncached", f"{mode} without the cache",
+                backbone="keras_mobilenet", weights="imagenet", mode=mode,
+                cache_features=False, **epochs, **common)
+            progress(rows)
+    if "policies" in parts:
+        for row, policy in POLICIES:
+            rows[f"ours, fine-tune, {row}"] = run_ours(
+                data, runs / f"policy-{len(rows)}", f"fine-tune ({row})",
+                backbone="keras_mobilenet", weights="imagenet", mode="fine-tune", epochs=head,
+                fine_tune_epochs=max(0, args.epochs - head), **policy, **common)
             progress(rows)
     if "yolov1" in parts:
         rows["ours, YOLO v1 from scratch"] = run_ours(

@@ -172,9 +172,21 @@ def test_three_batches_give_what_one_batch_gives():
     assert streamed.result() == whole
 
 
+@pytest.mark.parametrize("images", [_mixed_images(), _mixed_images()[:1]])
+def test_the_epochs_map_is_the_full_evaluations(images):
+    """Each epoch's validation scores the "all" area range alone; its two numbers are the full
+    evaluation's, to the bit (one image of the second case has one class, so others have none)."""
+    evaluator = DetectionEvaluator(NAMES, image_size=100)
+    evaluator.update(decoded(*[d for _, d in images]), labels(*[a for a, _ in images]), ())
+    whole = evaluator.result()
+    assert evaluator.map_result() == {"map": whole["map"], "map50": whole["map50"]}
+
+
 def test_an_empty_evaluation_is_refused():
     with pytest.raises(DataError, match="no images"):
         DetectionEvaluator(NAMES, image_size=100).result()
+    with pytest.raises(DataError, match="no images"):
+        DetectionEvaluator(NAMES, image_size=100).map_result()
     with pytest.raises(DataError, match="a.jpg: a box of class 3 is outside"):
         DetectionEvaluator(NAMES, image_size=100).update(
             decoded([]), labels(annotation([(0, 0, 5, 5)], [3])), ["a.jpg"])

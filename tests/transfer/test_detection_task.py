@@ -103,3 +103,50 @@ def test_drawing_outlines_each_box_in_its_class_colour():
     assert drawn.shape == (40, 40, 3) and drawn.dtype == np.uint8
     assert tuple(drawn[35, 20]) == COLOURS[1]  # the bottom edge
     assert tuple(drawn[27, 20]) == (0, 0, 0)  # inside stays
+
+
+def test_each_epochs_validation_map_runs_one_traced_function():
+    """The epoch's forward pass, decoding and NMS run as one tf.function, traced once per batch
+    shape and reused on later epochs (eagerly they cost more than the COCO scoring), and score
+    what the eager path scores."""
+    import keras
+    import tensorflow as tf
+
+    from transfer.tasks.detection.task import DetectionTask, ValidationMAP, _annotations_of
+    from zoo.detection import REG_MAX, anchor_points
+
+    size, names = 64, ("cat", "dog")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3))
+    shape = (len(anchor_points(size)[1]), 4 * REG_MAX + len(names))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, strides=4)(inputs))
+    x = keras.layers.Dense(int(np.prod(shape)),
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=2.0),
+                           bias_initializer=keras.initializers.RandomNormal(stddev=2.0))(x)
+    model = keras.Model(inputs, keras.layers.Reshape(shape)(x))
+    rng = np.random.default_rng(0)
+    targets = np.full((5, 2, 5), -1, np.float32)
+    targets[:, 0] = [[i % 2, 4 + i, 6, 30 + 2 * i, 40] for i in range(5)]
+    images = rng.uniform(0, 255, (5, size, size, 3)).astype(np.float32)
+    val = [(tf.constant(images[:3]), tf.constant(targets[:3])),
+           (tf.constant(images[3:]), tf.constant(targets[3:]))]  # two batch shapes
+    task = DetectionTask(image_size=size)
+    callback = ValidationMAP(task, val, size, names)
+    callback.set_model(model)
+    logs = [{} for _ in range(3)]
+    for epoch, log in enumerate(logs):
+        callback.on_epoch_end(epoch, log)
+        if epoch == 0:
+            traces = callback.detect().experimental_get_tracing_count()
+    assert 1 <= traces <= 2
+    assert callback.detect().experimental_get_tracing_count() == traces
+    eager = task.evaluator(names, image_size=size)
+    for batch_images, batch_targets in val:
+        outputs = task.postprocess(model(batch_images), evaluating=True)
+        eager.update(tf.nest.map_structure(np.asarray, outputs),
+                     _annotations_of(np.asarray(batch_targets), size), [""] * len(batch_images))
+    expected = eager.result()
+    assert 0 < expected["map50"] < 1
+    for log in logs:
+        assert log["val_map"] == pytest.approx(expected["map"], abs=1e-9)
+        assert log["val_map50"] == pytest.approx(expected["map50"], abs=1e-9)

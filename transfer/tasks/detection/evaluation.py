@@ -171,6 +171,13 @@ class DetectionEvaluator(Evaluator):
         boxes left out) and ``class_names``."""
         return copy.deepcopy(self._evaluate()[1])
 
+    def map_result(self) -> dict[str, float | None]:
+        """``map`` and ``map50`` as :meth:`result` gives them, for a quarter of its matching
+        and none of the rest (each epoch's validation mAP)."""
+        if not self._images:
+            raise DataError("no images to evaluate: the detection evaluation received none")
+        return _coco_map(self._images, self.class_names)
+
     def _evaluate(self) -> tuple[int, dict[str, Any], np.ndarray]:
         if not self._images:
             raise DataError("no images to evaluate: the detection evaluation received none")
@@ -244,11 +251,11 @@ def _xyxy(xywh: list) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
 
 
-def _coco_metrics(images: Sequence[_Image],
-                  class_names: Sequence[str]) -> tuple[dict[str, Any], np.ndarray]:
-    """COCO's metrics of ``images`` from in-memory COCO objects (ids from 1: pycocotools takes
-    a match id of 0 for none), and the precision at IoU 0.5 by recall level and class
-    ``[101, K]`` (-1 for a class without boxes)."""
+def _coco_evaluation(images: Sequence[_Image], class_names: Sequence[str], *,
+                     areas: bool = True):
+    """pycocotools' evaluation of ``images``, accumulated, from in-memory COCO objects (ids from
+    1: pycocotools takes a match id of 0 for none); ``areas=False`` scores the "all" area range
+    alone (a quarter of the matching), which leaves mAP and mAP50 as they are."""
     from pycocotools.coco import COCO
 
     gt_anns, dt_anns = [], []
@@ -277,8 +284,29 @@ def _coco_metrics(images: Sequence[_Image],
         truth.createIndex()
         detections.createIndex()
         evaluation = _voc_cocoeval()(truth, detections, "bbox")
+        if not areas:
+            evaluation.params.areaRng = evaluation.params.areaRng[:1]
+            evaluation.params.areaRngLbl = evaluation.params.areaRngLbl[:1]
         evaluation.evaluate()
         evaluation.accumulate()
+    return evaluation
+
+
+def _coco_map(images: Sequence[_Image], class_names: Sequence[str]) -> dict[str, float | None]:
+    """``map`` and ``map50`` alone, as :func:`_coco_metrics` gives them (COCO's mean of the
+    precisions that exist, over every class and recall level, at IoU 0.50:0.95 and at 0.5)."""
+    precision = _coco_evaluation(images, class_names, areas=False).eval["precision"][..., 0, -1]
+    present = precision > -1
+    return {"map": _clean(precision[present].mean()) if present.any() else None,
+            "map50": _clean(precision[0][present[0]].mean()) if present[0].any() else None}
+
+
+def _coco_metrics(images: Sequence[_Image],
+                  class_names: Sequence[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """COCO's metrics of ``images``, and the precision at IoU 0.5 by recall level and class
+    ``[101, K]`` (-1 for a class without boxes)."""
+    evaluation = _coco_evaluation(images, class_names)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its summary
         evaluation.summarize()
     stats = [_clean(s) for s in evaluation.stats[:6]]
     # precision [T, R, K, A, M]: IoU thresholds, recall levels, classes, areas, max dets

@@ -451,17 +451,34 @@ class ValidationMAP(keras.callbacks.Callback):
         super().__init__()
         self.task, self.val = task, val
         self.image_size, self.class_names = int(image_size), tuple(class_names)
+        self._detect = self._detect_model = None
+
+    def detect(self):
+        """The model's forward pass and the task's evaluation decoding and NMS as one
+        ``tf.function``, traced for the model being fit and kept across epochs (eagerly, they
+        cost more than the epoch's COCO scoring)."""
+        import tensorflow as tf
+
+        if self._detect_model is not self.model:
+            model, task = self.model, self.task
+
+            @tf.function(reduce_retracing=True)
+            def detect(inputs):
+                return task.postprocess(model(inputs, training=False), evaluating=True)
+
+            self._detect, self._detect_model = detect, model
+        return self._detect
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
         evaluator = self.task.evaluator(self.class_names, image_size=self.image_size)
+        detect = self.detect()
         for inputs, targets in self.val:
-            outputs = self.task.postprocess(self.model(inputs, training=False), evaluating=True)
-            outputs = tf.nest.map_structure(np.asarray, outputs)
+            outputs = tf.nest.map_structure(np.asarray, detect(inputs))
             labels = _annotations_of(np.asarray(targets), self.image_size)
             evaluator.update(outputs, labels, [""] * len(labels))
-        result = evaluator.result()
+        result = evaluator.map_result()
         if logs is not None:
             for key in ("map", "map50"):
                 value = result.get(key)
