@@ -609,9 +609,10 @@ class Trainer:
         if self.epoch >= end:
             return
         steps = math.ceil(len(self.data.train) / self.global_batch)
+        val = None if self.task.validates_in_callbacks else setup.val
         with unknown_length_ok(), self.clock(f"train the {phase.name} phase"):
             model.fit(self.train_dataset(setup, self.epoch, end), steps_per_epoch=steps,
-                      validation_data=setup.val, initial_epoch=self.epoch, epochs=end,
+                      validation_data=val, initial_epoch=self.epoch, epochs=end,
                       shuffle=False, class_weight=self.class_weight, callbacks=callbacks,
                       verbose=self.verbose)
         if model is not self.model:  # trained on a cache: the model keeps what trained it

@@ -86,6 +86,9 @@ def test_the_run_directory_describes_a_detector(detection_run):
     for split in ("val", "test"):
         assert set(metrics[split]) >= {"map", "map50", "map75", "per_class", "samples"}
         assert 0.0 <= metrics[split]["map"] <= 1.0
+    history = json.loads((detection_run / "history.json").read_text())
+    assert history and all({"loss", "val_loss", "val_map", "val_map50"} <= set(row)
+                           for row in history)  # the task's own validation pass gives them all
     assert (detection_run / "report.html").is_file()
     assert "mAP50-95" in (detection_run / "MODEL_CARD.md").read_text()
     for figure in ("pr_curves.png", "worst.png", "confusion_matrix.png"):

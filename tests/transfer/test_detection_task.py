@@ -105,14 +105,14 @@ def test_drawing_outlines_each_box_in_its_class_colour():
     assert tuple(drawn[27, 20]) == (0, 0, 0)  # inside stays
 
 
-def test_each_epochs_validation_map_runs_one_traced_function():
-    """The epoch's forward pass, decoding and NMS run as one tf.function, traced once per batch
-    shape and reused on later epochs (eagerly they cost more than the COCO scoring), and score
-    what the eager path scores."""
+def test_each_epochs_validation_is_one_traced_pass_giving_kerass_loss_and_the_map():
+    """The epoch's forward pass, loss, decoding and NMS run as one tf.function, traced once per
+    batch shape and reused on later epochs (eagerly they cost more than the COCO scoring); its
+    val_loss is what Keras's own validation gives, its mAP what the eager path scores."""
     import keras
     import tensorflow as tf
 
-    from transfer.tasks.detection.task import DetectionTask, ValidationMAP, _annotations_of
+    from transfer.tasks.detection.task import DetectionTask, Validation, _annotations_of
     from zoo.detection import REG_MAX, anchor_points
 
     size, names = 64, ("cat", "dog")
@@ -124,22 +124,24 @@ def test_each_epochs_validation_map_runs_one_traced_function():
                            kernel_initializer=keras.initializers.RandomNormal(stddev=2.0),
                            bias_initializer=keras.initializers.RandomNormal(stddev=2.0))(x)
     model = keras.Model(inputs, keras.layers.Reshape(shape)(x))
+    task = DetectionTask(image_size=size)
+    model.compile(**task.compile_args(TrainConfig(task="detection"), len(names)))
     rng = np.random.default_rng(0)
     targets = np.full((5, 2, 5), -1, np.float32)
     targets[:, 0] = [[i % 2, 4 + i, 6, 30 + 2 * i, 40] for i in range(5)]
+    targets[4, 1] = [1, 40, 40, 60, 62]
     images = rng.uniform(0, 255, (5, size, size, 3)).astype(np.float32)
-    val = [(tf.constant(images[:3]), tf.constant(targets[:3])),
-           (tf.constant(images[3:]), tf.constant(targets[3:]))]  # two batch shapes
-    task = DetectionTask(image_size=size)
-    callback = ValidationMAP(task, val, size, names)
+    val = tf.data.Dataset.from_tensor_slices((images, targets)).batch(3)  # batches of 3 and 2
+    callback = Validation(task, val, size, names)
     callback.set_model(model)
     logs = [{} for _ in range(3)]
     for epoch, log in enumerate(logs):
         callback.on_epoch_end(epoch, log)
         if epoch == 0:
-            traces = callback.detect().experimental_get_tracing_count()
+            traces = callback.step().experimental_get_tracing_count()
     assert 1 <= traces <= 2
-    assert callback.detect().experimental_get_tracing_count() == traces
+    assert callback.step().experimental_get_tracing_count() == traces
+    kerass = model.evaluate(val, verbose=0, return_dict=True)["loss"]
     eager = task.evaluator(names, image_size=size)
     for batch_images, batch_targets in val:
         outputs = task.postprocess(model(batch_images), evaluating=True)
@@ -148,5 +150,6 @@ def test_each_epochs_validation_map_runs_one_traced_function():
     expected = eager.result()
     assert 0 < expected["map50"] < 1
     for log in logs:
+        assert log["val_loss"] == pytest.approx(kerass, rel=1e-6)
         assert log["val_map"] == pytest.approx(expected["map"], abs=1e-9)
         assert log["val_map50"] == pytest.approx(expected["map50"], abs=1e-9)

@@ -107,6 +107,10 @@ class Task(abc.ABC):
     monitor: str = "val_loss"
     #: the metric drawn beside the loss in the training curves
     curve_metric: str = "accuracy"
+    #: whether :meth:`epoch_callbacks` compute every validation number, ``val_loss`` included,
+    #: in their own pass over the validation batches; the fit then runs no pass of its own (one
+    #: forward pass of the validation images per epoch instead of two)
+    validates_in_callbacks: bool = False
     #: whether the serving outputs depend on each input's original size
     needs_input_size: bool = False
     #: how images reach the model's square size, in training, evaluation and serving alike

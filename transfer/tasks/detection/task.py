@@ -45,6 +45,7 @@ class DetectionTask(Task):
 
     name = "detection"
     curve_metric = "map50"
+    validates_in_callbacks = True  # Validation scores the loss and mAP from one pass
     needs_input_size = True  # boxes come back in each image's own pixels
     fit = "letterbox"
     layout_hint = ("a folder in YOLO (data.yaml, images/ + labels/), COCO "
@@ -257,7 +258,7 @@ class DetectionTask(Task):
         return encoder_split(model)
 
     def epoch_callbacks(self, val, *, image_size, class_names):
-        return [ValidationMAP(self, val, image_size, class_names)]
+        return [Validation(self, val, image_size, class_names)]
 
     def loss(self, config):
         if self.head == YOLOV1:
@@ -442,44 +443,54 @@ class DetectionTask(Task):
                 "labels": labels, "num_detections": outputs["count"]}
 
 
-class ValidationMAP(keras.callbacks.Callback):
-    """``val_map`` and ``val_map50`` in each epoch's logs: COCO mAP of the model being fit on
-    the validation batches, scored in the letterboxed input's pixels (IoU does not change under
-    the letterbox's one scale; only COCO's small/medium/large areas would)."""
+class Validation(keras.callbacks.Callback):
+    """Each epoch's validation numbers from one pass over the validation batches: ``val_loss``
+    (the compiled loss, as Keras's own validation averages it: per image) and ``val_map`` and
+    ``val_map50``, the COCO mAP of the model being fit, scored in the letterboxed input's pixels
+    (IoU does not change under the letterbox's one scale; only COCO's small/medium/large areas
+    would). The task says :attr:`~transfer.tasks.base.Task.validates_in_callbacks`, so the fit
+    runs no validation pass of its own."""
 
     def __init__(self, task, val, image_size, class_names):
         super().__init__()
         self.task, self.val = task, val
         self.image_size, self.class_names = int(image_size), tuple(class_names)
-        self._detect = self._detect_model = None
+        self._step = self._step_model = None
 
-    def detect(self):
-        """The model's forward pass and the task's evaluation decoding and NMS as one
-        ``tf.function``, traced for the model being fit and kept across epochs (eagerly, they
-        cost more than the epoch's COCO scoring)."""
+    def step(self):
+        """The model's forward pass, its loss, and the task's evaluation decoding and NMS as
+        one ``tf.function``, traced for the model being fit and kept across epochs (eagerly,
+        they cost more than the epoch's COCO scoring)."""
         import tensorflow as tf
 
-        if self._detect_model is not self.model:
+        if self._step_model is not self.model:
             model, task = self.model, self.task
 
             @tf.function(reduce_retracing=True)
-            def detect(inputs):
-                return task.postprocess(model(inputs, training=False), evaluating=True)
+            def step(inputs, targets):
+                raw = model(inputs, training=False)
+                loss = model.compute_loss(x=inputs, y=targets, y_pred=raw, training=False)
+                return task.postprocess(raw, evaluating=True), loss
 
-            self._detect, self._detect_model = detect, model
-        return self._detect
+            self._step, self._step_model = step, model
+        return self._step
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
         evaluator = self.task.evaluator(self.class_names, image_size=self.image_size)
-        detect = self.detect()
+        step = self.step()
+        total = images = 0.0
         for inputs, targets in self.val:
-            outputs = tf.nest.map_structure(np.asarray, detect(inputs))
+            outputs, loss = step(inputs, targets)
+            outputs = tf.nest.map_structure(np.asarray, outputs)
             labels = _annotations_of(np.asarray(targets), self.image_size)
             evaluator.update(outputs, labels, [""] * len(labels))
+            total += float(loss) * len(labels)
+            images += len(labels)
         result = evaluator.map_result()
         if logs is not None:
+            logs["val_loss"] = total / images
             for key in ("map", "map50"):
                 value = result.get(key)
                 logs[f"val_{key}"] = float(value) if value is not None else 0.0
@@ -522,4 +533,4 @@ def _number(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-__all__ = ["DETECTORS", "DetectionTask", "ValidationMAP", "encode_targets"]
+__all__ = ["DETECTORS", "DetectionTask", "Validation", "encode_targets"]
