@@ -153,3 +153,16 @@ def test_each_epochs_validation_is_one_traced_pass_giving_kerass_loss_and_the_ma
         assert log["val_loss"] == pytest.approx(kerass, rel=1e-6)
         assert log["val_map"] == pytest.approx(expected["map"], abs=1e-9)
         assert log["val_map50"] == pytest.approx(expected["map50"], abs=1e-9)
+
+
+def test_detection_fine_tunes_the_whole_backbone_with_its_batchnorm_frozen():
+    """bench_detection.py --parts policies: the whole backbone at the head's rate with BatchNorm
+    frozen scored best; flips; no label smoothing. What the user sets is kept."""
+    blocks = tuple(f"conv_dw_{i}" for i in range(1, 14))
+    task = get_task("detection")
+    config = task.fill_defaults(TrainConfig(task="detection", mode="fine-tune"), blocks)
+    assert (config.fine_tune_lr_factor, config.unfreeze_from, config.fine_tune_batchnorm,
+            config.augment) == (1.0, "conv_dw_1", "frozen", "flip")
+    config = task.fill_defaults(TrainConfig(task="detection", mode="fine-tune",
+                                            fine_tune_batchnorm="train"), blocks)
+    assert config.fine_tune_batchnorm == "train"
