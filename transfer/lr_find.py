@@ -23,7 +23,6 @@ from transfer import outputs, plots
 from transfer.config import TrainConfig
 from transfer.distribute import make_strategy
 from transfer.errors import ConfigError
-from transfer.fused_bn import fused_batchnorm
 from transfer.train import Trainer, resolve_config
 
 log = logging.getLogger(__name__)
@@ -107,10 +106,9 @@ def lr_find(data_dir: str | os.PathLike, *, config: TrainConfig | None = None,
         trainer.compile(setup.model, start)
     per_epoch = math.ceil(len(data.train) / trainer.global_batch)
     sweep = RangeTest(start, end, steps)
-    with fused_batchnorm():  # as the training will run
-        setup.model.fit(trainer.train_dataset(setup, 0, math.ceil(steps / per_epoch)),
-                        steps_per_epoch=steps, epochs=1, shuffle=False,
-                        callbacks=[sweep, *callbacks], verbose=0)
+    setup.model.fit(trainer.train_dataset(setup, 0, math.ceil(steps / per_epoch)),
+                    steps_per_epoch=steps, epochs=1, shuffle=False,
+                    callbacks=[sweep, *callbacks], verbose=0)
     for variable, value in zip(model.variables, saved):
         variable.assign(value)
     rate = suggest(sweep.rates, sweep.losses)

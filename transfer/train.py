@@ -31,7 +31,6 @@ from transfer.config import TrainConfig, TransferMode, check_applicable
 from transfer.distribute import is_chief, make_strategy, precision_policy
 from transfer.errors import TrainingInterrupted
 from transfer.features import FeatureCache
-from transfer.fused_bn import fused_batchnorm
 from transfer.feeding import ImageFeed, epoch_dataset, fetch_arrays, unknown_length_ok
 from transfer.finish import RunRecord, StepClock, finish_run
 from transfer.model import (
@@ -611,7 +610,7 @@ class Trainer:
             return
         steps = math.ceil(len(self.data.train) / self.global_batch)
         val = None if self.task.validates_in_callbacks else setup.val
-        with unknown_length_ok(), fused_batchnorm(), self.clock(f"train the {phase.name} phase"):
+        with unknown_length_ok(), self.clock(f"train the {phase.name} phase"):
             model.fit(self.train_dataset(setup, self.epoch, end), steps_per_epoch=steps,
                       validation_data=val, initial_epoch=self.epoch, epochs=end,
                       shuffle=False, class_weight=self.class_weight, callbacks=callbacks,
@@ -636,11 +635,9 @@ class Trainer:
         with self.strategy.scope():
             self.compile(self.model, last.learning_rate)
         size = int(self.model.input_shape[1])
-        with fused_batchnorm():  # as the fit will train: less memory than Keras's own path
-            found = probe_batch_size(
-                self.model,
-                lambda n, rng: self.task.probe_targets(n, self.num_classes, size, rng),
-                maximum=max(8, len(self.data.train)))
+        found = probe_batch_size(
+            self.model, lambda n, rng: self.task.probe_targets(n, self.num_classes, size, rng),
+            maximum=max(8, len(self.data.train)))
         for variable, value in zip(self.model.variables, saved):
             variable.assign(value)
         self.config = self.config.replace(batch_size=found.batch_size)
