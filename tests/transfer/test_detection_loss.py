@@ -130,3 +130,61 @@ def test_the_loss_round_trips_through_keras_serialisation():
     again = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(again, DetectionLoss)
     assert (again.assigner, again.box_loss, again.top_k) == ("centre", "giou", 7)
+
+
+def assign(loss, *, centres, scores, pred_boxes, rows, classes=2):
+    """Run the assigner on one image of hand-placed points, all at stride 8."""
+    rows = np.asarray(rows, np.float32)
+    boxes, target, positive = loss.assign(
+        tf.constant([scores], tf.float32), tf.constant([pred_boxes], tf.float32),
+        tf.constant([rows[:, 0].astype(np.int32)]), tf.constant([rows[:, 0] >= 0]),
+        tf.constant([rows[:, 1:]]), tf.constant(centres, tf.float32),
+        tf.constant([8.0] * len(centres)), classes)
+    return boxes[0].numpy(), target[0].numpy(), positive[0].numpy()
+
+
+BOX = [0.0, 0.0, 24.0, 16.0]  # 384 px^2
+CENTRES_6 = [[4, 4], [12, 4], [20, 4], [4, 12], [12, 12], [40, 40]]  # the last is outside
+
+
+def test_task_aligned_assignment_takes_the_top_k_inside_and_scores_them_by_quality():
+    # class-1 scores and predicted boxes (IoU with BOX: 1, 1/2, 1/2, 1, 1/4, 1)
+    scores = [[0.0, s] for s in (0.9, 0.4, 0.1, 0.6, 0.8, 0.99)]
+    pred = [BOX, [0, 0, 24, 8], [0, 0, 12, 16], BOX, [6, 4, 18, 12], BOX]
+    # alignment s^0.5 * IoU^6: 0.949, 0.0099, 0.0049, 0.775, 0.0002; the outside point none
+    boxes, target, positive = assign(DetectionLoss(top_k=2), centres=CENTRES_6, scores=scores,
+                                     pred_boxes=pred, rows=[[1, *BOX], [-1, 0, 0, 64, 64]])
+    assert positive.tolist() == [True, False, False, True, False, False]
+    np.testing.assert_allclose(boxes[[0, 3]], [BOX, BOX])
+    # the best point's target is its IoU (1); the next is scaled by alignment: sqrt(0.6 / 0.9)
+    np.testing.assert_allclose(target[:, 1], [1.0, 0, 0, np.sqrt(0.6 / 0.9), 0, 0], rtol=1e-5)
+    np.testing.assert_array_equal(target[:, 0], 0.0)
+    # top_k 4 takes the two weak points as well, and still not the one outside the box
+    _, target, positive = assign(DetectionLoss(top_k=4), centres=CENTRES_6, scores=scores,
+                                 pred_boxes=pred, rows=[[1, *BOX]])
+    assert positive.tolist() == [True, True, True, True, False, False]
+    np.testing.assert_allclose(target[1, 1], np.sqrt(0.4 / 0.9) / 64, rtol=1e-5)
+
+
+def test_a_point_inside_two_boxes_keeps_the_one_its_box_overlaps_most():
+    tall = [0.0, 0.0, 16.0, 24.0]  # overlaps BOX by 256 of 512: IoU 1/2
+    centres = [[4, 4], [12, 12]]  # both inside both boxes
+    pred = [BOX, tall]
+    _, target, positive = assign(DetectionLoss(top_k=10), centres=centres,
+                                 scores=[[0.5, 0.5]] * 2, pred_boxes=pred,
+                                 rows=[[0, *BOX], [1, *tall]])
+    assert positive.tolist() == [True, True]
+    # point 0 predicts BOX (class 0), point 1 the tall box (class 1): each is its owner's best
+    np.testing.assert_allclose(target, [[1.0, 0.0], [0.0, 1.0]], rtol=1e-5)
+
+
+def test_centre_sampling_takes_the_points_near_the_centre_scored_by_their_iou():
+    wide = [0.0, 0.0, 100.0, 16.0]  # centre (50, 8); 2.5 strides = 20 px
+    centres = [[4, 4], [36, 4], [44, 12], [60, 4], [76, 12], [92, 4]]
+    pred = [wide, wide, [0, 0, 50, 16], wide, wide, wide]
+    boxes, target, positive = assign(DetectionLoss(assigner="centre"), centres=centres,
+                                     scores=[[0.0, 0.0]] * 6, pred_boxes=pred,
+                                     rows=[[1, *wide]])
+    assert positive.tolist() == [False, True, True, True, False, False]
+    np.testing.assert_allclose(target[:, 1], [0, 1.0, 0.5, 1.0, 0, 0], rtol=1e-5)
+    np.testing.assert_allclose(boxes[1:4], [wide] * 3)

@@ -166,3 +166,45 @@ def test_detection_fine_tunes_the_whole_backbone_with_its_batchnorm_frozen():
     config = task.fill_defaults(TrainConfig(task="detection", mode="fine-tune",
                                             fine_tune_batchnorm="train"), blocks)
     assert config.fine_tune_batchnorm == "train"
+
+
+def test_each_mode_trains_exactly_the_weights_it_should():
+    """MobileNet-v1 under the default detector (width 96, 2 classes): the feature-extractor
+    trains the neck and head alone; the default fine-tune adds every backbone kernel from
+    conv_dw_1 on, its BatchNorm frozen; full-retrain trains everything."""
+    from transfer.model import set_trainable
+
+    blocks = tuple(f"conv_dw_{i}" for i in range(1, 14))
+    task = get_task("detection")
+    config = task.fill_defaults(TrainConfig(task="detection", backbone="keras_mobilenet",
+                                            weights=None, image_size=64, mode="fine-tune"),
+                                blocks)
+    model = task.build_model(config, num_classes=2, weights=None)
+    w, k, r = 96, 2, 16
+    conv3 = 9 * w * w + 2 * w  # a 3 x 3 kernel and its BatchNorm's gamma and beta
+    head = ((256 + 512 + 1024) * w + 3 * w  # lateral 1 x 1 convolutions with bias
+            + 19 * conv3  # 3 smoothing, 4 bottom-up, 4 per level in the heads
+            + 3 * (w * 4 * r + 4 * r + w * k + k))  # each level's box and class outputs
+    assert head == 1_771_110
+    summary = set_trainable(model, "head")
+    assert (summary.trainable_weights, summary.trainable_params) == (75, head)
+
+    # MobileNet-v1's kernels: 13 depthwise 3 x 3 and 13 pointwise, the stem's stays frozen
+    depthwise = 9 * (32 + 64 + 128 + 128 + 256 + 256 + 5 * 512 + 512 + 1024)
+    pointwise = sum(a * b for a, b in [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256),
+                                       (256, 512)] + [(512, 512)] * 5 + [(512, 1024),
+                                                                         (1024, 1024)])
+    summary = set_trainable(model, "fine-tune", blocks=blocks,
+                            unfreeze_from=config.unfreeze_from,
+                            train_batchnorm=config.fine_tune_batchnorm == "train")
+    assert summary.trainable_weights == 75 + 26
+    assert summary.trainable_params == head + depthwise + pointwise == 4_955_334
+    assert summary.batchnorm == "frozen"
+
+    summary = set_trainable(model, "full")
+    bn_channels = 32 + 4960 + 5952  # the stem, the depthwise and the pointwise BatchNorms
+    stem = 3 * 3 * 3 * 32
+    assert summary.trainable_weights == 75 + 27 + 2 * 27
+    assert summary.trainable_params == head + stem + depthwise + pointwise + 2 * bn_channels
+    assert summary.trainable_params + summary.frozen_params == model.count_params()
+    assert summary.frozen_params == 2 * bn_channels + 19 * 2 * w  # the moving statistics
