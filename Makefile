@@ -24,13 +24,17 @@ demo: $(STAMP)
 		--epochs 30 --batch-size 32 --output runs/demo --overwrite
 	$(BIN)/zoo predict runs/demo data/animal-mnist/cat/cat_000.png data/animal-mnist/zebra/zebra_000.png
 
+# One pytest worker per core, at most 4 (each holds a TensorFlow); a test file's tests stay on
+# one worker, so its module fixtures are built once.
+PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -m "not network"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not network"
 
 # The documentation site (docs/, mkdocs.yml); --strict fails on a broken link or a page missing from nav.
 docs: $(STAMP)
