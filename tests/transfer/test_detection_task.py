@@ -172,9 +172,10 @@ def test_each_mode_trains_exactly_the_weights_it_should():
     """MobileNet-v1 under the default detector (width 96, 2 classes): the feature-extractor
     trains the neck and head alone; the default fine-tune adds every backbone kernel from
     conv_dw_1 on, its BatchNorm frozen; full-retrain trains everything."""
+    import zoo
     from transfer.model import set_trainable
 
-    blocks = tuple(f"conv_dw_{i}" for i in range(1, 14))
+    blocks = zoo.get_spec("keras_mobilenet").blocks
     task = get_task("detection")
     config = task.fill_defaults(TrainConfig(task="detection", backbone="keras_mobilenet",
                                             weights=None, image_size=64, mode="fine-tune"),
@@ -189,21 +190,21 @@ def test_each_mode_trains_exactly_the_weights_it_should():
     summary = set_trainable(model, "head")
     assert (summary.trainable_weights, summary.trainable_params) == (75, head)
 
-    # MobileNet-v1's kernels: 13 depthwise 3 x 3 and 13 pointwise, the stem's stays frozen
-    depthwise = 9 * (32 + 64 + 128 + 128 + 256 + 256 + 5 * 512 + 512 + 1024)
-    pointwise = sum(a * b for a, b in [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256),
-                                       (256, 512)] + [(512, 512)] * 5 + [(512, 1024),
-                                                                         (1024, 1024)])
+    # MobileNet-v1: a 3 x 3 stem to 32 channels, then 13 blocks of a depthwise 3 x 3 and a
+    # pointwise 1 x 1 from each width to the next, each convolution with a BatchNorm
+    widths = [32, 64, 128, 128, 256, 256] + [512] * 6 + [1024, 1024]
+    stem = 3 * 3 * 3 * 32
+    depthwise = 9 * sum(widths[:-1])
+    pointwise = sum(a * b for a, b in zip(widths, widths[1:]))
+    bn_channels = 32 + sum(widths[:-1]) + sum(widths[1:])
     summary = set_trainable(model, "fine-tune", blocks=blocks,
                             unfreeze_from=config.unfreeze_from,
                             train_batchnorm=config.fine_tune_batchnorm == "train")
-    assert summary.trainable_weights == 75 + 26
+    assert summary.trainable_weights == 75 + 26  # the stem's kernel stays frozen
     assert summary.trainable_params == head + depthwise + pointwise == 4_955_334
     assert summary.batchnorm == "frozen"
 
     summary = set_trainable(model, "full")
-    bn_channels = 32 + 4960 + 5952  # the stem, the depthwise and the pointwise BatchNorms
-    stem = 3 * 3 * 3 * 32
     assert summary.trainable_weights == 75 + 27 + 2 * 27
     assert summary.trainable_params == head + stem + depthwise + pointwise + 2 * bn_channels
     assert summary.trainable_params + summary.frozen_params == model.count_params()
