@@ -18,10 +18,11 @@ from PIL import Image  # noqa: E402
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 
 # The deeper or wider members of a model family whose smallest member runs the same builder in
-# the fast suite (resnet18/50, densenet121, efficientnetb0 and v2b0, convnexttiny, vgg16_bn):
-# tests parametrized over registry names build them only in the slow suite.
+# the fast suite (resnet18/50, densenet121, efficientnetb0 and v2b0, convnexttiny, vgg16_bn,
+# cspdarknet_n): tests parametrized over registry names build them only in the slow suite.
 FAMILY_SIBLINGS = frozenset({
-    "keras_convnextsmall", "keras_convnextbase", "keras_densenet169", "keras_densenet201",
+    "cspdarknet_s", "keras_convnextsmall", "keras_convnextbase", "keras_densenet169",
+    "keras_densenet201",
     "keras_efficientnetb1", "keras_efficientnetb2", "keras_efficientnetb3", "keras_efficientnetb4",
     "keras_efficientnetb5", "keras_efficientnetv2b1", "keras_efficientnetv2b2",
     "keras_efficientnetv2b3", "keras_efficientnetv2s", "keras_resnet101", "keras_resnet152",

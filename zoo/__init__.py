@@ -10,7 +10,7 @@ from zoo.registry import ModelSpec, create_model, get_spec, list_models, registe
 from zoo import lenet  # noqa: E402,F401  isort: skip
 from zoo import applications  # noqa: E402,F401  isort: skip
 from zoo import alexnet, densenet, googlenet, nin, resnet, unet, vgg  # noqa: E402,F401  isort: skip
-from zoo import fcn, segnet  # noqa: E402,F401  isort: skip
+from zoo import cspdarknet, fcn, segnet  # noqa: E402,F401  isort: skip
 from zoo import yolov1  # noqa: E402,F401  isort: skip
 from zoo.taps import Taps, get_taps  # noqa: E402  isort: skip
 from zoo.segmentation import build_segmenter  # noqa: E402  isort: skip

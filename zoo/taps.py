@@ -146,6 +146,10 @@ TABLE: dict[str, tuple[tuple[str | None, ...], tuple[int, ...]]] = {
     "densenet121": (_DENSENET + ("conv5_relu",), ()),
     "densenet169": (_DENSENET + ("conv5_relu",), ()),
     "densenet201": (_DENSENET + ("conv5_relu",), ()),
+    "cspdarknet_n": (("stem_silu", "stage1_c2f_cv2_silu", "stage2_c2f_cv2_silu",
+                       "stage3_c2f_cv2_silu", "stage4_sppf_cv2_silu"), ()),
+    "cspdarknet_s": (("stem_silu", "stage1_c2f_cv2_silu", "stage2_c2f_cv2_silu",
+                       "stage3_c2f_cv2_silu", "stage4_sppf_cv2_silu"), ()),
     # --- keras.applications
     "keras_convnexttiny": (_convnext("tiny", 9), ()),
     "keras_convnextsmall": (_convnext("small", 27), ()),

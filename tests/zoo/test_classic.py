@@ -122,6 +122,10 @@ REFERENCE_PARAMS = {
     "densenet121": 7_978_856,
     "densenet169": 14_149_480,
     "densenet201": 20_013_928,
+    # Ultralytics YOLOv8n's and YOLOv8s's first ten layers (the backbone, tests/zoo/
+    # test_cspdarknet.py), then the registry's pooled dense top
+    "cspdarknet_n": 1_272_656 + dense(256, 1000),
+    "cspdarknet_s": 5_079_712 + dense(512, 1000),
     # Ronneberger et al. 2015, figure 1: 23 convolutional layers, 1 input channel, 2 classes
     "unet": _unet_params(channels=1),  # 31,030,658
     "unet_same": _unet_params(channels=3),  # padding changes no parameter
