@@ -130,3 +130,28 @@ def test_the_detector_taps_its_three_last_stages_and_keeps_the_whole_backbone():
         (8, 8, 64), (4, 4, 128), (2, 2, 256)]
     assert sum(math.prod(w.shape) for w in encoder.trainable_weights) == PYTORCH_TOTALS["n"]
     assert detector.output_shape == (None, 8 * 8 + 4 * 4 + 2 * 2, 4 * 16 + 3)
+
+
+def test_it_converts_to_tflite_builtins_and_litert_gives_keras_outputs(tmp_path):
+    """The C2f halves (Cropping2D over channels) and SPPF's poolings are TFLite builtins: no
+    Flex op, so a detector on this backbone exports to LiteRT (the way transfer.export does:
+    a Keras export archive, then the SavedModel converter)."""
+    pytest.importorskip("ai_edge_litert")
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = zoo.create_model("cspdarknet_n", include_top=False, input_shape=(64, 64, 3))
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec((1, 64, 64, 3), tf.float32, name="x")])
+    archive.write_out(str(tmp_path / "saved"), verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved"))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = Interpreter(model_content=converter.convert())
+    assert not [op for op in interpreter._get_ops_details() if op["op_name"].startswith("Flex")]
+    x = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    (got,) = interpreter.get_signature_runner()(x=x).values()
+    want = keras.ops.convert_to_numpy(model(x))
+    assert got.shape == want.shape == (1, 2, 2, 256)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
