@@ -9,16 +9,17 @@ network is a stem (3x3/2) and four stages, each a 3x3/2 convolution then a C2f b
 - **C2f**: a 1x1 convolution to ``2c`` channels (``c`` half the stage's width), split in two
   halves; ``n`` bottlenecks (two 3x3 convolutions and a shortcut) each take the previous
   output; the two halves and every bottleneck's output are concatenated and a 1x1 convolution
-  brings them to the stage's width. Each bottleneck's output reaches the end directly (the
-  "partial" path), which is what makes the block cheap.
+  brings them to the stage's width. Only half the channels go through the bottlenecks, the
+  other half passes straight to the end (the "cross-stage partial" idea), which makes the
+  block cheap; every bottleneck's output also reaches the end directly.
 - The last stage ends in **SPPF**: a 1x1 convolution to half the width, three chained 5x5/1 max
   poolings, the four maps concatenated and a 1x1 convolution.
 
 The scales multiply YOLOv8's base widths (64, 128, 256, 512, 1024) and depths (3, 6, 6, 3):
-``n`` by 0.25 and 0.33 (1,272,656 trainable weights without the top, as the PyTorch model's
-first ten layers), ``s`` by 0.5 and 0.33 (5,079,712). With ``include_top`` the features are
-pooled and a dense layer classifies them, the registry's usual top; YOLOv8's own classifier
-drops SPPF and adds a 1280-wide 1x1 convolution instead.
+``n`` by 0.25 and 0.33 (1,272,656 trainable weights without the top, as the first ten
+modules of Ultralytics' ``yolov8n.yaml``), ``s`` by 0.5 and 0.33 (5,079,712). With
+``include_top`` the features are pooled and a dense layer classifies them, the registry's usual
+top; YOLOv8's own classifier drops SPPF and adds a 1280-wide 1x1 convolution instead.
 
 Regular convolutions throughout make it fast to train on a CPU: as a detector backbone at 256
 px it trains in half the time of MobileNetV2 per step (docs/benchmarks.md).
