@@ -147,20 +147,26 @@ _SCALES = {"tf": (1 / 127.5, -1.0), "tf128": (1 / 128, -1.0), "unit": (1 / 255, 
 
 
 def _rgb_to_bgr(x):
-    """Reverse the channel order without weights.
-
-    Keras has no channel-permutation layer, and a fixed 1x1 convolution would add a weighted
-    layer in front of the network, shifting every positional weight match. ``Cropping2D`` in
-    ``channels_first`` format crops the last two axes, so on a channels-last tensor it cuts out
-    one channel; the three are concatenated in reverse order.
-    """
-    channels = [
-        keras.layers.Cropping2D(((0, 0), (index, 2 - index)), data_format="channels_first",
-                                dtype="float32", name=f"{PREPROCESS_PREFIX}{colour}")(x)
-        for index, colour in ((2, "blue"), (1, "green"), (0, "red"))
-    ]
+    """Reverse the channel order without weights: the three channels (:func:`channel_slice`)
+    concatenated in reverse order. Keras has no channel-permutation layer, and a fixed 1x1
+    convolution would add a weighted layer in front of the network, shifting every positional
+    weight match."""
+    channels = [channel_slice(x, index, index + 1, name=f"{PREPROCESS_PREFIX}{colour}",
+                              dtype="float32")
+                for index, colour in ((2, "blue"), (1, "green"), (0, "red"))]
     return keras.layers.Concatenate(axis=-1, dtype="float32", name=f"{PREPROCESS_PREFIX}bgr")(
         channels)
+
+
+def channel_slice(x, start: int, stop: int, *, name: str, dtype: str | None = None):
+    """Channels ``start .. stop - 1`` of a channels-last map, cut by a layer without weights.
+
+    ``Cropping2D`` in ``channels_first`` format crops the last two axes, so on a channels-last
+    tensor it crops the channels. A built-in layer, unlike a ``Lambda``, keeps ``.keras`` files
+    loadable in plain Keras's safe mode, and converts to TFLite builtins.
+    """
+    return keras.layers.Cropping2D(((0, 0), (start, x.shape[-1] - stop)),
+                                   data_format="channels_first", dtype=dtype, name=name)(x)
 
 
 def classifier_head(x, *, include_top: bool, pooling: str | None, classes: int,

@@ -33,7 +33,8 @@ from typing import Callable
 import keras
 
 from zoo._common import (
-    classifier_head, load_weights, model_input, resolve_input_shape, validate_args)
+    channel_slice, classifier_head, load_weights, model_input, resolve_input_shape,
+    validate_args)
 from zoo.registry import register_model
 
 #: scale -> (depth multiple, width multiple), as YOLOv8's model files
@@ -70,12 +71,7 @@ def _conv(x, filters: int, kernel: int, name: str, *, strides: int = 1):
 def _c2f(x, filters: int, bottlenecks: int, name: str):
     half = filters // 2
     x = _conv(x, 2 * half, 1, f"{name}_cv1")
-    # The two halves, cut without weights: Cropping2D in channels_first format crops the last
-    # two axes, so on a channels-last map it crops the channels (and keeps .keras files free
-    # of Lambda layers, which plain Keras refuses to load).
-    parts = [keras.layers.Cropping2D(((0, 0), (i * half, (1 - i) * half)),
-                                     data_format="channels_first", name=f"{name}_half{i}")(x)
-             for i in (0, 1)]
+    parts = [channel_slice(x, i * half, (i + 1) * half, name=f"{name}_half{i}") for i in (0, 1)]
     for index in range(bottlenecks):
         y = _conv(parts[-1], half, 3, f"{name}_m{index}_cv1")
         y = _conv(y, half, 3, f"{name}_m{index}_cv2")
